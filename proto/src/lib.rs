@@ -12,8 +12,7 @@ pub mod v1 {
 
 /// Encoded `FileDescriptorSet` of every rota proto file (and the well-known
 /// types they import), for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/rota_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rota_descriptor.bin"));
 
 /// Response metadata key that carries the leader's address on `UNAVAILABLE`.
 pub const LEADER_METADATA_KEY: &str = "rota-leader";

@@ -1,0 +1,14 @@
+//! The rota server: a Raft-replicated store of job definitions (and, in later
+//! issues, runs and workers), served over gRPC.
+//!
+//! Layout, from the pure core outwards:
+//! - [`state`]: the domain and its deterministic transition function;
+//! - [`spec`]: job specs at the network edge, validated into domain values;
+//! - [`store`]: durability — the Raft log (raft-log WAL) and the state
+//!   machine (sled), snapshots;
+//! - [`raft`]: openraft wiring and the gRPC transport between servers;
+//! - [`api`]: the client-facing gRPC services;
+//! - [`node`]: configuration, startup and graceful shutdown.
+
+pub mod spec;
+pub mod state;

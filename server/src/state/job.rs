@@ -1,0 +1,224 @@
+//! Job definitions as the state machine holds them: validated, typed, with
+//! every default filled in.
+//!
+//! Values of these types only come from [`crate::spec::validate`] (or from
+//! storage that was written from such values), so code that reads them never
+//! re-checks names, durations or cron syntax. They are plain data: no clock,
+//! no I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use super::LogIndex;
+
+/// A job as stored by the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Unique among live jobs; the key of the job table.
+    pub name: String,
+    /// Stable identity: a job deleted and created again gets a new uid.
+    pub uid: String,
+    /// 1 at creation, +1 on every spec change.
+    pub generation: u64,
+    /// The current definition.
+    pub spec: JobSpec,
+    /// A suspended job's schedule does not fire.
+    pub suspended: bool,
+    /// Leader time of the creating command.
+    pub created_at: DateTime<Utc>,
+    /// Leader time of the last command that changed the job.
+    pub updated_at: DateTime<Utc>,
+    /// Raft log index of the last command that changed the job.
+    pub revision: LogIndex,
+}
+
+/// The definition of a job (BRIEF §4), validated and with defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// `[a-z0-9][a-z0-9-]{0,62}`.
+    pub name: String,
+    /// When the job fires.
+    pub schedule: Schedule,
+    /// What a new run does while another run of the job is active.
+    pub concurrency: Concurrency,
+    /// With [`Concurrency::Queue`]: how many runs may wait.
+    pub max_queued: u32,
+    /// What a run executes.
+    pub task: Task,
+    /// Limit on a whole run; `None` is unlimited.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL.
+    #[serde(with = "humantime_serde")]
+    pub kill_grace: Duration,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// Worker labels a run requires.
+    pub constraints: BTreeMap<String, String>,
+    /// How many completed runs are kept.
+    pub history: HistoryPolicy,
+}
+
+/// When a job fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// `None`: the job only runs when triggered.
+    pub trigger: Option<Trigger>,
+    /// Zone in which cron fields are read.
+    pub timezone: Tz,
+    /// What happens to slots missed while nothing could fire them.
+    pub catch_up: CatchUp,
+    /// Upper bound on slots run by [`CatchUp::All`].
+    pub max_catch_up: u32,
+    /// A slot that cannot start within this long of its nominal time is Missed.
+    #[serde(with = "humantime_serde")]
+    pub starting_deadline: Option<Duration>,
+}
+
+/// The kind of schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A cron expression (5 or 6 fields, or a macro), already parsed once.
+    Cron(String),
+    /// A fixed interval.
+    Every(#[serde(with = "humantime_serde")] Duration),
+    /// A single instant.
+    At(DateTime<Utc>),
+}
+
+/// Catch-up policy for missed slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Missed slots are recorded as Missed.
+    None,
+    /// Only the latest missed slot runs.
+    Latest,
+    /// Every missed slot runs, bounded by `max_catch_up`.
+    All,
+}
+
+/// Concurrency policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concurrency {
+    /// Runs may overlap.
+    Allow,
+    /// A new slot is Skipped while a run is active.
+    Forbid,
+    /// The active run is cancelled, the new one starts.
+    Replace,
+    /// The new run waits (bounded queue).
+    Queue,
+}
+
+/// Task driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// A container through the Docker engine.
+    Docker,
+    /// A host process.
+    Exec,
+}
+
+/// Image pull policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Pull only when the image is missing.
+    IfNotPresent,
+    /// Pull before every run.
+    Always,
+    /// Never pull; fail if missing.
+    Never,
+}
+
+/// What a run executes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Where the task runs.
+    pub driver: Driver,
+    /// Docker image reference; `None` for the exec driver.
+    pub image: Option<String>,
+    /// When the image is pulled.
+    pub pull: PullPolicy,
+    /// Argument array.
+    pub command: Vec<String>,
+    /// Extra arguments.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside the task.
+    pub working_dir: Option<String>,
+    /// User to run as.
+    pub user: Option<String>,
+    /// CPU and memory limits.
+    pub resources: Resources,
+    /// Docker network mode.
+    pub network_mode: Option<String>,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU limit in thousandths of a core; `None` is unlimited.
+    pub cpu_millis: Option<u32>,
+    /// Memory limit in bytes; `None` is unlimited.
+    pub memory_bytes: Option<u64>,
+}
+
+/// Outcomes of an attempt that may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// Non-zero exit.
+    Failed,
+    /// The worker was lost.
+    Lost,
+    /// The run hit its timeout.
+    TimedOut,
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in all, including the first.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled each time.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Cap on the delay.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Which outcomes are retried.
+    pub on: BTreeSet<RetryOn>,
+}
+
+/// History retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPolicy {
+    /// Succeeded runs kept.
+    pub keep_succeeded: u32,
+    /// Failed (or otherwise unsuccessful) runs kept.
+    pub keep_failed: u32,
+    /// Runs older than this are removed.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+/// Parses a cron expression the way rota reads them everywhere: 5 fields
+/// (minute first), 6 fields (seconds first), or an `@hourly`-style macro;
+/// no year field.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(expr)
+}

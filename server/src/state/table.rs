@@ -1,0 +1,120 @@
+//! A keyed collection of the state machine that remembers which keys changed
+//! since it was last persisted.
+//!
+//! The state machine keeps its whole state in memory and persists only what
+//! a batch of commands touched; a [`Table`] records those keys so the store
+//! does not have to diff or rewrite everything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+/// Rows ordered by key, with the set of keys changed since the last
+/// [`Table::take_changed`].
+#[derive(Debug, Clone)]
+pub struct Table<T> {
+    rows: BTreeMap<String, T>,
+    changed: BTreeSet<String>,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Self {
+            rows: BTreeMap::new(),
+            changed: BTreeSet::new(),
+        }
+    }
+}
+
+impl<T> Table<T> {
+    /// The row under `key`.
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.rows.get(key)
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// All rows in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &T)> {
+        self.rows.iter()
+    }
+
+    /// Rows with keys strictly after `after` (all rows for `None`), in order.
+    pub fn iter_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = (&'a String, &'a T)> {
+        let lower = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        self.rows.range::<str, _>((lower, Bound::Unbounded))
+    }
+
+    /// Inserts or replaces a row and marks it changed.
+    pub fn insert(&mut self, key: String, row: T) {
+        self.changed.insert(key.clone());
+        self.rows.insert(key, row);
+    }
+
+    /// Removes a row and marks it changed.
+    pub fn remove(&mut self, key: &str) -> Option<T> {
+        let removed = self.rows.remove(key);
+        if removed.is_some() {
+            self.changed.insert(key.to_owned());
+        }
+        removed
+    }
+
+    /// Keys changed since the last call, with their current rows (`None`
+    /// for removed keys). Clears the record.
+    pub fn take_changed(&mut self) -> Vec<(String, Option<&T>)> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .map(|key| {
+                let row = self.rows.get(&key);
+                (key, row)
+            })
+            .collect()
+    }
+
+    /// Inserts a row loaded from storage, without marking it changed.
+    pub fn load(&mut self, key: String, row: T) {
+        self.rows.insert(key, row);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_reported_once_with_current_rows() {
+        let mut table = Table::default();
+        table.insert("a".to_owned(), 1);
+        table.insert("b".to_owned(), 2);
+        table.insert("a".to_owned(), 3);
+        table.remove("b");
+        table.remove("missing");
+        let changed: Vec<_> = table.take_changed().into_iter().map(|(k, v)| (k, v.copied())).collect();
+        assert_eq!(changed, vec![("a".to_owned(), Some(3)), ("b".to_owned(), None)]);
+        assert!(table.take_changed().is_empty());
+    }
+
+    #[test]
+    fn iter_after_excludes_the_cursor() {
+        let mut table = Table::default();
+        for key in ["a", "b", "c"] {
+            table.load(key.to_owned(), ());
+        }
+        let keys: Vec<_> = table.iter_after(Some("a")).map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["b", "c"]);
+        assert_eq!(table.iter_after(None).count(), 3);
+        assert!(table.take_changed().is_empty(), "loading marks nothing changed");
+    }
+}

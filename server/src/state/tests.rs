@@ -1,0 +1,273 @@
+//! Unit tests of the transition function, and sample values for other tests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::job::*;
+use super::*;
+
+/// A valid, fully defaulted spec named `name`.
+pub(crate) fn sample_spec(name: &str) -> JobSpec {
+    JobSpec {
+        name: name.to_owned(),
+        schedule: Schedule {
+            trigger: Some(Trigger::Cron("0 30 2 * * *".to_owned())),
+            timezone: chrono_tz::Europe::Berlin,
+            catch_up: CatchUp::Latest,
+            max_catch_up: 10,
+            starting_deadline: Some(Duration::from_secs(600)),
+        },
+        concurrency: Concurrency::Forbid,
+        max_queued: 10,
+        task: Task {
+            driver: Driver::Docker,
+            image: Some("registry.example.com/ci/builder:1.4".to_owned()),
+            pull: PullPolicy::IfNotPresent,
+            command: vec!["sh".to_owned(), "-c".to_owned(), "make test".to_owned()],
+            args: vec![],
+            env: BTreeMap::from([("GIT_REF".to_owned(), "main".to_owned())]),
+            working_dir: None,
+            user: None,
+            resources: Resources {
+                cpu_millis: Some(1000),
+                memory_bytes: Some(512 << 20),
+            },
+            network_mode: None,
+        },
+        timeout: Some(Duration::from_secs(1800)),
+        kill_grace: Duration::from_secs(10),
+        retry: RetryPolicy {
+            max_attempts: 3,
+            backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+            on: BTreeSet::from([RetryOn::Failed, RetryOn::Lost]),
+        },
+        constraints: BTreeMap::from([("arch".to_owned(), "amd64".to_owned())]),
+        history: HistoryPolicy {
+            keep_succeeded: 20,
+            keep_failed: 50,
+            max_age: Duration::from_secs(30 * 86400),
+        },
+    }
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0).single().expect("valid time")
+}
+
+fn command(secs: i64, op: Op) -> Command {
+    Command { now: at(secs), op }
+}
+
+fn create(name: &str, uid: &str) -> Op {
+    Op::CreateJob {
+        uid: uid.to_owned(),
+        spec: sample_spec(name),
+    }
+}
+
+#[test]
+fn create_then_create_again_is_rejected_and_changes_nothing() {
+    let mut state = State::default();
+    let job = match apply(&mut state, 5, &command(0, create("build", "u1"))) {
+        Ok(Response::Job(job)) => job,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!((job.generation, job.revision, job.uid.as_str()), (1, 5, "u1"));
+    assert_eq!(job.created_at, at(0));
+    state.take_changes().expect("encodes");
+
+    let err = apply(&mut state, 6, &command(1, create("build", "u2"))).expect_err("duplicate");
+    assert_eq!(err.kind, RejectionKind::AlreadyExists);
+    assert!(err.message.contains("\"build\""), "{}", err.message);
+    assert!(state.take_changes().expect("encodes").is_empty());
+    assert_eq!(state.job("build").map(|j| j.uid.as_str()), Some("u1"));
+}
+
+#[test]
+fn update_bumps_generation_only_when_the_spec_changes() {
+    let mut state = State::default();
+    apply(&mut state, 1, &command(0, create("build", "u1"))).expect("created");
+
+    let same = Op::UpdateJob {
+        spec: sample_spec("build"),
+        expected_generation: None,
+    };
+    let Ok(Response::Job(job)) = apply(&mut state, 2, &command(1, same)) else {
+        panic!("update of identical spec refused")
+    };
+    assert_eq!((job.generation, job.revision), (1, 1));
+
+    let mut spec = sample_spec("build");
+    spec.timeout = Some(Duration::from_secs(60));
+    let changed = Op::UpdateJob {
+        spec: spec.clone(),
+        expected_generation: Some(1),
+    };
+    let Ok(Response::Job(job)) = apply(&mut state, 3, &command(2, changed)) else {
+        panic!("update refused")
+    };
+    assert_eq!((job.generation, job.revision, job.updated_at), (2, 3, at(2)));
+    assert_eq!(job.created_at, at(0));
+
+    let stale = Op::UpdateJob {
+        spec,
+        expected_generation: Some(1),
+    };
+    let err = apply(&mut state, 4, &command(3, stale)).expect_err("stale generation");
+    assert_eq!(err.kind, RejectionKind::FailedPrecondition);
+
+    let missing = Op::UpdateJob {
+        spec: sample_spec("nope"),
+        expected_generation: None,
+    };
+    assert_eq!(
+        apply(&mut state, 5, &command(4, missing)).expect_err("missing").kind,
+        RejectionKind::NotFound
+    );
+}
+
+#[test]
+fn apply_creates_updates_and_leaves_identical_specs_alone() {
+    let mut state = State::default();
+    let op = |spec: JobSpec| Op::ApplyJob {
+        uid: "u1".to_owned(),
+        spec,
+    };
+    assert_eq!(state.plan_apply(&sample_spec("a")), ApplyOutcome::Created);
+    let Ok(Response::Applied { outcome, previous, .. }) = apply(&mut state, 1, &command(0, op(sample_spec("a"))))
+    else {
+        panic!("apply refused")
+    };
+    assert_eq!((outcome, previous), (ApplyOutcome::Created, None));
+    state.take_changes().expect("encodes");
+
+    assert_eq!(state.plan_apply(&sample_spec("a")), ApplyOutcome::Unchanged);
+    let Ok(Response::Applied { outcome, job, .. }) = apply(&mut state, 2, &command(1, op(sample_spec("a")))) else {
+        panic!("apply refused")
+    };
+    assert_eq!((outcome, job.generation, job.revision), (ApplyOutcome::Unchanged, 1, 1));
+    assert!(state.take_changes().expect("encodes").is_empty());
+
+    let mut spec = sample_spec("a");
+    spec.concurrency = Concurrency::Allow;
+    assert_eq!(state.plan_apply(&spec), ApplyOutcome::Updated);
+    let Ok(Response::Applied { outcome, job, previous }) = apply(&mut state, 3, &command(2, op(spec))) else {
+        panic!("apply refused")
+    };
+    assert_eq!((outcome, job.generation), (ApplyOutcome::Updated, 2));
+    assert_eq!(previous.map(|p| p.generation), Some(1));
+}
+
+#[test]
+fn delete_checks_the_expected_uid() {
+    let mut state = State::default();
+    apply(&mut state, 1, &command(0, create("a", "u1"))).expect("created");
+    let wrong = Op::DeleteJob {
+        name: "a".to_owned(),
+        expected_uid: Some("u0".to_owned()),
+    };
+    assert_eq!(
+        apply(&mut state, 2, &command(1, wrong)).expect_err("wrong uid").kind,
+        RejectionKind::FailedPrecondition
+    );
+    let right = Op::DeleteJob {
+        name: "a".to_owned(),
+        expected_uid: Some("u1".to_owned()),
+    };
+    apply(&mut state, 3, &command(2, right.clone())).expect("deleted");
+    assert!(state.job("a").is_none());
+    assert_eq!(
+        apply(&mut state, 4, &command(3, right)).expect_err("gone").kind,
+        RejectionKind::NotFound
+    );
+
+    // Re-creating gives a new uid.
+    apply(&mut state, 5, &command(4, create("a", "u2"))).expect("created again");
+    assert_eq!(state.job("a").map(|j| j.uid.as_str()), Some("u2"));
+}
+
+#[test]
+fn suspend_and_resume_are_idempotent() {
+    let mut state = State::default();
+    apply(&mut state, 1, &command(0, create("a", "u1"))).expect("created");
+    let suspend = |suspended| Op::SetJobSuspended {
+        name: "a".to_owned(),
+        suspended,
+    };
+    apply(&mut state, 2, &command(1, suspend(true))).expect("suspended");
+    let Ok(Response::Job(job)) = apply(&mut state, 3, &command(2, suspend(true))) else {
+        panic!("refused")
+    };
+    assert!(job.suspended);
+    assert_eq!(job.revision, 2, "a no-op suspend changes nothing");
+    let Ok(Response::Job(job)) = apply(&mut state, 4, &command(3, suspend(false))) else {
+        panic!("refused")
+    };
+    assert!(!job.suspended);
+    assert_eq!(job.generation, 1, "suspension is not a spec change");
+}
+
+#[test]
+fn rows_round_trip_and_replay_is_deterministic() {
+    let ops = vec![
+        create("a", "u1"),
+        create("b", "u2"),
+        Op::SetJobSuspended {
+            name: "b".to_owned(),
+            suspended: true,
+        },
+        Op::DeleteJob {
+            name: "a".to_owned(),
+            expected_uid: None,
+        },
+        create("c", "u3"),
+        create("c", "u4"),
+    ];
+    let run = || {
+        let mut state = State::default();
+        let answers: Vec<_> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| apply(&mut state, i as u64 + 1, &command(i as i64, op.clone())))
+            .collect();
+        (state, answers)
+    };
+    let (mut first, first_answers) = run();
+    let (second, second_answers) = run();
+    assert_eq!(first_answers, second_answers);
+
+    let rows: Vec<_> = first.rows().collect::<Result<_, _>>().expect("encodes");
+    let second_rows: Vec<_> = second.rows().collect::<Result<_, _>>().expect("encodes");
+    assert_eq!(rows, second_rows);
+    assert_eq!(
+        rows.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["job/b", "job/c"]
+    );
+
+    let restored = State::from_rows(rows.clone()).expect("decodes");
+    assert_eq!(restored.job("b"), first.job("b"));
+    assert_eq!(restored.job_count(), 2);
+
+    let changes = first.take_changes().expect("encodes");
+    let deleted: Vec<_> = changes
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(deleted, ["job/a"]);
+}
+
+#[test]
+fn unknown_and_corrupt_rows_are_errors_not_panics() {
+    assert!(matches!(
+        State::from_rows([("zzz/1", b"{}".as_slice())]),
+        Err(CodecError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        State::from_rows([("job/a", b"not json".as_slice())]),
+        Err(CodecError::Decode { .. })
+    ));
+}
