@@ -10,5 +10,7 @@
 //! - [`api`]: the client-facing gRPC services;
 //! - [`node`]: configuration, startup and graceful shutdown.
 
+pub mod raft;
 pub mod spec;
 pub mod state;
+pub mod store;

@@ -266,7 +266,13 @@ fn bad_durations_name_their_field() {
 
 #[test]
 fn bad_image_reference_is_rejected() {
-    for image in ["Debian:12", "ci/Builder", "registry.example.com/a:b:c", "foo@sha256:zz", "a b"] {
+    for image in [
+        "Debian:12",
+        "ci/Builder",
+        "registry.example.com/a:b:c",
+        "foo@sha256:zz",
+        "a b",
+    ] {
         assert_rejected(&with(|s| task(s).image = image.into()), "task.image", "image reference");
     }
     assert_rejected(&with(|s| task(s).image = String::new()), "task.image", "is required");

@@ -1,0 +1,316 @@
+//! The Raft log and vote, in the `raft-log` write-ahead log.
+//!
+//! Why not sled: sled 0.34's `flush()` only issues `sync_file_range`, which
+//! does not survive power loss, and sled's space amplification is worst for
+//! exactly the append-then-purge pattern of a Raft log. `raft-log` is a
+//! chunked WAL built for openraft by its author; its flush worker `fsync`s
+//! (`sync_data`) the chunk files, and removes purged chunks only after the
+//! purge record itself is synced.
+//!
+//! Contract with openraft (checked by its storage `Suite` and by our
+//! durability tests):
+//! - `save_vote` returns only after the vote is fsynced;
+//! - `append` makes entries readable at once and invokes openraft's callback
+//!   only after they are fsynced, so nothing is acknowledged before it is on
+//!   disk;
+//! - `truncate` and `purge` are synced before they return; neither leaves a
+//!   hole.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
+use raft_log::api::raft_log_writer::RaftLogWriter;
+use raft_log::codeq::{Decode, Encode};
+use tokio::sync::oneshot;
+
+use crate::raft::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// The raft-log type parameters for rota.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WalTypes;
+
+impl raft_log::Types for WalTypes {
+    type LogId = WalLogId;
+    type LogPayload = WalPayload;
+    type Vote = WalVote;
+    type UserData = ();
+    type Callback = FlushCallback;
+
+    fn log_index(log_id: &WalLogId) -> u64 {
+        log_id.0.index
+    }
+
+    fn payload_size(payload: &WalPayload) -> u64 {
+        payload.0.len() as u64
+    }
+}
+
+/// Encodes a serde value as a length-prefixed JSON record.
+fn encode_json<T: serde::Serialize, W: io::Write>(value: &T, w: W) -> io::Result<usize> {
+    let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+    bytes.encode(w)
+}
+
+/// Decodes a record written by [`encode_json`]. A truncated record surfaces
+/// as `UnexpectedEof`, which the WAL treats as a torn last write.
+fn decode_json<T: serde::de::DeserializeOwned, R: io::Read>(r: R) -> io::Result<T> {
+    let bytes = Vec::<u8>::decode(r)?;
+    serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// An openraft log id in the WAL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WalLogId(pub LogId);
+
+impl Encode for WalLogId {
+    fn encode<W: io::Write>(&self, w: W) -> io::Result<usize> {
+        encode_json(&self.0, w)
+    }
+}
+
+impl Decode for WalLogId {
+    fn decode<R: io::Read>(r: R) -> io::Result<Self> {
+        decode_json(r).map(Self)
+    }
+}
+
+/// An openraft vote in the WAL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd)]
+pub struct WalVote(pub Vote);
+
+impl Encode for WalVote {
+    fn encode<W: io::Write>(&self, w: W) -> io::Result<usize> {
+        encode_json(&self.0, w)
+    }
+}
+
+impl Decode for WalVote {
+    fn decode<R: io::Read>(r: R) -> io::Result<Self> {
+        decode_json(r).map(Self)
+    }
+}
+
+/// A serialized entry payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalPayload(pub Vec<u8>);
+
+impl Encode for WalPayload {
+    fn encode<W: io::Write>(&self, w: W) -> io::Result<usize> {
+        self.0.encode(w)
+    }
+}
+
+impl Decode for WalPayload {
+    fn decode<R: io::Read>(r: R) -> io::Result<Self> {
+        Vec::<u8>::decode(r).map(Self)
+    }
+}
+
+/// Who is told when a flush reaches the disk.
+pub enum FlushCallback {
+    /// openraft's append callback.
+    Log(LogFlushed<TypeConfig>),
+    /// A caller waiting for its own write.
+    Wait(oneshot::Sender<io::Result<()>>),
+}
+
+impl raft_log::Callback for FlushCallback {
+    fn send(self, res: io::Result<()>) {
+        match self {
+            FlushCallback::Log(callback) => callback.log_io_completed(res),
+            FlushCallback::Wait(tx) => {
+                // The waiter may have gone away (node shutting down); nothing to tell then.
+                let _ = tx.send(res);
+            }
+        }
+    }
+}
+
+impl Debug for FlushCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FlushCallback::Log(_) => "FlushCallback::Log",
+            FlushCallback::Wait(_) => "FlushCallback::Wait",
+        })
+    }
+}
+
+/// The Raft log store: cheap to clone, all clones share one WAL.
+#[derive(Clone)]
+pub struct LogStore {
+    wal: Arc<Mutex<raft_log::RaftLog<WalTypes>>>,
+}
+
+fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}
+
+impl LogStore {
+    /// Opens (or creates) the WAL in `dir`. The directory is locked for the
+    /// life of the store.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let config = raft_log::Config::new(dir.display());
+        let wal = raft_log::RaftLog::open(Arc::new(config))?;
+        Ok(Self {
+            wal: Arc::new(Mutex::new(wal)),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, raft_log::RaftLog<WalTypes>>, StorageError> {
+        self.wal.lock().map_err(|_| {
+            io_err(
+                ErrorSubject::Logs,
+                ErrorVerb::Read,
+                io::Error::other("raft log lock poisoned"),
+            )
+        })
+    }
+
+    /// Queues a synced flush and waits until it is on disk.
+    async fn sync(&self, subject: ErrorSubject<u64>) -> Result<(), StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.lock()?
+            .flush(true, Some(FlushCallback::Wait(tx)))
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        match rx.await {
+            Ok(result) => result.map_err(|e| io_err(subject, ErrorVerb::Write, e)),
+            Err(_) => Err(io_err(
+                subject,
+                ErrorVerb::Write,
+                io::Error::other("raft log flush worker stopped"),
+            )),
+        }
+    }
+
+    /// Last purged and last present log ids, and the saved vote; for status.
+    pub fn summary(&self) -> Result<(Option<LogId>, Option<LogId>), StorageError> {
+        let wal = self.lock()?;
+        let state = wal.log_state();
+        Ok((state.purged().map(|id| id.0), state.last().map(|id| id.0)))
+    }
+}
+
+fn range_to_indices<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&i) => i,
+        Bound::Excluded(&i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&i) => i.saturating_add(1),
+        Bound::Excluded(&i) => i,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = range_to_indices(&range);
+        let wal = self.lock()?;
+        let mut entries = Vec::new();
+        for item in wal.read(start, end) {
+            let (log_id, payload) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            let payload: EntryPayload<TypeConfig> = serde_json::from_slice(&payload.0)
+                .map_err(|e| io_err(ErrorSubject::Log(log_id.0), ErrorVerb::Read, e))?;
+            entries.push(Entry {
+                log_id: log_id.0,
+                payload,
+            });
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let (last_purged_log_id, last) = self.summary()?;
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last.or(last_purged_log_id),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.lock()?
+            .save_vote(WalVote(*vote))
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.sync(ErrorSubject::Vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.lock()?.log_state().vote().map(|v| v.0))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Best effort (openraft recomputes the commit index if it is lost), so
+        // no fsync of its own: it reaches the disk with the next synced flush.
+        if let Some(committed) = committed {
+            let mut wal = self.lock()?;
+            wal.commit(WalLogId(committed))
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            wal.flush(false, None)
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.lock()?.log_state().committed().map(|id| id.0))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut wal = self.lock()?;
+        // Entries at or below the purge point are already applied (that is
+        // what allowed the purge); openraft's storage Suite sends such
+        // entries after purging to the state machine's last-applied id.
+        let purged = wal.log_state().purged().map(|id| id.0.index);
+        let mut records = Vec::new();
+        for entry in entries {
+            if purged.is_some_and(|purged| entry.log_id.index <= purged) {
+                continue;
+            }
+            let payload = serde_json::to_vec(&entry.payload)
+                .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
+            records.push((WalLogId(entry.log_id), WalPayload(payload)));
+        }
+        wal.append(records)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        // The callback runs on the flush worker once the entries are fsynced.
+        wal.flush(true, Some(FlushCallback::Log(callback)))
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.lock()?
+            .truncate(log_id.index)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.sync(ErrorSubject::Logs).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.lock()?
+            .purge(WalLogId(log_id))
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.sync(ErrorSubject::Logs).await
+    }
+}

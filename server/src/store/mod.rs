@@ -1,0 +1,88 @@
+//! Durable storage of a server: the Raft log and vote ([`log`], a raft-log
+//! WAL with fsync) and the state machine ([`state_machine`], sled) with its
+//! snapshots ([`snapshot`]).
+//!
+//! Layout of a data directory:
+//! ```text
+//! DATA_DIR/raft-log/    WAL chunks: log entries, vote, commit index
+//! DATA_DIR/state/       sled database: state rows + last-applied + membership
+//! DATA_DIR/snapshots/   current.snap: the latest snapshot, fsynced
+//! ```
+//! This module owns sled and raft-log; nothing else touches them. It
+//! implements openraft's storage traits, which is why openraft types appear
+//! here as well as in [`crate::raft`].
+
+pub mod log;
+pub mod snapshot;
+pub mod state_machine;
+
+use std::path::Path;
+
+pub use log::LogStore;
+pub use state_machine::{Applied, StateMachineStore, StateReader};
+
+/// Opening the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The Raft log could not be opened.
+    #[error("opening the raft log in {path}")]
+    Log {
+        /// Its directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// sled could not be opened.
+    #[error("opening the state database in {path}")]
+    Sled {
+        /// Its directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: sled::Error,
+    },
+    /// The stored state machine or snapshot could not be loaded.
+    #[error("loading the state machine")]
+    StateMachine(#[source] crate::raft::StorageError),
+}
+
+/// Tuning of the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled page cache size in bytes.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Opens (or creates) the log store and state machine in `data_dir`.
+pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<(LogStore, StateMachineStore), OpenError> {
+    let log_dir = data_dir.join("raft-log");
+    let log = LogStore::open(&log_dir).map_err(|source| OpenError::Log {
+        path: log_dir.display().to_string(),
+        source,
+    })?;
+    let state_dir = data_dir.join("state");
+    let sled_err = |source| OpenError::Sled {
+        path: state_dir.display().to_string(),
+        source,
+    };
+    let db = sled::Config::new()
+        .path(&state_dir)
+        .cache_capacity(options.cache_capacity_bytes)
+        .open()
+        .map_err(sled_err)?;
+    let tree = db.open_tree("state_machine").map_err(sled_err)?;
+    let state_machine = StateMachineStore::open(tree, &data_dir.join("snapshots")).map_err(OpenError::StateMachine)?;
+    Ok((log, state_machine))
+}
+
+#[cfg(test)]
+mod tests;

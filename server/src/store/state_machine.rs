@@ -1,0 +1,322 @@
+//! The state machine: the domain [`State`] in memory, persisted in sled.
+//!
+//! The whole state lives in memory (reads never touch the disk); each batch of
+//! applied entries writes the rows it changed *and* the new last-applied log
+//! id (and membership) in one atomic sled batch, so the stored state always
+//! matches its stored last-applied index.
+//!
+//! sled is not fsynced here, deliberately: after a crash the state machine
+//! may come back *behind* what it had applied (sled syncs every 500 ms, and
+//! its `flush` is not an fsync, see docs/architecture.md), never ahead and
+//! never torn. openraft then re-applies from the durable Raft log. The log is
+//! only purged up to a snapshot that is itself fsynced, and on open a state
+//! machine found older than that snapshot is rebuilt from it; so no applied
+//! effect is ever lost.
+
+use std::io::{self, Cursor};
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, StorageIOError};
+
+use super::snapshot::{SnapshotFile, decode_rows, encode_rows};
+use crate::raft::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::state::{ApplyResult, Response, State};
+
+/// sled key prefix of state rows.
+const ROW_PREFIX: &[u8] = b"d/";
+const LAST_APPLIED_KEY: &[u8] = b"m/last_applied";
+const MEMBERSHIP_KEY: &[u8] = b"m/membership";
+
+/// The applied state, shared with readers (the API).
+#[derive(Debug, Default, Clone)]
+pub struct Applied {
+    /// The domain state.
+    pub state: State,
+    /// The last log entry applied.
+    pub last_applied: Option<LogId>,
+    /// The last membership applied.
+    pub membership: StoredMembership,
+}
+
+/// Read access to the applied state, for the API and status.
+#[derive(Debug, Clone)]
+pub struct StateReader {
+    applied: Arc<RwLock<Applied>>,
+    snapshots: Arc<SnapshotFile>,
+}
+
+impl StateReader {
+    /// Locks the applied state for reading. Hold it briefly: applies wait.
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        // A poisoned lock means a panic while applying; the data is still the
+        // last consistent state (apply mutates a clone-free State only through
+        // `State::apply`, which does not panic), so keep serving it.
+        self.applied.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Last log index covered by the stored snapshot (0 if none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshots
+            .meta()
+            .ok()
+            .flatten()
+            .and_then(|meta| meta.last_log_id)
+            .map_or(0, |id| id.index)
+    }
+}
+
+/// The sled-backed state machine handed to openraft.
+pub struct StateMachineStore {
+    tree: sled::Tree,
+    applied: Arc<RwLock<Applied>>,
+    snapshots: Arc<SnapshotFile>,
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::new(ErrorSubject::StateMachine, verb, openraft::AnyError::new(&e)).into()
+}
+
+fn snapshot_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::new(ErrorSubject::Snapshot(None), verb, openraft::AnyError::new(&e)).into()
+}
+
+impl StateMachineStore {
+    /// Opens the state machine in `tree`, with snapshots under `snapshot_dir`.
+    /// If the stored snapshot is newer than the stored state (sled lost its
+    /// last writes), the state is rebuilt from the snapshot.
+    pub fn open(tree: sled::Tree, snapshot_dir: &Path) -> Result<Self, StorageError> {
+        let snapshots = Arc::new(SnapshotFile::open(snapshot_dir).map_err(|e| snapshot_err(ErrorVerb::Read, e))?);
+        let mut applied = load(&tree)?;
+        if let Some((meta, data)) = snapshots.read().map_err(|e| snapshot_err(ErrorVerb::Read, e))?
+            && meta.last_log_id > applied.last_applied
+        {
+            tracing::warn!(
+                state_machine = ?applied.last_applied,
+                snapshot = ?meta.last_log_id,
+                "state machine is behind the stored snapshot; rebuilding it from the snapshot"
+            );
+            applied = replace_all(&tree, &meta, decode_snapshot(&data)?)?;
+        }
+        Ok(Self {
+            tree,
+            applied: Arc::new(RwLock::new(applied)),
+            snapshots,
+        })
+    }
+
+    /// A reader of the applied state.
+    pub fn reader(&self) -> StateReader {
+        StateReader {
+            applied: self.applied.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    fn write_lock(&self) -> Result<std::sync::RwLockWriteGuard<'_, Applied>, StorageError> {
+        self.applied
+            .write()
+            .map_err(|_| sm_err(ErrorVerb::Write, io::Error::other("state lock poisoned")))
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| sm_err(ErrorVerb::Read, e))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(|e| sm_err(ErrorVerb::Write, e))
+}
+
+/// Loads the stored state machine.
+fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
+    let mut rows = Vec::new();
+    for item in tree.scan_prefix(ROW_PREFIX) {
+        let (key, value) = item.map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let key = std::str::from_utf8(&key[ROW_PREFIX.len()..])
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+            .to_owned();
+        rows.push((key, value));
+    }
+    let state = State::from_rows(rows).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    let last_applied = match tree.get(LAST_APPLIED_KEY).map_err(|e| sm_err(ErrorVerb::Read, e))? {
+        Some(bytes) => decode(&bytes)?,
+        None => None,
+    };
+    let membership = match tree.get(MEMBERSHIP_KEY).map_err(|e| sm_err(ErrorVerb::Read, e))? {
+        Some(bytes) => decode(&bytes)?,
+        None => StoredMembership::default(),
+    };
+    Ok(Applied {
+        state,
+        last_applied,
+        membership,
+    })
+}
+
+/// A snapshot decoded and checked, ready to replace the state machine.
+struct DecodedSnapshot {
+    rows: Vec<(String, Vec<u8>)>,
+    state: State,
+}
+
+fn decode_snapshot(data: &[u8]) -> Result<DecodedSnapshot, StorageError> {
+    let rows = decode_rows(data).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
+    let state = State::from_rows(rows.iter().map(|(k, v)| (k, v))).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
+    Ok(DecodedSnapshot { rows, state })
+}
+
+/// Replaces the whole stored state machine with a snapshot, atomically.
+fn replace_all(tree: &sled::Tree, meta: &SnapshotMeta, snapshot: DecodedSnapshot) -> Result<Applied, StorageError> {
+    let mut batch = sled::Batch::default();
+    for key in tree.iter().keys() {
+        batch.remove(key.map_err(|e| sm_err(ErrorVerb::Read, e))?);
+    }
+    for (key, value) in snapshot.rows {
+        batch.insert([ROW_PREFIX, key.as_bytes()].concat(), value);
+    }
+    batch.insert(LAST_APPLIED_KEY, encode(&meta.last_log_id)?);
+    batch.insert(MEMBERSHIP_KEY, encode(&meta.last_membership)?);
+    tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    Ok(Applied {
+        state: snapshot.state,
+        last_applied: meta.last_log_id,
+        membership: meta.last_membership.clone(),
+    })
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.reader();
+        let applied = applied.read();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        let mut responses = Vec::new();
+        {
+            let mut applied = self.write_lock()?;
+            for entry in entries {
+                let _span =
+                    tracing::debug_span!("apply", index = entry.log_id.index, term = entry.log_id.leader_id.term)
+                        .entered();
+                applied.last_applied = Some(entry.log_id);
+                let response = match entry.payload {
+                    EntryPayload::Blank => Ok(Response::Empty),
+                    EntryPayload::Normal(command) => applied.state.apply(entry.log_id.index, &command),
+                    EntryPayload::Membership(membership) => {
+                        applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        Ok(Response::Empty)
+                    }
+                };
+                responses.push(response);
+            }
+            for (key, value) in applied.state.take_changes().map_err(|e| sm_err(ErrorVerb::Write, e))? {
+                let key = [ROW_PREFIX, key.as_bytes()].concat();
+                match value {
+                    Some(value) => batch.insert(key, value),
+                    None => batch.remove(key),
+                }
+            }
+            batch.insert(LAST_APPLIED_KEY, encode(&applied.last_applied)?);
+            batch.insert(MEMBERSHIP_KEY, encode(&applied.membership)?);
+        }
+        self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Runs on the state machine's task, so this copy is consistent: no
+        // apply can interleave. Building happens later, concurrently.
+        let applied = self.reader().read().clone();
+        SnapshotBuilder {
+            applied,
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        // Check everything before anything is written: a bad snapshot changes nothing.
+        let decoded = decode_snapshot(&data)?;
+        let snapshots = self.snapshots.clone();
+        let stored_meta = meta.clone();
+        // Durable next: once the state machine holds the snapshot, the log
+        // before it may be purged.
+        tokio::task::spawn_blocking(move || snapshots.store(&stored_meta, &data))
+            .await
+            .map_err(|e| snapshot_err(ErrorVerb::Write, e))?
+            .map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
+        let replaced = replace_all(&self.tree, meta, decoded)?;
+        *self.write_lock()? = replaced;
+        tracing::info!(last_log_id = ?meta.last_log_id, snapshot_id = %meta.snapshot_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let stored = self.snapshots.read().map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
+        Ok(stored.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+/// Builds a snapshot from a consistent copy of the applied state.
+pub struct SnapshotBuilder {
+    applied: Applied,
+    snapshots: Arc<SnapshotFile>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let applied = std::mem::take(&mut self.applied);
+        let snapshots = self.snapshots.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+            let rows: Vec<_> = applied
+                .state
+                .rows()
+                .collect::<Result<_, _>>()
+                .map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
+            let data = encode_rows(rows).map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
+            let last = applied.last_applied;
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: applied.membership,
+                snapshot_id: format!(
+                    "{}-{}-{}",
+                    last.map_or(0, |id| id.leader_id.term),
+                    last.map_or(0, |id| id.index),
+                    chrono::Utc::now().timestamp_micros()
+                ),
+            };
+            snapshots
+                .store(&meta, &data)
+                .map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
+            Ok((meta, data))
+        })
+        .await
+        .map_err(|e| snapshot_err(ErrorVerb::Write, e))??;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
