@@ -667,7 +667,7 @@ pub fn format_duration(d: Duration) -> String {
     if d.is_zero() {
         return "0s".to_owned();
     }
-    if d.subsec_nanos() % 1_000_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return format!("{}ns", d.as_nanos());
     }
     if d.subsec_nanos() != 0 {

@@ -212,7 +212,7 @@ fn suspend_and_resume_are_idempotent() {
 
 #[test]
 fn rows_round_trip_and_replay_is_deterministic() {
-    let ops = vec![
+    let ops = [
         create("a", "u1"),
         create("b", "u2"),
         Op::SetJobSuspended {

@@ -12,6 +12,9 @@
 //! implements openraft's storage traits, which is why openraft types appear
 //! here as well as in [`crate::raft`].
 
+// openraft's storage traits fix the error type to `StorageError`, which is large.
+#![allow(clippy::result_large_err)]
+
 pub mod log;
 pub mod snapshot;
 pub mod state_machine;

@@ -165,4 +165,3 @@ async fn installed_snapshot_replaces_everything_and_bad_data_is_refused() {
     let (_l2, target) = open(target_dir.path(), &StoreOptions::default()).expect("reopens");
     assert_eq!(target.reader().read().state.job_count(), 2);
 }
-
