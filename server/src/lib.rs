@@ -10,6 +10,8 @@
 //! - [`api`]: the client-facing gRPC services;
 //! - [`node`]: configuration, startup and graceful shutdown.
 
+pub mod api;
+pub mod node;
 pub mod raft;
 pub mod spec;
 pub mod state;

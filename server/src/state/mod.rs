@@ -236,11 +236,7 @@ pub fn apply(state: &mut State, index: LogIndex, command: &Command) -> ApplyResu
         }
         Op::ApplyJob { uid, spec } => {
             let previous = state.jobs.get(&spec.name).cloned();
-            let (job, outcome) = match &previous {
-                None => (new_job(uid, spec, now, index), ApplyOutcome::Created),
-                Some(current) if current.spec == *spec => (current.clone(), ApplyOutcome::Unchanged),
-                Some(current) => (updated_job(current, spec, now, index), ApplyOutcome::Updated),
-            };
+            let (job, outcome) = applied_job(previous.as_ref(), uid, spec, now, index);
             if outcome != ApplyOutcome::Unchanged {
                 state.jobs.insert(job.name.clone(), job.clone());
             }
@@ -292,6 +288,21 @@ fn new_job(uid: &str, spec: &JobSpec, now: DateTime<Utc>, index: LogIndex) -> Jo
     }
 }
 
+/// The job an apply of `spec` yields, given the current one.
+fn applied_job(
+    current: Option<&Job>,
+    uid: &str,
+    spec: &JobSpec,
+    now: DateTime<Utc>,
+    index: LogIndex,
+) -> (Job, ApplyOutcome) {
+    match current {
+        None => (new_job(uid, spec, now, index), ApplyOutcome::Created),
+        Some(current) if current.spec == *spec => (current.clone(), ApplyOutcome::Unchanged),
+        Some(current) => (updated_job(current, spec, now, index), ApplyOutcome::Updated),
+    }
+}
+
 fn updated_job(current: &Job, spec: &JobSpec, now: DateTime<Utc>, index: LogIndex) -> Job {
     Job {
         generation: current.generation + 1,
@@ -323,13 +334,13 @@ impl State {
         self.jobs.len()
     }
 
-    /// What [`Op::ApplyJob`] with `spec` would do now, without doing it.
-    pub fn plan_apply(&self, spec: &JobSpec) -> ApplyOutcome {
-        match self.jobs.get(&spec.name) {
-            None => ApplyOutcome::Created,
-            Some(current) if current.spec == *spec => ApplyOutcome::Unchanged,
-            Some(_) => ApplyOutcome::Updated,
-        }
+    /// What [`Op::ApplyJob`] with `spec` would do at time `now`, without
+    /// doing it: the resulting job (with an empty uid and revision 0 where
+    /// the real apply would assign them), the outcome and the current job.
+    pub fn preview_apply(&self, spec: &JobSpec, now: DateTime<Utc>) -> (Job, ApplyOutcome, Option<Job>) {
+        let current = self.jobs.get(&spec.name);
+        let (job, outcome) = applied_job(current, "", spec, now, 0);
+        (job, outcome, current.cloned())
     }
 
     /// Rows changed since the last call, encoded for storage. The store

@@ -136,7 +136,7 @@ fn apply_creates_updates_and_leaves_identical_specs_alone() {
         uid: "u1".to_owned(),
         spec,
     };
-    assert_eq!(state.plan_apply(&sample_spec("a")), ApplyOutcome::Created);
+    assert_eq!(state.preview_apply(&sample_spec("a"), at(0)).1, ApplyOutcome::Created);
     let Ok(Response::Applied { outcome, previous, .. }) = apply(&mut state, 1, &command(0, op(sample_spec("a"))))
     else {
         panic!("apply refused")
@@ -144,7 +144,7 @@ fn apply_creates_updates_and_leaves_identical_specs_alone() {
     assert_eq!((outcome, previous), (ApplyOutcome::Created, None));
     state.take_changes().expect("encodes");
 
-    assert_eq!(state.plan_apply(&sample_spec("a")), ApplyOutcome::Unchanged);
+    assert_eq!(state.preview_apply(&sample_spec("a"), at(1)).1, ApplyOutcome::Unchanged);
     let Ok(Response::Applied { outcome, job, .. }) = apply(&mut state, 2, &command(1, op(sample_spec("a")))) else {
         panic!("apply refused")
     };
@@ -153,7 +153,9 @@ fn apply_creates_updates_and_leaves_identical_specs_alone() {
 
     let mut spec = sample_spec("a");
     spec.concurrency = Concurrency::Allow;
-    assert_eq!(state.plan_apply(&spec), ApplyOutcome::Updated);
+    let (preview, outcome, current) = state.preview_apply(&spec, at(2));
+    assert_eq!((outcome, preview.generation), (ApplyOutcome::Updated, 2));
+    assert_eq!(current.map(|c| c.generation), Some(1));
     let Ok(Response::Applied { outcome, job, previous }) = apply(&mut state, 3, &command(2, op(spec))) else {
         panic!("apply refused")
     };

@@ -67,6 +67,18 @@ impl StateReader {
     }
 }
 
+/// Flushes the state database (see the module docs on why this is not
+/// needed for safety; it only spares a replay after a clean stop).
+#[derive(Clone)]
+pub struct FlushHandle(sled::Tree);
+
+impl FlushHandle {
+    /// Writes sled's buffers out.
+    pub async fn flush(&self) -> Result<(), sled::Error> {
+        self.0.flush_async().await.map(|_| ())
+    }
+}
+
 /// The sled-backed state machine handed to openraft.
 pub struct StateMachineStore {
     tree: sled::Tree,
@@ -112,6 +124,11 @@ impl StateMachineStore {
             applied: self.applied.clone(),
             snapshots: self.snapshots.clone(),
         }
+    }
+
+    /// A handle that flushes the state database, for shutdown.
+    pub fn flush_handle(&self) -> FlushHandle {
+        FlushHandle(self.tree.clone())
     }
 
     fn write_lock(&self) -> Result<std::sync::RwLockWriteGuard<'_, Applied>, StorageError> {

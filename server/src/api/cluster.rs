@@ -1,0 +1,264 @@
+//! `rota.v1.ClusterService`: status and membership.
+
+use std::time::Duration;
+
+use openraft::ServerState;
+use rota_proto::v1 as pb;
+use rota_proto::v1::cluster_service_client::ClusterServiceClient;
+use rota_proto::v1::cluster_service_server::ClusterService;
+use tonic::{Request, Response, Status};
+
+use super::{ApiError, forward_if_follower, is_linearizable};
+use crate::node::NodeHandle;
+use crate::raft::NodeId;
+
+/// How long `AddNode` waits for a new node to catch up before giving up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Serves `ClusterService` on a node.
+#[derive(Clone)]
+pub struct ClusterApi {
+    node: NodeHandle,
+}
+
+impl ClusterApi {
+    /// Serves cluster administration of `node`.
+    pub fn new(node: NodeHandle) -> Self {
+        Self { node }
+    }
+
+    /// The members as this node sees them.
+    fn members(&self) -> (Vec<pb::Member>, NodeId) {
+        let metrics = self.node.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let leader = metrics.current_leader.unwrap_or_default();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| pb::Member {
+                node_id: *id,
+                addr: node.addr.clone(),
+                role: if *id == leader {
+                    pb::Role::Leader
+                } else if voters.contains(id) {
+                    pb::Role::Follower
+                } else {
+                    pb::Role::Learner
+                } as i32,
+            })
+            .collect();
+        (members, leader)
+    }
+
+    fn is_member(&self, id: NodeId) -> bool {
+        self.node
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
+    }
+
+    fn member_list(&self) -> String {
+        let (members, _) = self.members();
+        members
+            .iter()
+            .map(|m| m.node_id.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn role(state: ServerState, is_member: bool) -> pb::Role {
+    match state {
+        ServerState::Leader => pb::Role::Leader,
+        ServerState::Follower => pb::Role::Follower,
+        ServerState::Candidate => pb::Role::Candidate,
+        ServerState::Learner if is_member => pb::Role::Learner,
+        ServerState::Learner | ServerState::Shutdown => pb::Role::Detached,
+    }
+}
+
+fn check_addr(addr: &str) -> Result<(), ApiError> {
+    let ok = addr.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "addr",
+            format!("{addr:?} is not HOST:PORT; accepted: e.g. \"10.0.0.4:7400\""),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterApi {
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let committed = self.node.committed().await;
+        let status = {
+            let metrics = self.node.raft.metrics();
+            let m = metrics.borrow();
+            let leader = self.node.leader();
+            pb::GetStatusResponse {
+                node_id: self.node.id,
+                advertise_addr: self.node.advertise.clone(),
+                role: role(
+                    m.state,
+                    m.membership_config.membership().get_node(&self.node.id).is_some(),
+                ) as i32,
+                term: m.current_term,
+                leader_id: leader.as_ref().map_or(0, |l| l.id),
+                leader_addr: leader.map(|l| l.addr).unwrap_or_default(),
+                commit_index: committed.map_or(0, |id| id.index),
+                applied_index: m.last_applied.map_or(0, |id| id.index),
+                last_log_index: m.last_log_index.unwrap_or_default(),
+                snapshot_index: self.node.state.snapshot_index(),
+                purged_index: m.purged.map_or(0, |id| id.index),
+                job_count: self.node.state.read().state.job_count() as u64,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            }
+        };
+        Ok(Response::new(status))
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        if is_linearizable(request.get_ref().consistency)? {
+            forward_if_follower!(self.node, request, ClusterServiceClient::list_members);
+            self.node.ensure_linearizable().await?;
+        }
+        let (members, leader_id) = self.members();
+        Ok(Response::new(pb::ListMembersResponse { members, leader_id }))
+    }
+
+    async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let pb::AddNodeRequest {
+            node_id,
+            ref addr,
+            learner_only,
+        } = *request.get_ref();
+        if node_id == 0 {
+            return Err(ApiError::invalid("node_id", "must be 1 or more").into());
+        }
+        check_addr(addr)?;
+        forward_if_follower!(self.node, request, ClusterServiceClient::add_node);
+        let addr = request.into_inner().addr;
+        let (members, _) = self.members();
+        if let Some(existing) = members.iter().find(|m| m.node_id == node_id) {
+            let is_voter = existing.role != pb::Role::Learner as i32;
+            if existing.addr != addr {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "node {node_id} is already a member at {}; remove it first to change its address",
+                    existing.addr
+                ))
+                .into());
+            }
+            if is_voter || learner_only {
+                return Err(ApiError::Rejected(crate::state::Rejection {
+                    kind: crate::state::RejectionKind::AlreadyExists,
+                    message: format!("node {node_id} is already a member"),
+                })
+                .into());
+            }
+        }
+        tracing::info!(node_id, %addr, learner_only, "adding node");
+        self.node
+            .add_node(node_id, addr, learner_only, CATCH_UP_TIMEOUT)
+            .await?;
+        let (members, _) = self.members();
+        Ok(Response::new(pb::AddNodeResponse { members }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let node_id = request.get_ref().node_id;
+        if node_id == 0 {
+            return Err(ApiError::invalid("node_id", "must be 1 or more").into());
+        }
+        forward_if_follower!(self.node, request, ClusterServiceClient::remove_node);
+        if !self.is_member(node_id) {
+            return Err(ApiError::NotFound(format!(
+                "node {node_id} is not a member; members: {}",
+                self.member_list()
+            ))
+            .into());
+        }
+        tracing::info!(node_id, "removing node");
+        self.node.remove_node(node_id).await?;
+        let (members, _) = self.members();
+        Ok(Response::new(pb::RemoveNodeResponse { members }))
+    }
+
+    async fn transfer_leadership(
+        &self,
+        request: Request<pb::TransferLeadershipRequest>,
+    ) -> Result<Response<pb::TransferLeadershipResponse>, Status> {
+        forward_if_follower!(self.node, request, ClusterServiceClient::transfer_leadership);
+        let requested = request.get_ref().to_node_id;
+        let (target, addr) = {
+            let metrics = self.node.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let last = m.last_log_index;
+            let matched = |id: NodeId| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .map(|id| id.index)
+            };
+            let candidates: Vec<NodeId> = membership.voter_ids().filter(|&v| v != self.node.id).collect();
+            let target = if requested == 0 {
+                // The most caught-up other voter.
+                candidates
+                    .iter()
+                    .copied()
+                    .max_by_key(|&v| matched(v))
+                    .ok_or_else(|| ApiError::FailedPrecondition("there is no other voter to transfer to".into()))?
+            } else if requested == self.node.id {
+                return Ok(Response::new(pb::TransferLeadershipResponse {
+                    leader_id: self.node.id,
+                }));
+            } else if !candidates.contains(&requested) {
+                return Err(ApiError::NotFound(format!(
+                    "node {requested} is not a voter; voters: {}",
+                    membership
+                        .voter_ids()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .into());
+            } else {
+                requested
+            };
+            if matched(target) != last {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "node {target} has not caught up with the log (at {:?} of {:?}); retry when it has",
+                    matched(target),
+                    last
+                ))
+                .into());
+            }
+            let addr = membership
+                .get_node(&target)
+                .map(|n| n.addr.clone())
+                .ok_or_else(|| ApiError::NotFound(format!("node {target} has no address")))?;
+            (target, addr)
+        };
+        tracing::info!(target_node = target, "transferring leadership");
+        let leader_id = self.node.transfer_leadership(target, &addr).await?;
+        Ok(Response::new(pb::TransferLeadershipResponse { leader_id }))
+    }
+}

@@ -1,0 +1,230 @@
+//! A running server: configuration ([`config`]), wiring of store, Raft and
+//! gRPC services, cluster formation, and graceful shutdown.
+//!
+//! Startup: check that the data directory belongs to this node id, open the
+//! store, start Raft, bind the gRPC port, and — only on a pristine data
+//! directory given `--initial-cluster` — initialize the cluster. A data
+//! directory that already holds Raft state is resumed, never initialized
+//! again. Shutdown: stop accepting requests, let those in flight finish
+//! (bounded by `shutdown_timeout`), stop Raft, flush the state database.
+
+pub mod config;
+mod handle;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use openraft::error::{InitializeError, RaftError};
+use rota_proto::v1::cluster_service_server::ClusterServiceServer;
+use rota_proto::v1::job_service_server::JobServiceServer;
+use rota_proto::v1::raft_service_server::RaftServiceServer;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, RaftSettings};
+pub use handle::{LeaderHint, NodeHandle, Route};
+
+use crate::api::cluster::ClusterApi;
+use crate::api::job::JobApi;
+use crate::raft::network::{MAX_RAFT_MESSAGE_BYTES, Network};
+use crate::raft::peers::Peers;
+use crate::raft::service::RaftGrpc;
+use crate::raft::{Node, NodeId, Raft};
+use crate::store::{self, StoreOptions};
+
+/// Largest client request accepted (job specs are further limited to 64 KiB).
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1 << 20;
+
+/// What a data directory records about its owner.
+#[derive(Debug, Serialize, Deserialize)]
+struct Identity {
+    node_id: NodeId,
+}
+
+/// Refuses a data directory that belongs to another node id; claims a new one.
+fn check_identity(data_dir: &Path, id: NodeId) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let path = data_dir.join("node.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let identity: Identity =
+                serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?;
+            if identity.node_id != id {
+                bail!(
+                    "data dir {} belongs to node {}, not node {id}; use the right --data-dir or --node-id",
+                    data_dir.display(),
+                    identity.node_id
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = data_dir.join("node.json.tmp");
+            {
+                let file = std::fs::File::create(&tmp)?;
+                serde_json::to_writer(&file, &Identity { node_id: id })?;
+                file.sync_all()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(data_dir)?.sync_all()?;
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn raft_config(settings: &RaftSettings) -> anyhow::Result<openraft::Config> {
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let config = openraft::Config {
+        cluster_name: "rota".into(),
+        heartbeat_interval: millis(settings.heartbeat_interval),
+        election_timeout_min: millis(settings.election_timeout_min),
+        election_timeout_max: millis(settings.election_timeout_max),
+        install_snapshot_timeout: millis(settings.install_snapshot_timeout),
+        max_payload_entries: 64,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_every_logs),
+        max_in_snapshot_log_to_keep: settings.keep_logs_after_snapshot,
+        ..Default::default()
+    };
+    config.validate().context("invalid raft settings")
+}
+
+/// Runs a server until `shutdown` completes, then stops it gracefully.
+/// `on_listening` receives the bound address (useful with port 0).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let Some(id) = config.node_id else {
+        bail!("node_id is required");
+    };
+    let Some(data_dir) = config.data_dir.clone() else {
+        bail!("data_dir is required");
+    };
+    check_identity(&data_dir, id)?;
+    let (log, state_machine) = store::open(&data_dir, &StoreOptions::default())?;
+    let state = state_machine.reader();
+    let flush_handle = state_machine.flush_handle();
+
+    let peers = Peers::default();
+    let raft = Raft::new(
+        id,
+        Arc::new(raft_config(&config.raft)?),
+        Network::new(id, peers.clone()),
+        log.clone(),
+        state_machine,
+    )
+    .await
+    .context("starting raft")?;
+    let advertise = config.advertise_addr();
+    let node = NodeHandle::new(
+        id,
+        advertise.clone(),
+        raft.clone(),
+        state,
+        log,
+        peers,
+        config.raft.clone(),
+    );
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let local_addr = listener.local_addr()?;
+    tracing::info!(node = id, listen = %local_addr, %advertise, data_dir = %data_dir.display(), "serving");
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<JobServiceServer<JobApi>>().await;
+    health.set_serving::<ClusterServiceServer<ClusterApi>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rota_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rota_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let stop = CancellationToken::new();
+    let server = tonic::transport::Server::builder()
+        .timeout(config.request_timeout)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            JobServiceServer::new(JobApi::new(node.clone())).max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+        )
+        .add_service(
+            ClusterServiceServer::new(ClusterApi::new(node.clone()))
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+        )
+        .add_service(
+            RaftServiceServer::new(RaftGrpc::new(raft.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.clone().cancelled_owned());
+    let mut server = tokio::spawn(server);
+    on_listening(local_addr);
+
+    if let Some(cluster) = &config.initial_cluster {
+        initialize(&raft, cluster).await?;
+    }
+
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut server => {
+            result.context("grpc server task")?.context("grpc server")?;
+            bail!("grpc server stopped unexpectedly");
+        }
+    }
+
+    tracing::info!(node = id, "shutting down: draining requests");
+    health.set_not_serving::<JobServiceServer<JobApi>>().await;
+    health.set_not_serving::<ClusterServiceServer<ClusterApi>>().await;
+    stop.cancel();
+    match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
+        Ok(result) => result.context("grpc server task")?.context("grpc server")?,
+        Err(_) => {
+            tracing::warn!(timeout = ?config.shutdown_timeout, "requests still in flight; stopping anyway");
+            server.abort();
+        }
+    }
+    raft.shutdown().await.context("stopping raft")?;
+    flush_handle.flush().await.context("flushing the state database")?;
+    tracing::info!(node = id, "stopped");
+    Ok(())
+}
+
+/// Initializes a pristine node with the founding members; a node that
+/// already holds Raft state (or learned the cluster from a peer) is left
+/// alone.
+async fn initialize(raft: &Raft, cluster: &str) -> anyhow::Result<()> {
+    let members: BTreeMap<NodeId, Node> = config::parse_initial_cluster(cluster)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .map(|(id, addr)| (id, Node { addr }))
+        .collect();
+    if raft.is_initialized().await? {
+        tracing::info!("data dir holds a cluster already; resuming, not initializing");
+        return Ok(());
+    }
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(cluster, "initialized a new cluster");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+            tracing::info!(reason = %e, "cluster already formed by a peer; not initializing");
+            Ok(())
+        }
+        Err(e) => Err(e).context("initializing the cluster"),
+    }
+}
