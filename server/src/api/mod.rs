@@ -144,7 +144,18 @@ where
     if let Some(deadline) = deadline {
         forwarded.metadata_mut().insert("grpc-timeout", deadline);
     }
-    call(forwarded).await
+    call(forwarded).await.map_err(|status| {
+        // A status the leader sent carries its response headers; one without
+        // any is a transport failure (the leader just died, say): retryable.
+        if status.metadata().is_empty() {
+            Status::unavailable(format!(
+                "could not reach the leader to forward the request ({}); retry shortly",
+                status.message()
+            ))
+        } else {
+            status
+        }
+    })
 }
 
 /// On a follower, forwards `$request` to the leader with `$client::$method`

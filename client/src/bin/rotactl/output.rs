@@ -1,0 +1,301 @@
+//! Output of read commands: aligned tables for people, JSON or YAML for
+//! scripts. JSON and YAML show jobs with their spec in spec-file form, so
+//! `rotactl job get NAME -o yaml` can be edited and applied back.
+
+use chrono::{DateTime, Utc};
+use rota_client::{Error, SpecFile, proto as pb};
+use serde::Serialize;
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// Prints rows as aligned columns under a header.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}   "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Yaml => print!("{}", serde_norway::to_string(value)?),
+        Format::Table => unreachable!("tables are printed by their callers"),
+    }
+    Ok(())
+}
+
+fn time(ts: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let ts = ts.as_ref()?;
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).unwrap_or(0))
+}
+
+/// How long ago, in one or two units: `5s`, `3m`, `2h10m`, `4d`.
+fn age(at: Option<DateTime<Utc>>) -> String {
+    let Some(at) = at else { return "-".into() };
+    let secs = (Utc::now() - at).num_seconds().max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// A job for JSON/YAML output.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    name: String,
+    uid: String,
+    generation: u64,
+    suspended: bool,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    revision: u64,
+    spec: SpecFile,
+}
+
+impl From<&pb::Job> for JobView {
+    fn from(job: &pb::Job) -> Self {
+        JobView {
+            name: job.name.clone(),
+            uid: job.uid.clone(),
+            generation: job.generation,
+            suspended: job.suspended,
+            created_at: time(&job.created_at),
+            updated_at: time(&job.updated_at),
+            revision: job.revision,
+            spec: job.spec.as_ref().map(SpecFile::from_proto).unwrap_or_default(),
+        }
+    }
+}
+
+fn schedule_text(job: &pb::Job) -> String {
+    let Some(schedule) = job.spec.as_ref().and_then(|s| s.schedule.as_ref()) else {
+        return "on demand".into();
+    };
+    let zone = if schedule.timezone.is_empty() || schedule.timezone == "UTC" {
+        String::new()
+    } else {
+        format!(" ({})", schedule.timezone)
+    };
+    match &schedule.kind {
+        Some(pb::schedule::Kind::Cron(cron)) => format!("cron {cron}{zone}"),
+        Some(pb::schedule::Kind::Every(every)) => format!("every {every}"),
+        Some(pb::schedule::Kind::At(at)) => format!("at {at}"),
+        None => "on demand".into(),
+    }
+}
+
+/// Prints one job.
+pub fn print_job(job: &JobView, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Table => {
+            println!("name:        {}", job.name);
+            println!("uid:         {}", job.uid);
+            println!("generation:  {}", job.generation);
+            println!("suspended:   {}", job.suspended);
+            println!("created:     {} ago", age(job.created_at));
+            println!("updated:     {} ago", age(job.updated_at));
+            println!("spec:");
+            for line in job.spec.to_yaml().lines() {
+                println!("  {line}");
+            }
+            Ok(())
+        }
+        _ => print_structured(job, format),
+    }
+}
+
+/// Prints jobs.
+pub fn print_jobs(jobs: &[pb::Job], format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Table => {
+            let rows: Vec<Vec<String>> = jobs
+                .iter()
+                .map(|job| {
+                    let task = job.spec.as_ref().and_then(|s| s.task.as_ref());
+                    vec![
+                        job.name.clone(),
+                        schedule_text(job),
+                        if job.suspended { "suspended" } else { "active" }.into(),
+                        task.map(|t| {
+                            if t.image.is_empty() {
+                                t.command.join(" ")
+                            } else {
+                                t.image.clone()
+                            }
+                        })
+                        .unwrap_or_default(),
+                        job.generation.to_string(),
+                        age(time(&job.created_at)),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                eprintln!("no jobs");
+            } else {
+                print_table(&["NAME", "SCHEDULE", "STATE", "TASK", "GEN", "AGE"], &rows);
+            }
+            Ok(())
+        }
+        _ => print_structured(&jobs.iter().map(JobView::from).collect::<Vec<_>>(), format),
+    }
+}
+
+fn role_word(role: i32) -> &'static str {
+    match pb::Role::try_from(role).unwrap_or_default() {
+        pb::Role::Leader => "leader",
+        pb::Role::Follower => "follower",
+        pb::Role::Candidate => "candidate",
+        pb::Role::Learner => "learner",
+        pb::Role::Detached => "detached",
+        pb::Role::Unspecified => "unknown",
+    }
+}
+
+#[derive(Serialize)]
+struct MemberView {
+    node_id: u64,
+    addr: String,
+    role: &'static str,
+}
+
+/// Prints members.
+pub fn print_members(members: &[pb::Member], format: Format) -> anyhow::Result<()> {
+    let views: Vec<MemberView> = members
+        .iter()
+        .map(|m| MemberView {
+            node_id: m.node_id,
+            addr: m.addr.clone(),
+            role: role_word(m.role),
+        })
+        .collect();
+    match format {
+        Format::Table => {
+            let rows: Vec<Vec<String>> = views
+                .iter()
+                .map(|m| vec![m.node_id.to_string(), m.addr.clone(), m.role.to_owned()])
+                .collect();
+            print_table(&["ID", "ADDRESS", "ROLE"], &rows);
+            Ok(())
+        }
+        _ => print_structured(&views, format),
+    }
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    endpoint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    term: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+}
+
+/// Prints the status of each endpoint (or why it did not answer).
+pub fn print_statuses(rows: &[(String, Result<pb::GetStatusResponse, Error>)], format: Format) -> anyhow::Result<()> {
+    let views: Vec<StatusView> = rows
+        .iter()
+        .map(|(endpoint, status)| match status {
+            Ok(s) => StatusView {
+                endpoint: endpoint.clone(),
+                error: None,
+                node_id: Some(s.node_id),
+                role: Some(role_word(s.role)),
+                term: Some(s.term),
+                leader_id: Some(s.leader_id),
+                commit_index: Some(s.commit_index),
+                applied_index: Some(s.applied_index),
+                snapshot_index: Some(s.snapshot_index),
+                job_count: Some(s.job_count),
+                version: Some(s.version.clone()),
+            },
+            Err(e) => StatusView {
+                endpoint: endpoint.clone(),
+                error: Some(e.to_string()),
+                node_id: None,
+                role: None,
+                term: None,
+                leader_id: None,
+                commit_index: None,
+                applied_index: None,
+                snapshot_index: None,
+                job_count: None,
+                version: None,
+            },
+        })
+        .collect();
+    match format {
+        Format::Table => {
+            let dash = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+            let table: Vec<Vec<String>> = views
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.endpoint.clone(),
+                        dash(v.node_id),
+                        v.role.map_or_else(|| "unreachable".to_owned(), str::to_owned),
+                        dash(v.term),
+                        dash(v.leader_id.filter(|&l| l != 0)),
+                        dash(v.commit_index),
+                        dash(v.applied_index),
+                        dash(v.snapshot_index),
+                        dash(v.job_count),
+                        v.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "SNAPSHOT", "JOBS", "ERROR",
+                ],
+                &table,
+            );
+            Ok(())
+        }
+        _ => print_structured(&views, format),
+    }
+}

@@ -1,0 +1,551 @@
+//! `rota_client`: the Rust SDK of rota.
+//!
+//! A [`Client`] talks to a cluster through any of its servers. It finds the
+//! leader from the `rota-leader` hints servers attach to `UNAVAILABLE`,
+//! remembers it, retries with exponential backoff and jitter while the
+//! cluster elects a leader or a server is down, and gives every attempt a
+//! deadline. Errors are an [`Error`] you can match on.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), rota_client::Error> {
+//! use rota_client::{Client, SpecFile};
+//!
+//! let client = Client::connect(["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"])?;
+//! let spec = SpecFile::parse_yaml(
+//!     "name: hello\nschedule: { cron: '*/5 * * * *' }\ntask: { image: 'debian:12', command: [echo, hi] }\n",
+//! )?;
+//! let applied = client.apply_job(spec[0].to_proto(), false).await?;
+//! println!("job {} at generation {}", applied.job.name, applied.job.generation);
+//! for job in client.list_jobs(rota_client::Consistency::Linearizable).await? {
+//!     println!("{}", job.name);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The integration tests of `chaos-tests` run this example's calls against
+//! a real three-server cluster.
+
+mod error;
+pub mod spec_file;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use rota_proto::v1 as pb;
+use rota_proto::v1::cluster_service_client::ClusterServiceClient;
+use rota_proto::v1::job_service_client::JobServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+pub use error::{Error, FieldViolation};
+pub use rota_proto::v1 as proto;
+pub use spec_file::SpecFile;
+
+/// Default server endpoint when none is given.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7400";
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read (served by the leader).
+    #[default]
+    Linearizable,
+    /// Whatever the answering server has applied; works without a leader.
+    Stale,
+}
+
+impl Consistency {
+    fn to_proto(self) -> i32 {
+        match self {
+            Consistency::Linearizable => pb::ReadConsistency::Linearizable as i32,
+            Consistency::Stale => pb::ReadConsistency::Stale as i32,
+        }
+    }
+}
+
+/// Retry and deadline settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Deadline of each attempt.
+    pub timeout: Duration,
+    /// Attempts per call, including the first.
+    pub max_attempts: u32,
+    /// Delay after the first failed attempt; doubled each time, with jitter.
+    pub initial_backoff: Duration,
+    /// Cap on the delay.
+    pub max_backoff: Duration,
+    /// Deadline for opening a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(15),
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The result of an apply.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The job after the apply (for a dry run, as it would be).
+    pub job: pb::Job,
+    /// What happened.
+    pub outcome: pb::ApplyOutcome,
+    /// The job before the apply, if it existed.
+    pub previous: Option<pb::Job>,
+}
+
+/// A connection to a rota cluster. Cheap to clone; clones share connections
+/// and the remembered leader.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Vec<String>,
+    options: ClientOptions,
+    channels: Mutex<HashMap<String, Channel>>,
+    /// The address calls go to first: the last leader learned, or the last
+    /// endpoint that answered.
+    preferred: Mutex<Option<String>>,
+}
+
+/// Strips a scheme and trailing slash: `http://a:1/` → `a:1`.
+fn normalize(endpoint: &str) -> String {
+    let trimmed = endpoint.trim();
+    let without_scheme = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .unwrap_or(trimmed);
+    without_scheme.trim_end_matches('/').to_owned()
+}
+
+impl Client {
+    /// A client for the servers at `endpoints` (`host:port`, any subset of
+    /// the cluster). Does not connect until the first call.
+    pub fn connect<I, S>(endpoints: I) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self::with_options(endpoints, ClientOptions::default())
+    }
+
+    /// Like [`Client::connect`], with explicit options.
+    pub fn with_options<I, S>(endpoints: I, options: ClientOptions) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut list: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| normalize(e.as_ref()))
+            .filter(|e| !e.is_empty())
+            .collect();
+        list.dedup();
+        if list.is_empty() {
+            list.push(DEFAULT_ENDPOINT.to_owned());
+        }
+        let client = Client {
+            inner: Arc::new(Inner {
+                endpoints: list,
+                options,
+                channels: Mutex::new(HashMap::new()),
+                preferred: Mutex::new(None),
+            }),
+        };
+        for endpoint in &client.inner.endpoints {
+            client.channel(endpoint)?;
+        }
+        Ok(client)
+    }
+
+    /// The endpoints this client was given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.endpoints
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, Error> {
+        let mut channels = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let invalid = |reason: String| Error::InvalidEndpoint {
+            endpoint: addr.to_owned(),
+            reason,
+        };
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(invalid("expected HOST:PORT, e.g. 127.0.0.1:7400".into()));
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| invalid(e.to_string()))?
+            .connect_timeout(self.inner.options.connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    fn preferred(&self) -> Option<String> {
+        self.inner.preferred.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_preferred(&self, addr: Option<String>) {
+        *self.inner.preferred.lock().unwrap_or_else(|p| p.into_inner()) = addr;
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.inner.options.timeout);
+        request
+    }
+
+    /// Runs `call` against the cluster: at the preferred server first, then
+    /// at a leader named in a hint, then at each endpoint in turn, backing
+    /// off between rounds. Only `UNAVAILABLE` and transport failures are
+    /// retried; every other error is returned at once.
+    ///
+    /// A write whose connection broke mid-call may have been applied before
+    /// the retry: `apply`, `delete`, `suspend` and `resume` converge anyway,
+    /// while a retried `create` may then report `AlreadyExists`.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let options = &self.inner.options;
+        let endpoints = &self.inner.endpoints;
+        let mut next_endpoint = 0usize;
+        let mut backoff = options.initial_backoff;
+        let mut last_error = String::new();
+        let mut any_server_answered = false;
+        for attempt in 0..options.max_attempts.max(1) {
+            let target = match self.preferred() {
+                Some(addr) => addr,
+                None => {
+                    let addr = endpoints[next_endpoint % endpoints.len()].clone();
+                    next_endpoint += 1;
+                    addr
+                }
+            };
+            let channel = self.channel(&target)?;
+            let outcome = tokio::time::timeout(options.timeout, call(channel)).await;
+            let status = match outcome {
+                Ok(Ok(response)) => {
+                    self.set_preferred(Some(target));
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded(format!("no answer from {target} within {:?}", options.timeout)),
+            };
+            // A server's own status carries response headers; a transport
+            // failure (refused, reset mid-call) has none.
+            let from_server = !status.metadata().is_empty();
+            let retryable = match status.code() {
+                Code::Unavailable => true,
+                Code::Unknown | Code::Cancelled => !from_server,
+                _ => false,
+            };
+            if !retryable {
+                return Err(status.into());
+            }
+            any_server_answered |= from_server;
+            last_error = format!("{target}: {}", status.message());
+            let hint = status
+                .metadata()
+                .get(rota_proto::LEADER_METADATA_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(normalize)
+                .filter(|hint| *hint != target);
+            match hint {
+                Some(leader) => {
+                    // Go straight to the leader; only back off if it fails too.
+                    self.set_preferred(Some(leader));
+                    if attempt == 0 {
+                        continue;
+                    }
+                }
+                None => self.set_preferred(None),
+            }
+            let jitter = rand::rng().random_range(0.5..1.0);
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            backoff = (backoff * 2).min(options.max_backoff);
+        }
+        if any_server_answered {
+            Err(Error::Unavailable(format!(
+                "the cluster did not serve the request after {} attempts; last error: {last_error}",
+                options.max_attempts
+            )))
+        } else {
+            Err(Error::Unreachable {
+                endpoints: endpoints.clone(),
+                last_error,
+            })
+        }
+    }
+
+    fn jobs(channel: Channel) -> JobServiceClient<Channel> {
+        JobServiceClient::new(channel)
+    }
+
+    fn cluster(channel: Channel) -> ClusterServiceClient<Channel> {
+        ClusterServiceClient::new(channel)
+    }
+
+    /// Creates a job; [`Error::AlreadyExists`] if the name is taken.
+    pub async fn create_job(&self, spec: pb::JobSpec) -> Result<pb::Job, Error> {
+        let response = self
+            .call(|ch| {
+                let request = self.request(pb::CreateJobRequest {
+                    spec: Some(spec.clone()),
+                });
+                async move { Self::jobs(ch).create_job(request).await }
+            })
+            .await?;
+        response.job.ok_or_else(missing("job"))
+    }
+
+    /// Replaces the spec of an existing job; with `expected_generation`,
+    /// only if the job is still at that generation.
+    pub async fn update_job(&self, spec: pb::JobSpec, expected_generation: Option<u64>) -> Result<pb::Job, Error> {
+        let response = self
+            .call(|ch| {
+                let request = self.request(pb::UpdateJobRequest {
+                    spec: Some(spec.clone()),
+                    expected_generation,
+                });
+                async move { Self::jobs(ch).update_job(request).await }
+            })
+            .await?;
+        response.job.ok_or_else(missing("job"))
+    }
+
+    /// Creates or updates a job (`dry_run`: only reports what would change).
+    pub async fn apply_job(&self, spec: pb::JobSpec, dry_run: bool) -> Result<Applied, Error> {
+        let response = self
+            .call(|ch| {
+                let request = self.request(pb::ApplyJobRequest {
+                    spec: Some(spec.clone()),
+                    dry_run,
+                });
+                async move { Self::jobs(ch).apply_job(request).await }
+            })
+            .await?;
+        Ok(Applied {
+            outcome: response.outcome(),
+            job: response.job.ok_or_else(missing("job"))?,
+            previous: response.previous,
+        })
+    }
+
+    /// One job.
+    pub async fn get_job(&self, name: &str, consistency: Consistency) -> Result<pb::Job, Error> {
+        let response = self
+            .call(|ch| {
+                let request = self.request(pb::GetJobRequest {
+                    name: name.to_owned(),
+                    consistency: consistency.to_proto(),
+                });
+                async move { Self::jobs(ch).get_job(request).await }
+            })
+            .await?;
+        response.job.ok_or_else(missing("job"))
+    }
+
+    /// One page of jobs, in name order; pass the returned token to get the next.
+    pub async fn list_jobs_page(
+        &self,
+        page_size: u32,
+        page_token: &str,
+        consistency: Consistency,
+    ) -> Result<(Vec<pb::Job>, String), Error> {
+        let response = self
+            .call(|ch| {
+                let request = self.request(pb::ListJobsRequest {
+                    page_size,
+                    page_token: page_token.to_owned(),
+                    consistency: consistency.to_proto(),
+                });
+                async move { Self::jobs(ch).list_jobs(request).await }
+            })
+            .await?;
+        Ok((response.jobs, response.next_page_token))
+    }
+
+    /// Every job, in name order (all pages).
+    pub async fn list_jobs(&self, consistency: Consistency) -> Result<Vec<pb::Job>, Error> {
+        let mut jobs = Vec::new();
+        let mut token = String::new();
+        loop {
+            let (page, next) = self.list_jobs_page(500, &token, consistency).await?;
+            jobs.extend(page);
+            if next.is_empty() {
+                return Ok(jobs);
+            }
+            token = next;
+        }
+    }
+
+    /// Deletes a job; returns it as it was.
+    pub async fn delete_job(&self, name: &str) -> Result<pb::Job, Error> {
+        let response = self
+            .call(|ch| {
+                let request = self.request(pb::DeleteJobRequest {
+                    name: name.to_owned(),
+                    expected_uid: String::new(),
+                });
+                async move { Self::jobs(ch).delete_job(request).await }
+            })
+            .await?;
+        response.job.ok_or_else(missing("job"))
+    }
+
+    /// Stops a job's schedule from firing.
+    pub async fn suspend_job(&self, name: &str) -> Result<pb::Job, Error> {
+        let response = self
+            .call(|ch| {
+                let request = self.request(pb::SuspendJobRequest { name: name.to_owned() });
+                async move { Self::jobs(ch).suspend_job(request).await }
+            })
+            .await?;
+        response.job.ok_or_else(missing("job"))
+    }
+
+    /// Lets a suspended job's schedule fire again.
+    pub async fn resume_job(&self, name: &str) -> Result<pb::Job, Error> {
+        let response = self
+            .call(|ch| {
+                let request = self.request(pb::ResumeJobRequest { name: name.to_owned() });
+                async move { Self::jobs(ch).resume_job(request).await }
+            })
+            .await?;
+        response.job.ok_or_else(missing("job"))
+    }
+
+    /// The status of the server at `endpoint` itself (no retries elsewhere).
+    pub async fn server_status(&self, endpoint: &str) -> Result<pb::GetStatusResponse, Error> {
+        let addr = normalize(endpoint);
+        let channel = self.channel(&addr)?;
+        let request = self.request(pb::GetStatusRequest {});
+        match tokio::time::timeout(self.inner.options.timeout, Self::cluster(channel).get_status(request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) if status.code() == Code::Unavailable && status.metadata().is_empty() => {
+                Err(Error::Unreachable {
+                    endpoints: vec![addr.clone()],
+                    last_error: status.message().to_owned(),
+                })
+            }
+            Ok(Err(status)) => Err(status.into()),
+            Err(_) => Err(Error::DeadlineExceeded(format!(
+                "{addr} did not answer within {:?}",
+                self.inner.options.timeout
+            ))),
+        }
+    }
+
+    /// The cluster's members, as the leader (or, stale, any server) sees them.
+    pub async fn members(&self, consistency: Consistency) -> Result<pb::ListMembersResponse, Error> {
+        self.call(|ch| {
+            let request = self.request(pb::ListMembersRequest {
+                consistency: consistency.to_proto(),
+            });
+            async move { Self::cluster(ch).list_members(request).await }
+        })
+        .await
+    }
+
+    /// Adds a running, unjoined server to the cluster (learner, then voter
+    /// unless `learner_only`). Waits until it has caught up.
+    pub async fn add_node(&self, node_id: u64, addr: &str, learner_only: bool) -> Result<Vec<pb::Member>, Error> {
+        let response = self
+            .call(|ch| {
+                let mut request = Request::new(pb::AddNodeRequest {
+                    node_id,
+                    addr: addr.to_owned(),
+                    learner_only,
+                });
+                // Catching up may take a while on a big state.
+                request.set_timeout(self.inner.options.timeout.max(Duration::from_secs(150)));
+                async move { Self::cluster(ch).add_node(request).await }
+            })
+            .await?;
+        Ok(response.members)
+    }
+
+    /// Removes a server from the cluster.
+    pub async fn remove_node(&self, node_id: u64) -> Result<Vec<pb::Member>, Error> {
+        let response = self
+            .call(|ch| {
+                let request = self.request(pb::RemoveNodeRequest { node_id });
+                async move { Self::cluster(ch).remove_node(request).await }
+            })
+            .await?;
+        Ok(response.members)
+    }
+
+    /// Moves leadership to `to_node_id` (0: any other voter); returns the new leader.
+    pub async fn transfer_leadership(&self, to_node_id: u64) -> Result<u64, Error> {
+        let response = self
+            .call(|ch| {
+                let request = self.request(pb::TransferLeadershipRequest { to_node_id });
+                async move { Self::cluster(ch).transfer_leadership(request).await }
+            })
+            .await?;
+        self.set_preferred(None);
+        Ok(response.leader_id)
+    }
+}
+
+fn missing(field: &'static str) -> impl FnOnce() -> Error {
+    move || Error::Other {
+        code: Code::Internal,
+        message: format!("server response lacks {field}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_normalized_and_checked() {
+        let client = Client::connect(["http://127.0.0.1:1/", " 127.0.0.1:2 "]).expect("valid");
+        assert_eq!(client.endpoints(), ["127.0.0.1:1", "127.0.0.1:2"]);
+        let client = Client::connect(Vec::<String>::new()).expect("default");
+        assert_eq!(client.endpoints(), [DEFAULT_ENDPOINT]);
+        let err = Client::connect(["nohost"]).err().expect("invalid");
+        assert!(err.to_string().contains("HOST:PORT"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_servers_are_named_in_the_error() {
+        // Port 1 on loopback: nothing listens there.
+        let client = Client::with_options(
+            ["127.0.0.1:1"],
+            ClientOptions {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(1),
+                ..Default::default()
+            },
+        )
+        .expect("valid");
+        let err = client.get_job("a", Consistency::Stale).await.expect_err("unreachable");
+        assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+        assert_eq!(err.code(), None);
+    }
+}
