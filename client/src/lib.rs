@@ -281,6 +281,11 @@ impl Client {
                 }
                 None => self.set_preferred(None),
             }
+            // Nobody has answered for three rounds over every endpoint: the
+            // addresses are wrong or the whole cluster is down; say so now.
+            if !any_server_answered && attempt + 1 >= 3 * endpoints.len() as u32 {
+                break;
+            }
             let jitter = rand::rng().random_range(0.5..1.0);
             tokio::time::sleep(backoff.mul_f64(jitter)).await;
             backoff = (backoff * 2).min(options.max_backoff);

@@ -1,0 +1,401 @@
+//! `rota_chaos`: run the real rota binaries as separate processes, inject
+//! faults, and check what the cluster does.
+//!
+//! [`Cluster`] starts `rota-server` processes on loopback with free ports and
+//! their own data directories, kills them on drop, and offers the process
+//! faults the tests need: SIGKILL, SIGTERM, restart on the same data dir, and
+//! a fresh server to add. Network, clock and disk faults come with the
+//! chaos issue (#6).
+//!
+//! The binaries are found next to the test executable (`target/<profile>/`),
+//! or in `$ROTA_BIN_DIR`; `cargo test --workspace` builds them.
+//!
+//! Clusters are heavy on a two-core machine, so [`Cluster::start`] first
+//! takes a process-wide lock: tests of one binary run their clusters one at a
+//! time even when the harness runs tests in parallel.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rota_client::{Client, ClientOptions, proto as pb};
+use tokio::sync::{Mutex, MutexGuard};
+
+/// Serializes clusters within one test process.
+static EXCLUSIVE: Mutex<()> = Mutex::const_new(());
+
+/// The directory holding the built binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ROTA_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test-exe> → target/<profile>
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// The path of a built binary; fails with what to do if it is missing.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir().join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found; build the binaries first (cargo build --workspace --bins) or set ROTA_BIN_DIR",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free loopback port. The kernel may hand it to someone else before the
+/// server binds it; on this test machine nothing else competes for ports.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Polls `check` until it yields `Some`, or fails after `timeout` with
+/// `what` and the last observation.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => "condition not met yet".to_owned(),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}; last: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Settings passed to every server of a cluster.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// `raft.snapshot_every_logs`.
+    pub snapshot_every_logs: u64,
+    /// `raft.keep_logs_after_snapshot`.
+    pub keep_logs_after_snapshot: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            snapshot_every_logs: 10_000,
+            keep_logs_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// One server process.
+#[derive(Debug)]
+pub struct Server {
+    /// Its node id.
+    pub id: u64,
+    /// Its gRPC address.
+    pub addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    /// `--initial-cluster`, for founding members.
+    initial_cluster: Option<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// A cluster of real `rota-server` processes.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    servers: BTreeMap<u64, Server>,
+    settings: ServerSettings,
+    binary: PathBuf,
+    _exclusive: MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// Starts `size` founding servers (ids 1..=size) and waits for a leader.
+    pub async fn start(size: u64, settings: ServerSettings) -> anyhow::Result<Cluster> {
+        let exclusive = EXCLUSIVE.lock().await;
+        let binary = binary("rota-server")?;
+        let dir = tempfile::Builder::new().prefix("rota-cluster-").tempdir()?;
+        let mut addrs = BTreeMap::new();
+        for id in 1..=size {
+            addrs.insert(id, format!("127.0.0.1:{}", free_port()?));
+        }
+        let initial_cluster = addrs
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            servers: BTreeMap::new(),
+            settings,
+            binary,
+            _exclusive: exclusive,
+            dir,
+        };
+        for (id, addr) in addrs {
+            let server = cluster.new_server(id, addr, Some(initial_cluster.clone()));
+            cluster.servers.insert(id, server);
+            cluster.spawn(id)?;
+        }
+        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    fn new_server(&self, id: u64, addr: String, initial_cluster: Option<String>) -> Server {
+        Server {
+            id,
+            addr,
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            initial_cluster,
+            child: None,
+        }
+    }
+
+    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        let settings = self.settings.clone();
+        let binary = self.binary.clone();
+        let server = self.server_mut(id)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&server.log)
+            .with_context(|| format!("opening {}", server.log.display()))?;
+        let mut command = Command::new(binary);
+        command
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(&server.addr)
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .env(
+                "ROTA_RAFT__SNAPSHOT_EVERY_LOGS",
+                settings.snapshot_every_logs.to_string(),
+            )
+            .env(
+                "ROTA_RAFT__KEEP_LOGS_AFTER_SNAPSHOT",
+                settings.keep_logs_after_snapshot.to_string(),
+            )
+            .env_remove("ROTA_SERVERS")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(cluster) = &server.initial_cluster {
+            command.arg("--initial-cluster").arg(cluster);
+        }
+        server.child = Some(command.spawn().context("starting rota-server")?);
+        Ok(())
+    }
+
+    /// A server of the cluster.
+    pub fn server(&self, id: u64) -> anyhow::Result<&Server> {
+        self.servers.get(&id).with_context(|| format!("no server {id}"))
+    }
+
+    fn server_mut(&mut self, id: u64) -> anyhow::Result<&mut Server> {
+        self.servers.get_mut(&id).with_context(|| format!("no server {id}"))
+    }
+
+    /// Whether server `id` is running.
+    pub fn is_running(&mut self, id: u64) -> bool {
+        self.servers.get_mut(&id).is_some_and(Server::is_running)
+    }
+
+    /// Ids of all servers started, running or not.
+    pub fn ids(&self) -> Vec<u64> {
+        self.servers.keys().copied().collect()
+    }
+
+    /// The address of server `id`.
+    pub fn addr(&self, id: u64) -> anyhow::Result<String> {
+        Ok(self.server(id)?.addr.clone())
+    }
+
+    /// A client that knows every server.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::with_options(
+            self.servers.values().map(|s| s.addr.clone()),
+            test_client_options(),
+        )?)
+    }
+
+    /// A client that only knows server `id` (and follows its hints).
+    pub fn client_for(&self, id: u64) -> anyhow::Result<Client> {
+        Ok(Client::with_options([self.addr(id)?], test_client_options())?)
+    }
+
+    /// SIGKILLs server `id` and reaps it.
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, Signal::SIGKILL)?;
+        let server = self.server_mut(id)?;
+        if let Some(mut child) = server.child.take() {
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to server `id`.
+    pub fn signal(&mut self, id: u64, signal: Signal) -> anyhow::Result<()> {
+        let server = self.server_mut(id)?;
+        let child = server
+            .child
+            .as_ref()
+            .with_context(|| format!("server {id} is not running"))?;
+        let pid = Pid::from_raw(i32::try_from(child.id())?);
+        kill(pid, signal).with_context(|| format!("sending {signal} to server {id}"))
+    }
+
+    /// Waits (bounded) for server `id` to exit by itself; returns its status.
+    pub async fn wait_exit(&mut self, id: u64, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let server = self.server_mut(id)?;
+            let child = server
+                .child
+                .as_mut()
+                .with_context(|| format!("server {id} is not running"))?;
+            if let Some(status) = child.try_wait()? {
+                server.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("server {id} did not exit within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts server `id` again on its data directory, with its original flags.
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.server_mut(id)?.is_running() {
+            bail!("server {id} is still running");
+        }
+        self.spawn(id)
+    }
+
+    /// Starts a new, unjoined server (no --initial-cluster) and returns its id.
+    pub fn start_new_server(&mut self) -> anyhow::Result<u64> {
+        let id = self.servers.keys().max().copied().unwrap_or(0) + 1;
+        let server = self.new_server(id, format!("127.0.0.1:{}", free_port()?), None);
+        self.servers.insert(id, server);
+        self.spawn(id)?;
+        Ok(id)
+    }
+
+    /// The status server `id` reports about itself.
+    pub async fn status(&self, id: u64) -> anyhow::Result<pb::GetStatusResponse> {
+        let client = self.client_for(id)?;
+        Ok(client.server_status(&self.addr(id)?).await?)
+    }
+
+    /// Waits until the running founding servers agree on one leader that is
+    /// itself running; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let running: Vec<u64> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.child.is_some() && s.initial_cluster.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        wait_for("a leader all running founding servers agree on", timeout, || {
+            let running = running.clone();
+            async move {
+                let mut leaders = Vec::new();
+                for &id in &running {
+                    let status = self.status(id).await.map_err(|e| format!("server {id}: {e}"))?;
+                    leaders.push(status.leader_id);
+                }
+                let first = leaders.first().copied().unwrap_or(0);
+                let agreed = first != 0 && leaders.iter().all(|&l| l == first);
+                Ok((agreed && running.contains(&first)).then_some(first))
+            }
+        })
+        .await
+    }
+
+    /// Prints every server's log tail (for failing tests).
+    pub fn dump_logs(&self) {
+        for server in self.servers.values() {
+            eprintln!(
+                "----- server {} ({}) log tail -----\n{}",
+                server.id,
+                server.addr,
+                server.log_tail(40)
+            );
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for server in self.servers.values_mut() {
+            if let Some(mut child) = server.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Client options for tests: patient enough for elections on a loaded machine.
+pub fn test_client_options() -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(10),
+        max_attempts: 40,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(500),
+        ..Default::default()
+    }
+}
+
+/// A minimal valid job spec named `name`.
+pub fn job_spec(name: &str) -> pb::JobSpec {
+    pb::JobSpec {
+        name: name.to_owned(),
+        schedule: Some(pb::Schedule {
+            kind: Some(pb::schedule::Kind::Cron("0 3 * * *".to_owned())),
+            timezone: "Europe/Berlin".to_owned(),
+            ..Default::default()
+        }),
+        task: Some(pb::Task {
+            image: "debian:12".to_owned(),
+            command: vec!["make".to_owned(), "test".to_owned()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

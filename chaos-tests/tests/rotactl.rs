@@ -1,0 +1,144 @@
+//! `rotactl` as people use it: the built binary against a real cluster,
+//! with the example spec files of the repository.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use rota_chaos::{Cluster, ServerSettings, binary};
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// Runs rotactl with `args` against `servers`, off the async runtime.
+async fn rotactl(servers: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let bin = binary("rotactl")?;
+    let mut command = tokio::process::Command::new(bin);
+    command.args(args).env("ROTA_SERVERS", servers).env_remove("NO_COLOR");
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await??;
+    Ok(output)
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotactl_applies_lists_gets_and_deletes_jobs() {
+    let mut cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    let result: anyhow::Result<()> = async {
+        let servers = cluster
+            .ids()
+            .iter()
+            .map(|&id| cluster.addr(id))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(",");
+        let examples = examples();
+
+        let out = rotactl(&servers, &["job", "apply", "-f", examples.to_str().unwrap_or_default()]).await?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for name in ["every-minute", "nightly-build", "release-build"] {
+            anyhow::ensure!(stdout.contains(&format!("job/{name} created")), "{}", text(&out));
+        }
+        let out = rotactl(&servers, &["job", "apply", "-f", examples.to_str().unwrap_or_default()]).await?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stdout).matches("unchanged").count() == 3,
+            "{}",
+            text(&out)
+        );
+
+        let out = rotactl(&servers, &["job", "list", "-o", "json"]).await?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out));
+        let jobs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let names: Vec<&str> = jobs
+            .as_array()
+            .map(|a| a.iter().filter_map(|j| j["name"].as_str()).collect())
+            .unwrap_or_default();
+        anyhow::ensure!(names == ["every-minute", "nightly-build", "release-build"], "{names:?}");
+
+        // `get -o yaml` prints a spec that applies back unchanged.
+        let out = rotactl(&servers, &["job", "get", "nightly-build", "-o", "json"]).await?;
+        let job: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        anyhow::ensure!(job["spec"]["schedule"]["timezone"] == "Europe/Berlin", "{job}");
+        let dir = tempfile::tempdir()?;
+        let exported = dir.path().join("exported.yaml");
+        std::fs::write(&exported, serde_json::to_string(&job["spec"])?)?;
+        let out = rotactl(&servers, &["job", "apply", "-f", exported.to_str().unwrap_or_default()]).await?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stdout).contains("job/nightly-build unchanged"),
+            "{}",
+            text(&out)
+        );
+
+        // An invalid spec: exit 1, each bad field named, nothing written.
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(
+            &bad,
+            "name: bad\nschedule: { cron: '99 * * * *', timezone: Nowhere/City }\ntask: { image: 'x' }\n",
+        )?;
+        let out = rotactl(&servers, &["job", "apply", "-f", bad.to_str().unwrap_or_default()]).await?;
+        anyhow::ensure!(out.status.code() == Some(1), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(
+            stderr.contains("schedule.cron") && stderr.contains("schedule.timezone"),
+            "{}",
+            text(&out)
+        );
+        let out = rotactl(&servers, &["job", "get", "bad"]).await?;
+        anyhow::ensure!(out.status.code() == Some(1), "{}", text(&out));
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stderr).contains("not found"),
+            "{}",
+            text(&out)
+        );
+
+        // Usage errors exit 2.
+        let out = rotactl(&servers, &["job", "frobnicate"]).await?;
+        anyhow::ensure!(out.status.code() == Some(2), "{}", text(&out));
+
+        let out = rotactl(&servers, &["cluster", "status"]).await?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out));
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stdout).matches("leader").count() >= 1,
+            "{}",
+            text(&out)
+        );
+        let out = rotactl(&servers, &["cluster", "members", "-o", "json"]).await?;
+        let members: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        anyhow::ensure!(members.as_array().map(Vec::len) == Some(3), "{members}");
+
+        let out = rotactl(&servers, &["job", "delete", "every-minute"]).await?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out));
+        let out = rotactl(&servers, &["--stale", "job", "list", "-o", "json"]).await?;
+        anyhow::ensure!(
+            !String::from_utf8_lossy(&out.stdout).contains("every-minute"),
+            "{}",
+            text(&out)
+        );
+
+        // A dead endpoint is named, with the flag to change.
+        let out = rotactl("127.0.0.1:1", &["job", "list"]).await?;
+        anyhow::ensure!(out.status.code() == Some(1), "{}", text(&out));
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"),
+            "{}",
+            text(&out)
+        );
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+    assert!(cluster.ids().into_iter().all(|id| cluster.is_running(id)));
+}
