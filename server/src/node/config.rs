@@ -359,6 +359,23 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_config_is_valid_and_states_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/server.toml");
+        let flags = Flags {
+            node_id: Some(1),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        let config = Config::load(Some(&path), [], &flags).expect("deploy/server.toml loads");
+        let defaults = Config {
+            node_id: Some(1),
+            data_dir: Some("/d".into()),
+            ..Config::default()
+        };
+        assert_eq!(config, defaults, "deploy/server.toml must state the real defaults");
+    }
+
+    #[test]
     fn initial_cluster_is_checked() {
         let flags = |cluster: &str| Flags {
             node_id: Some(2),
