@@ -166,7 +166,7 @@ impl Client {
             }),
         };
         for endpoint in &client.inner.endpoints {
-            client.channel(endpoint)?;
+            endpoint_for(endpoint)?;
         }
         Ok(client)
     }
@@ -181,18 +181,7 @@ impl Client {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let invalid = |reason: String| Error::InvalidEndpoint {
-            endpoint: addr.to_owned(),
-            reason,
-        };
-        let port_ok = addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
-            return Err(invalid("expected HOST:PORT, e.g. 127.0.0.1:7400".into()));
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| invalid(e.to_string()))?
+        let channel = endpoint_for(addr)?
             .connect_timeout(self.inner.options.connect_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
@@ -513,6 +502,22 @@ impl Client {
         self.set_preferred(None);
         Ok(response.leader_id)
     }
+}
+
+/// Checks an address and makes a tonic endpoint of it, without connecting
+/// (so a client can be built outside an async runtime).
+fn endpoint_for(addr: &str) -> Result<Endpoint, Error> {
+    let invalid = |reason: String| Error::InvalidEndpoint {
+        endpoint: addr.to_owned(),
+        reason,
+    };
+    let port_ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok {
+        return Err(invalid("expected HOST:PORT, e.g. 127.0.0.1:7400".into()));
+    }
+    Endpoint::from_shared(format!("http://{addr}")).map_err(|e| invalid(e.to_string()))
 }
 
 fn missing(field: &'static str) -> impl FnOnce() -> Error {
