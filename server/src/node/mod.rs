@@ -145,9 +145,11 @@ pub async fn run(
     health.set_serving::<ClusterServiceServer<ClusterApi>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rota_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rota_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
     let stop = CancellationToken::new();
@@ -174,15 +176,27 @@ pub async fn run(
     let mut server = tokio::spawn(server);
     on_listening(local_addr);
 
-    if let Some(cluster) = &config.initial_cluster {
-        initialize(&raft, cluster).await?;
-    }
-
-    tokio::select! {
-        () = shutdown => {}
-        result = &mut server => {
-            result.context("grpc server task")?.context("grpc server")?;
-            bail!("grpc server stopped unexpectedly");
+    // Formation runs alongside serving: it may wait its turn (see
+    // `initialize`), and a shutdown must not wait for it.
+    let formation = async {
+        match &config.initial_cluster {
+            Some(cluster) => initialize(&raft, id, cluster, config.raft.election_timeout_min).await,
+            None => Ok(()),
+        }
+    };
+    tokio::pin!(shutdown, formation);
+    let mut formed = false;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            result = &mut formation, if !formed => {
+                result?;
+                formed = true;
+            }
+            result = &mut server => {
+                result.context("grpc server task")?.context("grpc server")?;
+                bail!("grpc server stopped unexpectedly");
+            }
         }
     }
 
@@ -206,7 +220,14 @@ pub async fn run(
 /// Initializes a pristine node with the founding members; a node that
 /// already holds Raft state (or learned the cluster from a peer) is left
 /// alone.
-async fn initialize(raft: &Raft, cluster: &str) -> anyhow::Result<()> {
+///
+/// Initializing the same membership on every founder is safe, but founders
+/// that all campaign at once disturb each other's first election. So the
+/// founders take turns: the k-th lowest id waits k election timeouts and
+/// initializes only if no peer has contacted it meanwhile. With every founder
+/// up, the first one forms the cluster alone; if it is down, the next one
+/// does.
+async fn initialize(raft: &Raft, id: NodeId, cluster: &str, turn: std::time::Duration) -> anyhow::Result<()> {
     let members: BTreeMap<NodeId, Node> = config::parse_initial_cluster(cluster)
         .map_err(anyhow::Error::msg)?
         .into_iter()
@@ -215,6 +236,14 @@ async fn initialize(raft: &Raft, cluster: &str) -> anyhow::Result<()> {
     if raft.is_initialized().await? {
         tracing::info!("data dir holds a cluster already; resuming, not initializing");
         return Ok(());
+    }
+    let rank = members.keys().position(|&member| member == id).unwrap_or(0);
+    if rank > 0 {
+        tokio::time::sleep(turn * u32::try_from(rank).unwrap_or(u32::MAX)).await;
+        if raft.is_initialized().await? {
+            tracing::info!("a peer formed the cluster; joining it");
+            return Ok(());
+        }
     }
     match raft.initialize(members).await {
         Ok(()) => {
