@@ -19,6 +19,7 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -56,11 +57,27 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A free loopback port. The kernel may hand it to someone else before the
-/// server binds it; on this test machine nothing else competes for ports.
+/// Ports handed out so far by this process, to start each search elsewhere.
+static PORTS_TAKEN: AtomicU32 = AtomicU32::new(0);
+
+/// A free loopback port for a server to bind.
+///
+/// Chosen below the kernel's ephemeral range (32768 and up by default), so
+/// that between this check and the server's bind no outgoing connection of
+/// the test (a peer channel, a client) can be given the same port as its
+/// source port. Successive calls, and different test processes, start their
+/// search at different places.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7919) + PORTS_TAKEN.fetch_add(1, Ordering::Relaxed) * 101;
+    for step in 0..SPAN {
+        let port = u16::try_from(LOW + (start + step) % SPAN)?;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
 /// Polls `check` until it yields `Some`, or fails after `timeout` with

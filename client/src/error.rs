@@ -51,6 +51,10 @@ pub enum Error {
     /// The call did not finish in time; a write may or may not have happened.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The connection broke while the cluster handled the call: a write may
+    /// or may not have taken effect. Read the object before retrying.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// The cluster could not serve the call (no leader, no quorum), even
     /// after retries.
     #[error("{0}")]
@@ -75,6 +79,7 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unavailable(_) => Code::Unavailable,
+            Error::OutcomeUnknown(_) => Code::Unknown,
             Error::Other { code, .. } => *code,
             Error::Unreachable { .. } | Error::InvalidEndpoint { .. } => return None,
         })
@@ -105,6 +110,11 @@ impl From<tonic::Status> for Error {
             Code::FailedPrecondition => Error::FailedPrecondition(message),
             Code::DeadlineExceeded => Error::DeadlineExceeded(message),
             Code::Unavailable => Error::Unavailable(message),
+            Code::Unknown | Code::Cancelled => Error::OutcomeUnknown(if message.is_empty() {
+                "the connection broke during the call; it may or may not have taken effect".to_owned()
+            } else {
+                message
+            }),
             code => Error::Other { code, message },
         }
     }

@@ -205,13 +205,12 @@ impl Client {
 
     /// Runs `call` against the cluster: at the preferred server first, then
     /// at a leader named in a hint, then at each endpoint in turn, backing
-    /// off between rounds. Only `UNAVAILABLE` and transport failures are
-    /// retried; every other error is returned at once.
-    ///
-    /// A write whose connection broke mid-call may have been applied before
-    /// the retry: `apply`, `delete`, `suspend` and `resume` converge anyway,
-    /// while a retried `create` may then report `AlreadyExists`.
-    async fn call<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    /// off between rounds. `UNAVAILABLE` (nothing was done) is always
+    /// retried. A call that broke in flight (`UNKNOWN`, or a connection reset)
+    /// may have been applied, so it is retried only when `idempotent`;
+    /// otherwise the caller gets [`Error::OutcomeUnknown`]. Every other error
+    /// is returned at once.
+    async fn call<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, Error>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -245,8 +244,10 @@ impl Client {
             // failure (refused, reset mid-call) has none.
             let from_server = !status.metadata().is_empty();
             let retryable = match status.code() {
+                // Nothing was done: not the leader, no leader, or no connection.
                 Code::Unavailable => true,
-                Code::Unknown | Code::Cancelled => !from_server,
+                // The call broke in flight; it may have been applied.
+                Code::Unknown | Code::Cancelled => idempotent,
                 _ => false,
             };
             if !retryable {
@@ -303,7 +304,7 @@ impl Client {
     /// Creates a job; [`Error::AlreadyExists`] if the name is taken.
     pub async fn create_job(&self, spec: pb::JobSpec) -> Result<pb::Job, Error> {
         let response = self
-            .call(|ch| {
+            .call(false, |ch| {
                 let request = self.request(pb::CreateJobRequest {
                     spec: Some(spec.clone()),
                 });
@@ -317,7 +318,7 @@ impl Client {
     /// only if the job is still at that generation.
     pub async fn update_job(&self, spec: pb::JobSpec, expected_generation: Option<u64>) -> Result<pb::Job, Error> {
         let response = self
-            .call(|ch| {
+            .call(expected_generation.is_none(), |ch| {
                 let request = self.request(pb::UpdateJobRequest {
                     spec: Some(spec.clone()),
                     expected_generation,
@@ -331,7 +332,7 @@ impl Client {
     /// Creates or updates a job (`dry_run`: only reports what would change).
     pub async fn apply_job(&self, spec: pb::JobSpec, dry_run: bool) -> Result<Applied, Error> {
         let response = self
-            .call(|ch| {
+            .call(true, |ch| {
                 let request = self.request(pb::ApplyJobRequest {
                     spec: Some(spec.clone()),
                     dry_run,
@@ -349,7 +350,7 @@ impl Client {
     /// One job.
     pub async fn get_job(&self, name: &str, consistency: Consistency) -> Result<pb::Job, Error> {
         let response = self
-            .call(|ch| {
+            .call(true, |ch| {
                 let request = self.request(pb::GetJobRequest {
                     name: name.to_owned(),
                     consistency: consistency.to_proto(),
@@ -368,7 +369,7 @@ impl Client {
         consistency: Consistency,
     ) -> Result<(Vec<pb::Job>, String), Error> {
         let response = self
-            .call(|ch| {
+            .call(true, |ch| {
                 let request = self.request(pb::ListJobsRequest {
                     page_size,
                     page_token: page_token.to_owned(),
@@ -397,7 +398,7 @@ impl Client {
     /// Deletes a job; returns it as it was.
     pub async fn delete_job(&self, name: &str) -> Result<pb::Job, Error> {
         let response = self
-            .call(|ch| {
+            .call(false, |ch| {
                 let request = self.request(pb::DeleteJobRequest {
                     name: name.to_owned(),
                     expected_uid: String::new(),
@@ -411,7 +412,7 @@ impl Client {
     /// Stops a job's schedule from firing.
     pub async fn suspend_job(&self, name: &str) -> Result<pb::Job, Error> {
         let response = self
-            .call(|ch| {
+            .call(true, |ch| {
                 let request = self.request(pb::SuspendJobRequest { name: name.to_owned() });
                 async move { Self::jobs(ch).suspend_job(request).await }
             })
@@ -422,7 +423,7 @@ impl Client {
     /// Lets a suspended job's schedule fire again.
     pub async fn resume_job(&self, name: &str) -> Result<pb::Job, Error> {
         let response = self
-            .call(|ch| {
+            .call(true, |ch| {
                 let request = self.request(pb::ResumeJobRequest { name: name.to_owned() });
                 async move { Self::jobs(ch).resume_job(request).await }
             })
@@ -453,7 +454,7 @@ impl Client {
 
     /// The cluster's members, as the leader (or, stale, any server) sees them.
     pub async fn members(&self, consistency: Consistency) -> Result<pb::ListMembersResponse, Error> {
-        self.call(|ch| {
+        self.call(true, |ch| {
             let request = self.request(pb::ListMembersRequest {
                 consistency: consistency.to_proto(),
             });
@@ -466,7 +467,7 @@ impl Client {
     /// unless `learner_only`). Waits until it has caught up.
     pub async fn add_node(&self, node_id: u64, addr: &str, learner_only: bool) -> Result<Vec<pb::Member>, Error> {
         let response = self
-            .call(|ch| {
+            .call(false, |ch| {
                 let mut request = Request::new(pb::AddNodeRequest {
                     node_id,
                     addr: addr.to_owned(),
@@ -483,7 +484,7 @@ impl Client {
     /// Removes a server from the cluster.
     pub async fn remove_node(&self, node_id: u64) -> Result<Vec<pb::Member>, Error> {
         let response = self
-            .call(|ch| {
+            .call(false, |ch| {
                 let request = self.request(pb::RemoveNodeRequest { node_id });
                 async move { Self::cluster(ch).remove_node(request).await }
             })
@@ -494,7 +495,7 @@ impl Client {
     /// Moves leadership to `to_node_id` (0: any other voter); returns the new leader.
     pub async fn transfer_leadership(&self, to_node_id: u64) -> Result<u64, Error> {
         let response = self
-            .call(|ch| {
+            .call(false, |ch| {
                 let request = self.request(pb::TransferLeadershipRequest { to_node_id });
                 async move { Self::cluster(ch).transfer_leadership(request).await }
             })

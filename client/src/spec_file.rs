@@ -224,7 +224,7 @@ fn some_text(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
-/// A spec file could not be read.
+/// A spec file or directory could not be read.
 fn file_error(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::InvalidArgument {
         message: format!("{}: {reason}", path.display()),
@@ -236,11 +236,19 @@ impl SpecFile {
     /// Parses YAML holding one or more specs (`---` separated).
     pub fn parse_yaml(text: &str) -> Result<Vec<SpecFile>, Error> {
         let mut specs = Vec::new();
+        let invalid = |e: serde_norway::Error| Error::InvalidArgument {
+            message: e.to_string(),
+            violations: vec![],
+        };
         for document in serde_norway::Deserializer::from_str(text) {
-            let spec = SpecFile::deserialize(document).map_err(|e| Error::InvalidArgument {
-                message: e.to_string(),
-                violations: vec![],
-            })?;
+            let value = serde_norway::Value::deserialize(document).map_err(invalid)?;
+            // A job as `rotactl job get -o yaml` prints it: the spec is under `spec:`.
+            let value = match value.get("spec") {
+                Some(spec) if value.get("uid").is_some() => spec.clone(),
+                _ => value,
+            };
+            let spec = SpecFile::deserialize(value).map_err(invalid)?;
+            spec.check()?;
             specs.push(spec);
         }
         Ok(specs)
@@ -248,14 +256,37 @@ impl SpecFile {
 
     /// Parses TOML holding one spec.
     pub fn parse_toml(text: &str) -> Result<SpecFile, Error> {
-        toml::from_str(text).map_err(|e| Error::InvalidArgument {
+        let spec: SpecFile = toml::from_str(text).map_err(|e| Error::InvalidArgument {
             message: e.to_string(),
             violations: vec![],
-        })
+        })?;
+        spec.check()?;
+        Ok(spec)
     }
 
-    /// Reads specs from a file (`.yaml`, `.yml`, `.toml`) or from every such
-    /// file of a directory, in name order. Errors name the file.
+    /// What the file's shape cannot say but the protobuf cannot hold either:
+    /// a schedule has one kind at most.
+    fn check(&self) -> Result<(), Error> {
+        if let Some(schedule) = &self.schedule {
+            let kinds = [&schedule.cron, &schedule.every, &schedule.at];
+            if kinds.iter().filter(|k| k.is_some()).count() > 1 {
+                let description = "set only one of cron, every and at".to_owned();
+                return Err(Error::InvalidArgument {
+                    message: format!("schedule: {description}"),
+                    violations: vec![crate::FieldViolation {
+                        field: "schedule".into(),
+                        description,
+                    }],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads specs from a file (`.yaml`, `.yml`, `.json`, `.toml`) or from
+    /// every such file of a directory, in name order. Every file is read
+    /// before anything is returned; if any cannot be parsed, the error lists
+    /// each bad file, so nothing is applied from a half-readable directory.
     pub fn load(path: &Path) -> Result<Vec<(PathBuf, SpecFile)>, Error> {
         let files = if path.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(path)
@@ -265,27 +296,38 @@ impl SpecFile {
                 .collect();
             files.sort();
             if files.is_empty() {
-                return Err(file_error(path, "holds no .yaml, .yml or .toml files"));
+                return Err(file_error(path, "holds no .yaml, .yml, .json or .toml files"));
             }
             files
         } else {
             vec![path.to_owned()]
         };
         let mut specs = Vec::new();
+        let mut errors = Vec::new();
         for file in files {
-            let content = std::fs::read_to_string(&file).map_err(|e| file_error(&file, e))?;
-            let parsed = match spec_format(&file) {
-                Some(Format::Toml) => SpecFile::parse_toml(&content).map(|s| vec![s]),
-                Some(Format::Yaml) => SpecFile::parse_yaml(&content),
-                None => {
-                    return Err(file_error(
-                        &file,
-                        "unknown spec format; use a .yaml, .yml or .toml file",
-                    ));
-                }
-            };
-            let parsed = parsed.map_err(|e| file_error(&file, e))?;
-            specs.extend(parsed.into_iter().map(|spec| (file.clone(), spec)));
+            let parsed = std::fs::read_to_string(&file)
+                .map_err(|e| Error::InvalidArgument {
+                    message: e.to_string(),
+                    violations: vec![],
+                })
+                .and_then(|content| match spec_format(&file) {
+                    Some(Format::Toml) => SpecFile::parse_toml(&content).map(|s| vec![s]),
+                    Some(Format::Yaml) => SpecFile::parse_yaml(&content),
+                    None => Err(Error::InvalidArgument {
+                        message: "unknown spec format; use a .yaml, .yml, .json or .toml file".into(),
+                        violations: vec![],
+                    }),
+                });
+            match parsed {
+                Ok(parsed) => specs.extend(parsed.into_iter().map(|spec| (file.clone(), spec))),
+                Err(e) => errors.push(format!("{}: {e}", file.display())),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::InvalidArgument {
+                message: errors.join("\n"),
+                violations: vec![],
+            });
         }
         Ok(specs)
     }
@@ -473,7 +515,8 @@ enum Format {
 
 fn spec_format(path: &Path) -> Option<Format> {
     match path.extension()?.to_str()? {
-        "yaml" | "yml" => Some(Format::Yaml),
+        // JSON is YAML.
+        "yaml" | "yml" | "json" => Some(Format::Yaml),
         "toml" => Some(Format::Toml),
         _ => None,
     }
@@ -556,6 +599,28 @@ GIT_REF = "main"
     }
 
     #[test]
+    fn a_job_as_printed_by_get_applies_back() {
+        let printed =
+            "name: a\nuid: 1234\ngeneration: 3\nsuspended: false\nrevision: 9\nspec:\n  name: a\n  task: {image: x}\n";
+        let specs = SpecFile::parse_yaml(printed).expect("parses");
+        assert_eq!(specs[0].task.image.as_deref(), Some("x"));
+        let json = r#"{"name":"a","uid":"u","spec":{"name":"a","task":{"image":"x"}}}"#;
+        assert_eq!(SpecFile::parse_yaml(json).expect("json parses"), specs);
+    }
+
+    #[test]
+    fn a_schedule_has_one_kind_at_most() {
+        let err = SpecFile::parse_yaml("name: a\nschedule: { cron: '* * * * *', every: 30s }\ntask: {image: x}\n")
+            .expect_err("two kinds");
+        assert!(err.to_string().contains("only one of cron, every and at"), "{err}");
+        let err = SpecFile::parse_toml(
+            "name = 'a'\n[schedule]\nevery = '1m'\nat = '2026-01-01T00:00:00Z'\n[task]\nimage = 'x'\n",
+        )
+        .expect_err("two kinds");
+        assert!(err.to_string().contains("only one of"), "{err}");
+    }
+
+    #[test]
     fn several_yaml_documents_in_one_file() {
         let specs =
             SpecFile::parse_yaml("name: a\ntask: {image: x}\n---\nname: b\ntask: {image: y}\n").expect("parses");
@@ -575,7 +640,9 @@ GIT_REF = "main"
         );
 
         std::fs::write(dir.path().join("c.yml"), "name: c\ntask: [oops]\n").expect("write");
-        let err = SpecFile::load(dir.path()).expect_err("bad file");
+        std::fs::write(dir.path().join("d.json"), "{\"name\": \"d\"}").expect("write");
+        let err = SpecFile::load(dir.path()).expect_err("bad files");
         assert!(err.to_string().contains("c.yml"), "{err}");
+        assert!(err.to_string().contains("d.json"), "every bad file is named: {err}");
     }
 }

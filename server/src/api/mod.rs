@@ -146,14 +146,22 @@ where
     }
     call(forwarded).await.map_err(|status| {
         // A status the leader sent carries its response headers; one without
-        // any is a transport failure (the leader just died, say): retryable.
-        if status.metadata().is_empty() {
+        // any is a transport failure. If the connection could not be made the
+        // request never left (retryable); if it broke mid-call, the leader
+        // may have applied it before dying, and only the client can decide.
+        if !status.metadata().is_empty() {
+            status
+        } else if status.code() == Code::Unavailable {
             Status::unavailable(format!(
                 "could not reach the leader to forward the request ({}); retry shortly",
                 status.message()
             ))
         } else {
-            status
+            Status::unknown(format!(
+                "the connection to the leader broke while it handled the request ({}); \
+                 it may or may not have been applied: check before retrying",
+                status.message()
+            ))
         }
     })
 }

@@ -86,7 +86,9 @@ pub struct Config {
     pub initial_cluster: Option<String>,
     /// Log output format.
     pub log_format: LogFormat,
-    /// Deadline of a client request that carries none itself.
+    /// Upper bound on any request's deadline (the caller's own deadline
+    /// applies when shorter). Keep it above 120 s: `AddNode` waits up to that
+    /// long for a new node to catch up.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// How long a graceful shutdown waits for requests in flight.
@@ -108,7 +110,7 @@ impl Default for Config {
             data_dir: None,
             initial_cluster: None,
             log_format: LogFormat::Text,
-            request_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(180),
             shutdown_timeout: Duration::from_secs(10),
             raft: RaftSettings::default(),
         }

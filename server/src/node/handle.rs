@@ -47,6 +47,20 @@ pub struct NodeHandle {
     transferring: Arc<AtomicBool>,
 }
 
+/// Turns heartbeats back on and lets writes through when a transfer ends,
+/// however it ends.
+struct TransferGuard {
+    raft: Raft,
+    transferring: Arc<AtomicBool>,
+}
+
+impl Drop for TransferGuard {
+    fn drop(&mut self) {
+        self.raft.runtime_config().heartbeat(true);
+        self.transferring.store(false, Ordering::Release);
+    }
+}
+
 /// The leader as this node knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderHint {
@@ -141,9 +155,11 @@ impl NodeHandle {
                     .zip(f.leader_node)
                     .map(|(id, node)| LeaderHint { id, addr: node.addr }),
             }),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(ApiError::Unavailable(format!(
-                "this leader cannot reach a quorum to confirm a linearizable read ({e}); retry, or read with stale consistency"
-            ))),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(ApiError::Unavailable(
+                "this leader cannot reach a quorum of voters to confirm a linearizable read; retry, or read \
+                 with stale consistency (rotactl --stale)"
+                    .into(),
+            )),
             Err(RaftError::Fatal(f)) => Err(ApiError::Unavailable(format!(
                 "raft is not running on this server: {f}"
             ))),
@@ -207,10 +223,13 @@ impl NodeHandle {
                 "a leadership transfer is already in progress".into(),
             ));
         }
-        let result = self.run_transfer(target, target_addr).await;
-        self.raft.runtime_config().heartbeat(true);
-        self.transferring.store(false, Ordering::Release);
-        result
+        // Restores heartbeats and writes on every exit, including when the
+        // caller gives up and this future is dropped mid-transfer.
+        let _restore = TransferGuard {
+            raft: self.raft.clone(),
+            transferring: self.transferring.clone(),
+        };
+        self.run_transfer(target, target_addr).await
     }
 
     async fn run_transfer(&self, target: NodeId, target_addr: &str) -> Result<NodeId, ApiError> {
@@ -225,15 +244,30 @@ impl NodeHandle {
             .peers
             .channel(target_addr)
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        rota_proto::v1::raft_service_client::RaftServiceClient::new(channel)
-            .timeout_now(rota_proto::v1::TimeoutNowRequest { term })
-            .await
-            .map_err(|status| {
-                ApiError::Unavailable(format!(
-                    "node {target} did not accept the transfer: {}",
-                    status.message()
-                ))
-            })?;
+        let deadline = self.settings.election_timeout_min;
+        let mut request = tonic::Request::new(rota_proto::v1::TimeoutNowRequest { term });
+        request.set_timeout(deadline);
+        let sent = tokio::time::timeout(
+            deadline,
+            rota_proto::v1::raft_service_client::RaftServiceClient::new(channel).timeout_now(request),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "node {target} did not accept the transfer: {}; {} is still the leader",
+                    status.message(),
+                    self.id
+                )));
+            }
+            Err(_) => {
+                return Err(ApiError::DeadlineExceeded(format!(
+                    "node {target} did not answer the transfer within {deadline:?}; {} is still the leader",
+                    self.id
+                )));
+            }
+        }
         let mut metrics = self.raft.metrics();
         let deadline = self.settings.election_timeout_max * 2;
         let waited = tokio::time::timeout(deadline, async {
@@ -254,7 +288,7 @@ impl NodeHandle {
         .await;
         match waited {
             Ok(result) => result,
-            Err(_) => Err(ApiError::Unavailable(format!(
+            Err(_) => Err(ApiError::DeadlineExceeded(format!(
                 "no new leader within {deadline:?}; node {} is {}",
                 self.id,
                 if self.raft.metrics().borrow().state == ServerState::Leader {

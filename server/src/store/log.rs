@@ -26,7 +26,9 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
 use raft_log::api::raft_log_writer::RaftLogWriter;
 use raft_log::codeq::{Decode, Encode};
-use tokio::sync::oneshot;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
 
 use crate::raft::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -140,10 +142,16 @@ impl Debug for FlushCallback {
     }
 }
 
+/// How long a purge waits for a snapshot on disk to cover it before the
+/// store reports an error (which stops the node rather than lose data).
+const PURGE_GUARD_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The Raft log store: cheap to clone, all clones share one WAL.
 #[derive(Clone)]
 pub struct LogStore {
     wal: Arc<Mutex<raft_log::RaftLog<WalTypes>>>,
+    /// The last log id covered by a snapshot on disk, if purges are guarded.
+    purge_guard: Option<watch::Receiver<Option<LogId>>>,
 }
 
 fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
@@ -159,7 +167,20 @@ impl LogStore {
         let wal = raft_log::RaftLog::open(Arc::new(config))?;
         Ok(Self {
             wal: Arc::new(Mutex::new(wal)),
+            purge_guard: None,
         })
+    }
+
+    /// Makes `purge(upto)` wait until a snapshot on disk covers `upto`.
+    ///
+    /// openraft purges the log right after it *queues* the installation of a
+    /// snapshot received from the leader, while the state machine is still
+    /// writing it; a crash in between would leave the log purged past both
+    /// the state machine on disk and the stored snapshot. Waiting here closes
+    /// that window. Purges after a locally built snapshot pass at once: the
+    /// snapshot is on disk before openraft learns of it.
+    pub fn guard_purge(&mut self, durable_snapshot: watch::Receiver<Option<LogId>>) {
+        self.purge_guard = Some(durable_snapshot);
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, raft_log::RaftLog<WalTypes>>, StorageError> {
@@ -308,6 +329,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        if let Some(durable) = &self.purge_guard {
+            let mut durable = durable.clone();
+            let covered = tokio::time::timeout(PURGE_GUARD_TIMEOUT, durable.wait_for(|d| *d >= Some(log_id)))
+                .await
+                .is_ok_and(|waited| waited.is_ok());
+            if !covered {
+                let message = format!(
+                    "refusing to purge the raft log up to {log_id}: no snapshot on disk covers it (latest: {:?})",
+                    *durable.borrow()
+                );
+                return Err(io_err(ErrorSubject::Logs, ErrorVerb::Delete, io::Error::other(message)));
+            }
+        }
         self.lock()?
             .purge(WalLogId(log_id))
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;

@@ -20,8 +20,10 @@ pub mod snapshot;
 pub mod state_machine;
 
 use std::path::Path;
+use std::sync::Arc;
 
 pub use log::LogStore;
+use snapshot::SnapshotFile;
 pub use state_machine::{Applied, StateMachineStore, StateReader};
 
 /// Opening the store failed.
@@ -45,6 +47,15 @@ pub enum OpenError {
         #[source]
         source: sled::Error,
     },
+    /// The snapshot directory could not be read.
+    #[error("opening the snapshot in {path}")]
+    Snapshot {
+        /// Its directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The stored state machine or snapshot could not be loaded.
     #[error("loading the state machine")]
     StateMachine(#[source] crate::raft::StorageError),
@@ -55,12 +66,17 @@ pub enum OpenError {
 pub struct StoreOptions {
     /// sled page cache size in bytes.
     pub cache_capacity_bytes: u64,
+    /// Refuse to purge log entries not covered by a snapshot on disk (see
+    /// [`LogStore::guard_purge`]). Always on in a server; off only for
+    /// openraft's storage `Suite`, which purges logs without snapshots.
+    pub guard_purge: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             cache_capacity_bytes: 64 << 20,
+            guard_purge: true,
         }
     }
 }
@@ -68,7 +84,7 @@ impl Default for StoreOptions {
 /// Opens (or creates) the log store and state machine in `data_dir`.
 pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<(LogStore, StateMachineStore), OpenError> {
     let log_dir = data_dir.join("raft-log");
-    let log = LogStore::open(&log_dir).map_err(|source| OpenError::Log {
+    let mut log = LogStore::open(&log_dir).map_err(|source| OpenError::Log {
         path: log_dir.display().to_string(),
         source,
     })?;
@@ -83,7 +99,16 @@ pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<(LogStore, StateM
         .open()
         .map_err(sled_err)?;
     let tree = db.open_tree("state_machine").map_err(sled_err)?;
-    let state_machine = StateMachineStore::open(tree, &data_dir.join("snapshots")).map_err(OpenError::StateMachine)?;
+    let snapshot_dir = data_dir.join("snapshots");
+    let snapshots = SnapshotFile::open(&snapshot_dir).map_err(|source| OpenError::Snapshot {
+        path: snapshot_dir.display().to_string(),
+        source,
+    })?;
+    let snapshots = Arc::new(snapshots);
+    if options.guard_purge {
+        log.guard_purge(snapshots.durable());
+    }
+    let state_machine = StateMachineStore::open(tree, snapshots).map_err(OpenError::StateMachine)?;
     Ok((log, state_machine))
 }
 

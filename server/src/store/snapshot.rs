@@ -17,10 +17,32 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::raft::SnapshotMeta;
+use tokio::sync::watch;
+
+use crate::raft::{LogId, SnapshotMeta};
 
 const MAGIC: &[u8; 8] = b"ROTASNP1";
 const FILE_NAME: &str = "current.snap";
+
+/// Appends `part` preceded by its length as a little-endian `u32`.
+fn push_prefixed(out: &mut Vec<u8>, part: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(part.len()).map_err(|_| io::Error::other("snapshot part larger than 4 GiB"))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(part);
+    Ok(())
+}
+
+/// Splits a part written by [`push_prefixed`] off the front of `bytes`.
+fn split_prefixed<'a>(bytes: &'a [u8], what: &str) -> io::Result<(&'a [u8], &'a [u8])> {
+    let (len, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| invalid(format!("truncated {what}")))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(invalid(format!("truncated {what}")));
+    }
+    Ok(rest.split_at(len))
+}
 
 /// Encodes rows as snapshot data.
 pub fn encode_rows<I>(rows: I) -> io::Result<Vec<u8>>
@@ -29,11 +51,8 @@ where
 {
     let mut out = MAGIC.to_vec();
     for (key, value) in rows {
-        for part in [key.as_bytes(), value.as_slice()] {
-            let len = u32::try_from(part.len()).map_err(|_| io::Error::other("snapshot row larger than 4 GiB"))?;
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(part);
-        }
+        push_prefixed(&mut out, key.as_bytes())?;
+        push_prefixed(&mut out, &value)?;
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -59,24 +78,13 @@ pub fn decode_rows(data: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> {
     let mut rest = body
         .strip_prefix(MAGIC.as_slice())
         .ok_or_else(|| invalid("not rota snapshot data"))?;
-    let take = |rest: &mut &[u8]| -> io::Result<Vec<u8>> {
-        if rest.len() < 4 {
-            return Err(invalid("truncated snapshot row"));
-        }
-        let (len, tail) = rest.split_at(4);
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        if tail.len() < len {
-            return Err(invalid("truncated snapshot row"));
-        }
-        let (part, tail) = tail.split_at(len);
-        *rest = tail;
-        Ok(part.to_vec())
-    };
     let mut rows = Vec::new();
     while !rest.is_empty() {
-        let key = String::from_utf8(take(&mut rest)?).map_err(|_| invalid("snapshot key is not UTF-8"))?;
-        let value = take(&mut rest)?;
-        rows.push((key, value));
+        let (key, tail) = split_prefixed(rest, "snapshot row")?;
+        let (value, tail) = split_prefixed(tail, "snapshot row")?;
+        let key = String::from_utf8(key.to_vec()).map_err(|_| invalid("snapshot key is not UTF-8"))?;
+        rows.push((key, value.to_vec()));
+        rest = tail;
     }
     Ok(rows)
 }
@@ -88,6 +96,9 @@ pub struct SnapshotFile {
     /// Metadata of the stored snapshot; the lock also serializes writers so
     /// an older snapshot never replaces a newer one.
     current: Mutex<Option<SnapshotMeta>>,
+    /// The last log id covered by the snapshot on disk, published after the
+    /// fsync: the Raft log may be purged up to it (see [`SnapshotFile::durable`]).
+    durable: watch::Sender<Option<LogId>>,
 }
 
 impl SnapshotFile {
@@ -101,10 +112,17 @@ impl SnapshotFile {
         };
         // A crash between write and rename leaves a temporary file behind.
         let _ = fs::remove_file(dir.join(format!("{FILE_NAME}.tmp")));
+        let durable = current.as_ref().and_then(|meta| meta.last_log_id);
         Ok(Self {
             dir: dir.to_owned(),
             current: Mutex::new(current),
+            durable: watch::Sender::new(durable),
         })
+    }
+
+    /// Follows the last log id covered by a snapshot on disk. It only grows.
+    pub fn durable(&self) -> watch::Receiver<Option<LogId>> {
+        self.durable.subscribe()
     }
 
     fn lock(&self) -> io::Result<std::sync::MutexGuard<'_, Option<SnapshotMeta>>> {
@@ -127,19 +145,25 @@ impl SnapshotFile {
         {
             return Ok(false);
         }
-        let meta_json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-        let meta_len = u32::try_from(meta_json.len()).map_err(|_| io::Error::other("snapshot meta too large"))?;
+        let mut header = Vec::new();
+        push_prefixed(&mut header, &serde_json::to_vec(meta).map_err(io::Error::other)?)?;
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
         {
             let mut file = File::create(&tmp)?;
-            file.write_all(&meta_len.to_le_bytes())?;
-            file.write_all(&meta_json)?;
+            file.write_all(&header)?;
             file.write_all(data)?;
             file.sync_all()?;
         }
         fs::rename(&tmp, self.dir.join(FILE_NAME))?;
         File::open(&self.dir)?.sync_all()?;
         *current = Some(meta.clone());
+        self.durable.send_if_modified(|durable| {
+            let newer = meta.last_log_id > *durable;
+            if newer {
+                *durable = meta.last_log_id;
+            }
+            newer
+        });
         Ok(true)
     }
 
@@ -156,15 +180,7 @@ impl SnapshotFile {
     fn read_at(path: &Path) -> io::Result<(SnapshotMeta, Vec<u8>)> {
         let mut bytes = Vec::new();
         File::open(path)?.read_to_end(&mut bytes)?;
-        if bytes.len() < 4 {
-            return Err(invalid("snapshot file too short"));
-        }
-        let (len, rest) = bytes.split_at(4);
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        if rest.len() < len {
-            return Err(invalid("snapshot file truncated"));
-        }
-        let (meta, data) = rest.split_at(len);
+        let (meta, data) = split_prefixed(&bytes, "snapshot file")?;
         let meta = serde_json::from_slice(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         // Verify the data now, so a corrupt file is reported where it is read.
         decode_rows(data)?;

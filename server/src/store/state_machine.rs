@@ -14,7 +14,6 @@
 //! effect is ever lost.
 
 use std::io::{self, Cursor};
-use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -95,11 +94,10 @@ fn snapshot_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> Storage
 }
 
 impl StateMachineStore {
-    /// Opens the state machine in `tree`, with snapshots under `snapshot_dir`.
-    /// If the stored snapshot is newer than the stored state (sled lost its
-    /// last writes), the state is rebuilt from the snapshot.
-    pub fn open(tree: sled::Tree, snapshot_dir: &Path) -> Result<Self, StorageError> {
-        let snapshots = Arc::new(SnapshotFile::open(snapshot_dir).map_err(|e| snapshot_err(ErrorVerb::Read, e))?);
+    /// Opens the state machine in `tree`, with its durable snapshot in
+    /// `snapshots`. If the stored snapshot is newer than the stored state
+    /// (sled lost its last writes), the state is rebuilt from the snapshot.
+    pub fn open(tree: sled::Tree, snapshots: Arc<SnapshotFile>) -> Result<Self, StorageError> {
         let mut applied = load(&tree)?;
         if let Some((meta, data)) = snapshots.read().map_err(|e| snapshot_err(ErrorVerb::Read, e))?
             && meta.last_log_id > applied.last_applied

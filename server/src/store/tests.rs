@@ -21,7 +21,13 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = TempDir::new().expect("temp dir");
-        let (log, sm) = open(dir.path(), &StoreOptions::default()).expect("store opens");
+        // The Suite purges logs without ever building a snapshot, so the
+        // purge guard (tested below) is off here.
+        let options = StoreOptions {
+            guard_purge: false,
+            ..StoreOptions::default()
+        };
+        let (log, sm) = open(dir.path(), &options).expect("store opens");
         Ok((dir, log, sm))
     }
 }
@@ -29,6 +35,28 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
 #[test]
 fn openraft_storage_suite() {
     Suite::test_all(Builder).expect("storage suite passes");
+}
+
+/// Runs `open` right after a previous instance of the same directory was
+/// dropped. sled and raft-log release their directory locks from background
+/// threads as they wind down, so a lock conflict is waited out (bounded);
+/// any other error fails the test at once, with its message.
+async fn when_unlocked<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(opened) => return opened,
+            Err(e) if format!("{e:?}").to_lowercase().contains("lock") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("reopening: {e:?}"),
+        }
+    }
+}
+
+/// Opens the store in `dir` again; see [`when_unlocked`].
+async fn reopen(dir: &std::path::Path) -> (LogStore, StateMachineStore) {
+    when_unlocked(|| open(dir, &StoreOptions::default())).await
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
@@ -70,7 +98,7 @@ async fn log_vote_and_state_survive_reopening() {
         let answers = sm.apply(entries).await.expect("applies");
         assert_eq!(answers.len(), 3, "one answer per entry, membership included");
     }
-    let (mut log, mut sm) = open(dir.path(), &StoreOptions::default()).expect("reopens");
+    let (mut log, mut sm) = reopen(dir.path()).await;
     assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new_committed(3, 1)));
     let entries = log.try_get_log_entries(1..4).await.expect("entries");
     assert_eq!(entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), [1, 2, 3]);
@@ -102,11 +130,11 @@ async fn a_state_machine_behind_its_snapshot_is_rebuilt_from_it() {
     drop(sm);
     drop(_log);
     {
-        let db = sled::open(dir.path().join("state")).expect("sled");
+        let db = when_unlocked(|| sled::open(dir.path().join("state"))).await;
         db.open_tree("state_machine").expect("tree").clear().expect("clear");
         db.flush().expect("flush");
     }
-    let (_log, mut sm) = open(dir.path(), &StoreOptions::default()).expect("reopens");
+    let (_log, mut sm) = reopen(dir.path()).await;
     let (applied, _) = sm.applied_state().await.expect("applied state");
     assert_eq!(applied, Some(log_id(1, 2)));
     assert_eq!(sm.reader().read().state.job_count(), 2);
@@ -162,6 +190,43 @@ async fn installed_snapshot_replaces_everything_and_bad_data_is_refused() {
     // And the installed state survives reopening.
     drop(target);
     drop(_l2);
-    let (_l2, target) = open(target_dir.path(), &StoreOptions::default()).expect("reopens");
+    let (_l2, target) = reopen(target_dir.path()).await;
     assert_eq!(target.reader().read().state.job_count(), 2);
+}
+
+#[tokio::test]
+async fn the_log_is_purged_only_up_to_a_snapshot_on_disk() {
+    let dir = TempDir::new().expect("temp dir");
+    let (mut log, mut sm) = open(dir.path(), &StoreOptions::default()).expect("opens");
+    let entries: Vec<Entry> = (1..=6).map(|i| create_entry(1, i, &format!("j{i}"))).collect();
+    log.blocking_append(entries.clone()).await.expect("appends");
+    sm.apply(entries[..4].to_vec()).await.expect("applies");
+
+    // As when openraft purges right after queueing a received snapshot:
+    // nothing on disk covers index 4 yet, so the purge must wait.
+    let mut purging = log.clone();
+    let mut purge = tokio::spawn(async move { purging.purge(log_id(1, 4)).await });
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut purge)
+            .await
+            .is_err(),
+        "purge went ahead without a snapshot on disk"
+    );
+    assert_eq!(log.get_log_state().await.expect("state").last_purged_log_id, None);
+
+    // Once a snapshot covering index 4 is on disk, the purge completes.
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+    tokio::time::timeout(std::time::Duration::from_secs(10), purge)
+        .await
+        .expect("purge completes once covered")
+        .expect("task")
+        .expect("purged");
+    assert_eq!(
+        log.get_log_state().await.expect("state").last_purged_log_id,
+        Some(log_id(1, 4))
+    );
 }

@@ -53,7 +53,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ClusterCommand {
-    /// Status of every server given in --servers (role, term, leader, indexes).
+    /// Status of every server given in --servers (role, term, leader, indexes);
+    /// exits 1 if any of them does not answer.
     Status,
     /// Members of the cluster.
     Members,
@@ -121,6 +122,9 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(rota_client::Error::Unreachable { .. }) = e.downcast_ref::<rota_client::Error>() {
+                eprintln!("hint: give the servers' addresses with --servers HOST:PORT,... or ROTA_SERVERS");
+            }
             ExitCode::FAILURE
         }
     }
@@ -155,10 +159,10 @@ async fn cluster(
             for endpoint in client.endpoints() {
                 rows.push((endpoint.clone(), client.server_status(endpoint).await));
             }
-            let reachable = rows.iter().any(|(_, status)| status.is_ok());
+            let unreachable = rows.iter().filter(|(_, status)| status.is_err()).count();
             print_statuses(&rows, format)?;
-            if !reachable {
-                anyhow::bail!("no server answered; check --servers or ROTA_SERVERS");
+            if unreachable > 0 {
+                anyhow::bail!("{unreachable} of {} servers did not answer", rows.len());
             }
         }
         ClusterCommand::Members => {
