@@ -18,6 +18,7 @@
 //! ignorant of the domain and only deals with bytes and durability.
 
 pub mod job;
+pub mod schedule;
 mod table;
 
 use chrono::{DateTime, Utc};
