@@ -96,6 +96,7 @@ impl From<ApiError> for Status {
                     RejectionKind::NotFound => Code::NotFound,
                     RejectionKind::AlreadyExists => Code::AlreadyExists,
                     RejectionKind::FailedPrecondition => Code::FailedPrecondition,
+                    RejectionKind::InvalidArgument => Code::InvalidArgument,
                 },
                 message,
             ),

@@ -24,6 +24,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use prost::Message;
 use rota_proto::v1 as pb;
 
+pub use crate::state::job::format_duration;
 use crate::state::job::{
     CatchUp, Concurrency, Driver, HistoryPolicy, JobSpec, PullPolicy, Resources, RetryOn, RetryPolicy, Schedule, Task,
     Trigger, parse_cron,
@@ -659,29 +660,6 @@ fn validate_history(c: &mut Checker, history: Option<&pb::HistoryPolicy>) -> His
 fn non_empty(text: &str) -> Option<String> {
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_owned())
-}
-
-/// Renders a duration in the shortest exact form that [`validate`] accepts
-/// back, e.g. `30s`, `1h30m`, `2d`, `1500ms`.
-pub fn format_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".to_owned();
-    }
-    if !d.subsec_nanos().is_multiple_of(1_000_000) {
-        return format!("{}ns", d.as_nanos());
-    }
-    if d.subsec_nanos() != 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    let mut secs = d.as_secs();
-    let mut out = String::new();
-    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
-        if secs >= size {
-            out.push_str(&format!("{}{unit}", secs / size));
-            secs %= size;
-        }
-    }
-    out
 }
 
 fn duration_text(d: Option<Duration>) -> String {

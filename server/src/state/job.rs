@@ -34,6 +34,13 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     /// Raft log index of the last command that changed the job.
     pub revision: LogIndex,
+    /// The schedule's cursor: the last slot handled. Slots after it and up
+    /// to a `Tick`'s time are due. Set to the leader's time when the job is
+    /// created, its schedule changes, or it is resumed.
+    pub cursor: DateTime<Utc>,
+    /// Origin of an `every` schedule's grid: creation, or the last schedule
+    /// change.
+    pub anchor: DateTime<Utc>,
 }
 
 /// The definition of a job (BRIEF §4), validated and with defaults applied.
@@ -118,7 +125,7 @@ pub enum Concurrency {
 }
 
 /// Task driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Driver {
     /// A container through the Docker engine.
@@ -221,4 +228,27 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError>
         .year(croner::parser::Year::Disallowed)
         .build()
         .parse(expr)
+}
+
+/// Renders a duration in the shortest exact form that spec validation accepts
+/// back, e.g. `30s`, `1h30m`, `2d`, `1500ms`.
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{}ns", d.as_nanos());
+    }
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
 }

@@ -1,31 +1,51 @@
-//! The replicated domain: jobs (and, in later issues, runs, workers and
-//! schedule cursors) and the commands that change them.
+//! The replicated domain — jobs, runs, workers — and the commands that
+//! change it.
 //!
 //! [`apply`] is the state machine's transition function. It is **pure and
 //! deterministic**: no clock, no randomness, no I/O. Everything that varies
 //! between nodes — the leader's wall clock, fresh uids — enters inside the
 //! [`Command`], stamped once by the leader before the command is proposed;
-//! the Raft log index enters as an argument. Every node that applies the same
-//! log therefore reaches the same state and gives the same answers.
+//! the Raft log index enters as an argument (it is the epoch of attempts
+//! assigned by the command, and the id of manual runs). Every node that
+//! applies the same log therefore reaches the same state and gives the same
+//! answers.
 //!
-//! A command that is not allowed (a create for a name that exists, an update
-//! of a missing job) is *rejected*: [`Rejection`] is a replicated answer that
-//! goes back to the client, not an error of the node. Errors of the node
-//! (a disk that fails) belong to the store and stop the node.
+//! A command that is not allowed (a create for a name that exists, a report
+//! with a stale epoch) is *rejected*: [`Rejection`] is a replicated answer
+//! that goes back to the caller and changes nothing, not an error of the node.
+//!
+//! Time-driven transitions — schedule slots, timeouts, starting deadlines,
+//! history expiry — all happen in one command, [`Op::Tick`], which the leader
+//! proposes when the derived [`index`] says something is due. So a new
+//! leader continues exactly where the old one stopped: the cursors, retry
+//! times and deadlines are all in replicated state.
 //!
 //! The state also defines its persisted layout — a flat key/value projection
-//! of its tables (see [`State::take_changes`]) — so that the store stays
-//! ignorant of the domain and only deals with bytes and durability.
+//! of its tables (see [`State::take_changes`]) — so the store stays ignorant of
+//! the domain and only deals with bytes and durability. Log chunks are
+//! written as rows but not kept in memory ([`logs`]).
 
+pub mod index;
 pub mod job;
+mod jobs;
+pub mod logs;
+pub mod run;
+mod runs;
 pub mod schedule;
 mod table;
+mod tick;
+mod workers;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use index::Index;
 pub use job::{Job, JobSpec};
+pub use run::{Run, RunId, RunState, Worker, WorkerId};
 pub use table::Table;
+pub use tick::TickSummary;
 
 /// A Raft log index.
 pub type LogIndex = u64;
@@ -37,6 +57,60 @@ pub struct Command {
     pub now: DateTime<Utc>,
     /// What to do.
     pub op: Op,
+}
+
+/// An attempt a worker says it still holds when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HeldAttempt {
+    /// The run.
+    pub run: RunId,
+    /// The attempt's epoch.
+    pub epoch: LogIndex,
+}
+
+/// What a worker offers, as it says when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Labels matched against job constraints.
+    pub labels: BTreeMap<String, String>,
+    /// What it can run at once.
+    pub capacity: run::Capacity,
+    /// Drivers it offers.
+    pub drivers: BTreeSet<job::Driver>,
+}
+
+/// A run to place on a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The pending run.
+    pub run: RunId,
+    /// The worker.
+    pub worker: WorkerId,
+}
+
+/// A piece of a task's output, as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogAppend {
+    /// Offset of the first byte within the attempt's output (from 0).
+    pub offset: u64,
+    /// Which output.
+    pub stream: logs::LogStream,
+    /// The bytes.
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// How an attempt ended, as its worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptReport {
+    /// Exit code, if the process exited.
+    pub exit_code: Option<i32>,
+    /// Whether the OOM killer ended it.
+    pub oom_killed: bool,
+    /// Resource use, if measured.
+    pub resources: Option<run::ResourceUse>,
+    /// Why it could not run (image missing, driver error), if so.
+    pub error: Option<String>,
 }
 
 /// The operations of the state machine.
@@ -64,7 +138,7 @@ pub enum Op {
         /// The validated definition.
         spec: JobSpec,
     },
-    /// Delete a job.
+    /// Delete a job; its active runs are cancelled, its history removed.
     DeleteJob {
         /// The job.
         name: String,
@@ -77,6 +151,77 @@ pub enum Op {
         name: String,
         /// The new value.
         suspended: bool,
+    },
+    /// Everything due by the command's time: schedule slots, timeouts,
+    /// starting deadlines, history expiry.
+    Tick,
+    /// Run a job now.
+    TriggerRun {
+        /// The job.
+        job: String,
+        /// The client's idempotency key: a retry with the same key gets the
+        /// same run.
+        request_id: String,
+        /// Parameters, given to the task as environment variables.
+        params: BTreeMap<String, String>,
+        /// Ignore the concurrency policy.
+        force: bool,
+    },
+    /// Cancel a run.
+    CancelRun {
+        /// The run.
+        run: RunId,
+    },
+    /// A worker connected (or reconnected) and says what it still holds.
+    RegisterWorker {
+        /// Its id.
+        worker: WorkerId,
+        /// What it offers.
+        info: WorkerInfo,
+        /// Attempts it still runs.
+        held: Vec<HeldAttempt>,
+    },
+    /// A worker's lease expired (plus grace).
+    WorkerLost {
+        /// Its id.
+        worker: WorkerId,
+    },
+    /// Place pending runs on workers; each placement is checked again and
+    /// the ones no longer possible are refused individually.
+    Assign {
+        /// The placements.
+        placements: Vec<Placement>,
+    },
+    /// A worker started an attempt.
+    AttemptStarted {
+        /// The reporting worker.
+        worker: WorkerId,
+        /// The run.
+        run: RunId,
+        /// The attempt's epoch.
+        epoch: LogIndex,
+    },
+    /// An attempt ended on its worker.
+    AttemptFinished {
+        /// The reporting worker.
+        worker: WorkerId,
+        /// The run.
+        run: RunId,
+        /// The attempt's epoch.
+        epoch: LogIndex,
+        /// What happened.
+        report: AttemptReport,
+    },
+    /// Output of an attempt.
+    AppendLogs {
+        /// The reporting worker.
+        worker: WorkerId,
+        /// The run.
+        run: RunId,
+        /// The attempt's epoch.
+        epoch: LogIndex,
+        /// The pieces, in order.
+        chunks: Vec<LogAppend>,
     },
 }
 
@@ -93,13 +238,13 @@ pub enum ApplyOutcome {
 }
 
 /// The answer to an accepted command.
-// Responses live only until they reach the client; boxing the large variant
+// Responses live only until they reach the caller; boxing the large variants
 // would cost an allocation per command for no gain.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
-    /// For log entries that carry no command (blank and membership entries).
+    /// For commands with nothing to say, and log entries without a command.
     Empty,
     /// The job after the command (before it, for a delete).
     Job(Job),
@@ -111,6 +256,32 @@ pub enum Response {
         outcome: ApplyOutcome,
         /// The job before the apply, if it existed.
         previous: Option<Job>,
+    },
+    /// The run after the command.
+    Run(Run),
+    /// The result of [`Op::TriggerRun`].
+    Triggered {
+        /// The run.
+        run: Run,
+        /// Whether an earlier trigger with the same request id made it.
+        existing: bool,
+    },
+    /// The result of [`Op::Tick`].
+    Ticked(TickSummary),
+    /// The result of [`Op::RegisterWorker`]: attempts the worker holds but
+    /// must stop, and runs it no longer held (ended as lost).
+    Registered {
+        /// Stop these.
+        stop: Vec<HeldAttempt>,
+        /// These were assigned to it but it does not hold them.
+        lost: Vec<RunId>,
+    },
+    /// The result of [`Op::Assign`].
+    Assigned {
+        /// Placements made, with the epoch of each new attempt.
+        placed: Vec<Placement>,
+        /// Placements refused, with the reason.
+        refused: Vec<(Placement, String)>,
     },
 }
 
@@ -132,38 +303,45 @@ pub enum RejectionKind {
     NotFound,
     /// An object with that name exists.
     AlreadyExists,
-    /// The object is not in the state the command requires.
+    /// The object is not in the state the command requires (a stale epoch,
+    /// a run already finished).
     FailedPrecondition,
+    /// The command carries a value that can never be accepted.
+    InvalidArgument,
 }
 
 impl Rejection {
-    fn not_found(what: impl std::fmt::Display) -> Self {
+    fn new(kind: RejectionKind, message: impl Into<String>) -> Self {
         Self {
-            kind: RejectionKind::NotFound,
-            message: format!("{what} not found"),
+            kind,
+            message: message.into(),
         }
+    }
+
+    fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(RejectionKind::NotFound, format!("{what} not found"))
     }
 
     fn already_exists(what: impl std::fmt::Display) -> Self {
-        Self {
-            kind: RejectionKind::AlreadyExists,
-            message: format!("{what} already exists"),
-        }
+        Self::new(RejectionKind::AlreadyExists, format!("{what} already exists"))
     }
 
-    fn failed_precondition(message: String) -> Self {
-        Self {
-            kind: RejectionKind::FailedPrecondition,
-            message,
-        }
+    fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new(RejectionKind::FailedPrecondition, message)
     }
 }
 
 /// Result of applying one command.
 pub type ApplyResult = Result<Response, Rejection>;
 
-/// Key prefix of the job table in the persisted layout.
+/// Key prefixes of the tables in the persisted layout.
 const JOB_PREFIX: &str = "job/";
+const RUN_PREFIX: &str = "run/";
+const WORKER_PREFIX: &str = "worker/";
+
+/// Prefixes of the rows [`State::from_rows`] keeps in memory; the other
+/// rows (log chunks, [`logs::LOG_PREFIX`]) stay in storage.
+pub const MEMORY_PREFIXES: [&str; 3] = [JOB_PREFIX, RUN_PREFIX, WORKER_PREFIX];
 
 /// A state row could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +376,12 @@ pub type RowChange = (String, Option<Vec<u8>>);
 #[derive(Debug, Clone, Default)]
 pub struct State {
     jobs: Table<Job>,
+    runs: Table<Run>,
+    workers: Table<Worker>,
+    index: Index,
+    /// Log chunk rows written or deleted since the last `take_changes`; they
+    /// are not kept in memory.
+    log_changes: Vec<RowChange>,
 }
 
 /// Applies one command at log index `index`: the state machine's transition
@@ -205,112 +389,38 @@ pub struct State {
 pub fn apply(state: &mut State, index: LogIndex, command: &Command) -> ApplyResult {
     let now = command.now;
     match &command.op {
-        Op::CreateJob { uid, spec } => {
-            if state.jobs.get(&spec.name).is_some() {
-                return Err(Rejection::already_exists(format_args!("job {:?}", spec.name)));
-            }
-            let job = new_job(uid, spec, now, index);
-            state.jobs.insert(job.name.clone(), job.clone());
-            Ok(Response::Job(job))
-        }
+        Op::CreateJob { uid, spec } => state.create_job(uid, spec, now, index),
         Op::UpdateJob {
             spec,
             expected_generation,
-        } => {
-            let Some(current) = state.jobs.get(&spec.name) else {
-                return Err(Rejection::not_found(format_args!("job {:?}", spec.name)));
-            };
-            if let Some(expected) = expected_generation
-                && *expected != current.generation
-            {
-                return Err(Rejection::failed_precondition(format!(
-                    "job {:?} is at generation {}, not the expected {expected}",
-                    spec.name, current.generation
-                )));
-            }
-            if current.spec == *spec {
-                return Ok(Response::Job(current.clone()));
-            }
-            let job = updated_job(current, spec, now, index);
-            state.jobs.insert(job.name.clone(), job.clone());
-            Ok(Response::Job(job))
-        }
-        Op::ApplyJob { uid, spec } => {
-            let previous = state.jobs.get(&spec.name).cloned();
-            let (job, outcome) = applied_job(previous.as_ref(), uid, spec, now, index);
-            if outcome != ApplyOutcome::Unchanged {
-                state.jobs.insert(job.name.clone(), job.clone());
-            }
-            Ok(Response::Applied { job, outcome, previous })
-        }
-        Op::DeleteJob { name, expected_uid } => {
-            let Some(current) = state.jobs.get(name) else {
-                return Err(Rejection::not_found(format_args!("job {name:?}")));
-            };
-            if let Some(expected) = expected_uid
-                && *expected != current.uid
-            {
-                return Err(Rejection::failed_precondition(format!(
-                    "job {name:?} has uid {}, not the expected {expected}",
-                    current.uid
-                )));
-            }
-            let deleted = current.clone();
-            state.jobs.remove(name);
-            Ok(Response::Job(deleted))
-        }
-        Op::SetJobSuspended { name, suspended } => {
-            let Some(current) = state.jobs.get(name) else {
-                return Err(Rejection::not_found(format_args!("job {name:?}")));
-            };
-            if current.suspended == *suspended {
-                return Ok(Response::Job(current.clone()));
-            }
-            let mut job = current.clone();
-            job.suspended = *suspended;
-            job.updated_at = now;
-            job.revision = index;
-            state.jobs.insert(job.name.clone(), job.clone());
-            Ok(Response::Job(job))
-        }
-    }
-}
-
-fn new_job(uid: &str, spec: &JobSpec, now: DateTime<Utc>, index: LogIndex) -> Job {
-    Job {
-        name: spec.name.clone(),
-        uid: uid.to_owned(),
-        generation: 1,
-        spec: spec.clone(),
-        suspended: false,
-        created_at: now,
-        updated_at: now,
-        revision: index,
-    }
-}
-
-/// The job an apply of `spec` yields, given the current one.
-fn applied_job(
-    current: Option<&Job>,
-    uid: &str,
-    spec: &JobSpec,
-    now: DateTime<Utc>,
-    index: LogIndex,
-) -> (Job, ApplyOutcome) {
-    match current {
-        None => (new_job(uid, spec, now, index), ApplyOutcome::Created),
-        Some(current) if current.spec == *spec => (current.clone(), ApplyOutcome::Unchanged),
-        Some(current) => (updated_job(current, spec, now, index), ApplyOutcome::Updated),
-    }
-}
-
-fn updated_job(current: &Job, spec: &JobSpec, now: DateTime<Utc>, index: LogIndex) -> Job {
-    Job {
-        generation: current.generation + 1,
-        spec: spec.clone(),
-        updated_at: now,
-        revision: index,
-        ..current.clone()
+        } => state.update_job(spec, *expected_generation, now, index),
+        Op::ApplyJob { uid, spec } => state.apply_job(uid, spec, now, index),
+        Op::DeleteJob { name, expected_uid } => state.delete_job(name, expected_uid.as_deref(), now, index),
+        Op::SetJobSuspended { name, suspended } => state.set_suspended(name, *suspended, now, index),
+        Op::Tick => Ok(Response::Ticked(state.tick(now, index))),
+        Op::TriggerRun {
+            job,
+            request_id,
+            params,
+            force,
+        } => state.trigger(job, request_id, params, *force, now, index),
+        Op::CancelRun { run } => state.cancel(run, now, index),
+        Op::RegisterWorker { worker, info, held } => Ok(state.register_worker(worker, info, held, now, index)),
+        Op::WorkerLost { worker } => state.worker_lost(worker, now, index),
+        Op::Assign { placements } => Ok(state.assign(placements, now, index)),
+        Op::AttemptStarted { worker, run, epoch } => state.attempt_started(worker, run, *epoch, now, index),
+        Op::AttemptFinished {
+            worker,
+            run,
+            epoch,
+            report,
+        } => state.attempt_finished(worker, run, *epoch, report, now, index),
+        Op::AppendLogs {
+            worker,
+            run,
+            epoch,
+            chunks,
+        } => state.append_logs(worker, run, *epoch, chunks, index),
     }
 }
 
@@ -335,40 +445,77 @@ impl State {
         self.jobs.len()
     }
 
+    /// The run with id `id`.
+    pub fn run(&self, id: &str) -> Option<&Run> {
+        self.runs.get(id)
+    }
+
+    /// Runs with ids strictly after `after`, in id order.
+    pub fn runs_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = &'a Run> {
+        self.runs.iter_after(after).map(|(_, run)| run)
+    }
+
+    /// Runs of job `job_uid`, oldest first.
+    pub fn runs_of_job<'a>(&'a self, job_uid: &str) -> impl DoubleEndedIterator<Item = &'a Run> + 'a {
+        self.index
+            .runs_of_job
+            .get(job_uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, id)| self.runs.get(id))
+    }
+
+    /// Number of runs.
+    pub fn run_count(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// The worker with id `id`.
+    pub fn worker(&self, id: &str) -> Option<&Worker> {
+        self.workers.get(id)
+    }
+
+    /// All workers, in id order.
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.iter().map(|(_, w)| w)
+    }
+
+    /// The derived indexes (read-only), for the leader's loops.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
     /// What [`Op::ApplyJob`] with `spec` would do at time `now`, without
     /// doing it: the resulting job (with an empty uid and revision 0 where
     /// the real apply would assign them), the outcome and the current job.
     pub fn preview_apply(&self, spec: &JobSpec, now: DateTime<Utc>) -> (Job, ApplyOutcome, Option<Job>) {
         let current = self.jobs.get(&spec.name);
-        let (job, outcome) = applied_job(current, "", spec, now, 0);
+        let (job, outcome) = jobs::applied_job(current, "", spec, now, 0);
         (job, outcome, current.cloned())
     }
 
     /// Rows changed since the last call, encoded for storage. The store
     /// writes them in the same atomic batch as the new last-applied index.
     pub fn take_changes(&mut self) -> Result<Vec<RowChange>, CodecError> {
-        self.jobs
-            .take_changed()
-            .into_iter()
-            .map(|(name, job)| {
-                let key = format!("{JOB_PREFIX}{name}");
-                let value = job.map(|job| encode(&key, job)).transpose()?;
-                Ok((key, value))
-            })
-            .collect()
+        let mut changes = Vec::new();
+        encode_changes(&mut self.jobs, JOB_PREFIX, &mut changes)?;
+        encode_changes(&mut self.runs, RUN_PREFIX, &mut changes)?;
+        encode_changes(&mut self.workers, WORKER_PREFIX, &mut changes)?;
+        changes.append(&mut self.log_changes);
+        Ok(changes)
     }
 
-    /// Every row, encoded, in key order: the content of a snapshot.
+    /// Every row kept in memory, encoded, in key order. A snapshot also
+    /// holds the log chunk rows, which the store reads from disk.
     pub fn rows(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), CodecError>> + '_ {
-        self.jobs.iter().map(|(name, job)| {
-            let key = format!("{JOB_PREFIX}{name}");
-            let value = encode(&key, job)?;
-            Ok((key, value))
-        })
+        let jobs = self.jobs.iter().map(|(k, v)| encode_row(JOB_PREFIX, k, v));
+        let runs = self.runs.iter().map(|(k, v)| encode_row(RUN_PREFIX, k, v));
+        let workers = self.workers.iter().map(|(k, v)| encode_row(WORKER_PREFIX, k, v));
+        jobs.chain(runs).chain(workers)
     }
 
     /// Rebuilds a state from rows written by [`State::take_changes`] or
-    /// [`State::rows`].
+    /// [`State::rows`]. Log chunk rows are accepted and left on disk.
     pub fn from_rows<I, K, V>(rows: I) -> Result<Self, CodecError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -378,25 +525,82 @@ impl State {
         let mut state = State::default();
         for (key, value) in rows {
             let key = key.as_ref();
+            let value = value.as_ref();
             if let Some(name) = key.strip_prefix(JOB_PREFIX) {
-                let job: Job = serde_json::from_slice(value.as_ref()).map_err(|source| CodecError::Decode {
-                    key: key.to_owned(),
-                    source,
-                })?;
-                state.jobs.load(name.to_owned(), job);
-            } else {
+                state.jobs.load(name.to_owned(), decode_row(key, value)?);
+            } else if let Some(id) = key.strip_prefix(RUN_PREFIX) {
+                state.runs.load(id.to_owned(), decode_row(key, value)?);
+            } else if let Some(id) = key.strip_prefix(WORKER_PREFIX) {
+                state.workers.load(id.to_owned(), decode_row(key, value)?);
+            } else if !key.starts_with(logs::LOG_PREFIX) {
                 return Err(CodecError::UnknownKey(key.to_owned()));
             }
         }
+        state.reindex();
         Ok(state)
+    }
+
+    /// Rebuilds the derived indexes from the tables.
+    fn reindex(&mut self) {
+        let mut index = Index::default();
+        for (_, job) in self.jobs.iter() {
+            index.insert_job(job);
+        }
+        for (_, run) in self.runs.iter() {
+            index.insert_run(run);
+        }
+        self.index = index;
     }
 }
 
-fn encode<T: Serialize>(key: &str, row: &T) -> Result<Vec<u8>, CodecError> {
-    serde_json::to_vec(row).map_err(|source| CodecError::Encode {
+fn encode_row<T: Serialize>(prefix: &str, key: &str, row: &T) -> Result<(String, Vec<u8>), CodecError> {
+    let key = format!("{prefix}{key}");
+    let value = serde_json::to_vec(row).map_err(|source| CodecError::Encode {
+        key: key.clone(),
+        source,
+    })?;
+    Ok((key, value))
+}
+
+fn decode_row<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, CodecError> {
+    serde_json::from_slice(value).map_err(|source| CodecError::Decode {
         key: key.to_owned(),
         source,
     })
+}
+
+fn encode_changes<T: Serialize>(
+    table: &mut Table<T>,
+    prefix: &str,
+    out: &mut Vec<RowChange>,
+) -> Result<(), CodecError> {
+    for (key, row) in table.take_changed() {
+        match row {
+            Some(row) => {
+                let (key, value) = encode_row(prefix, &key, row)?;
+                out.push((key, Some(value)));
+            }
+            None => out.push((format!("{prefix}{key}"), None)),
+        }
+    }
+    Ok(())
+}
+
+/// Byte vectors as base64 strings in JSON (log data travels through the
+/// Raft log; a JSON array of numbers would triple it).
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 #[cfg(test)]

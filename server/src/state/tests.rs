@@ -273,3 +273,5 @@ fn unknown_and_corrupt_rows_are_errors_not_panics() {
         Err(CodecError::Decode { .. })
     ));
 }
+
+mod runs;

@@ -16,12 +16,15 @@
 use std::io::{self, Cursor};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
+use tokio::sync::watch;
+
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, StorageIOError};
 
 use super::snapshot::{SnapshotFile, decode_rows, encode_rows};
 use crate::raft::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
-use crate::state::{ApplyResult, Response, State};
+use crate::state::logs::{self, LogChunk};
+use crate::state::{ApplyResult, MEMORY_PREFIXES, Response, State};
 
 /// sled key prefix of state rows.
 const ROW_PREFIX: &[u8] = b"d/";
@@ -39,11 +42,14 @@ pub struct Applied {
     pub membership: StoredMembership,
 }
 
-/// Read access to the applied state, for the API and status.
+/// Read access to the applied state, for the API, the leader's loops and
+/// status.
 #[derive(Debug, Clone)]
 pub struct StateReader {
     applied: Arc<RwLock<Applied>>,
     snapshots: Arc<SnapshotFile>,
+    tree: sled::Tree,
+    applied_index: watch::Sender<u64>,
 }
 
 impl StateReader {
@@ -53,6 +59,31 @@ impl StateReader {
         // last consistent state (apply mutates a clone-free State only through
         // `State::apply`, which does not panic), so keep serving it.
         self.applied.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Follows the index of the last applied log entry: changes after every
+    /// applied batch, so watchers re-read the state.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied_index.subscribe()
+    }
+
+    /// Up to `limit` stored log chunks of run `run_id` with sequence numbers
+    /// at or after `from_seq`, in order.
+    pub fn log_chunks(&self, run_id: &str, from_seq: u64, limit: usize) -> Result<Vec<LogChunk>, sled::Error> {
+        let start = [ROW_PREFIX, logs::chunk_key(run_id, from_seq).as_bytes()].concat();
+        let prefix = [ROW_PREFIX, logs::run_prefix(run_id).as_bytes()].concat();
+        let mut chunks = Vec::new();
+        for item in self.tree.range(start..) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) || chunks.len() == limit {
+                break;
+            }
+            let key = String::from_utf8_lossy(&key[ROW_PREFIX.len()..]).into_owned();
+            if let Some(chunk) = logs::decode_chunk(&key, &value) {
+                chunks.push(chunk);
+            }
+        }
+        Ok(chunks)
     }
 
     /// Last log index covered by the stored snapshot (0 if none).
@@ -83,6 +114,7 @@ pub struct StateMachineStore {
     tree: sled::Tree,
     applied: Arc<RwLock<Applied>>,
     snapshots: Arc<SnapshotFile>,
+    applied_index: watch::Sender<u64>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
@@ -109,10 +141,12 @@ impl StateMachineStore {
             );
             applied = replace_all(&tree, &meta, decode_snapshot(&data)?)?;
         }
+        let last_index = applied.last_applied.map_or(0, |id| id.index);
         Ok(Self {
             tree,
             applied: Arc::new(RwLock::new(applied)),
             snapshots,
+            applied_index: watch::Sender::new(last_index),
         })
     }
 
@@ -121,7 +155,13 @@ impl StateMachineStore {
         StateReader {
             applied: self.applied.clone(),
             snapshots: self.snapshots.clone(),
+            tree: self.tree.clone(),
+            applied_index: self.applied_index.clone(),
         }
+    }
+
+    fn announce(&self, last_applied: Option<LogId>) {
+        self.applied_index.send_replace(last_applied.map_or(0, |id| id.index));
     }
 
     /// A handle that flushes the state database, for shutdown.
@@ -147,12 +187,14 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
 /// Loads the stored state machine.
 fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
     let mut rows = Vec::new();
-    for item in tree.scan_prefix(ROW_PREFIX) {
-        let (key, value) = item.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        let key = std::str::from_utf8(&key[ROW_PREFIX.len()..])
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?
-            .to_owned();
-        rows.push((key, value));
+    for prefix in MEMORY_PREFIXES {
+        for item in tree.scan_prefix([ROW_PREFIX, prefix.as_bytes()].concat()) {
+            let (key, value) = item.map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let key = std::str::from_utf8(&key[ROW_PREFIX.len()..])
+                .map_err(|e| sm_err(ErrorVerb::Read, e))?
+                .to_owned();
+            rows.push((key, value));
+        }
     }
     let state = State::from_rows(rows).map_err(|e| sm_err(ErrorVerb::Read, e))?;
     let last_applied = match tree.get(LAST_APPLIED_KEY).map_err(|e| sm_err(ErrorVerb::Read, e))? {
@@ -245,15 +287,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             batch.insert(MEMBERSHIP_KEY, encode(&applied.membership)?);
         }
         self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.announce(self.reader().read().last_applied);
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Runs on the state machine's task, so this copy is consistent: no
-        // apply can interleave. Building happens later, concurrently.
+        // apply can interleave. Building happens later, concurrently. Log
+        // chunks live only in storage, so they are read now, for the same
+        // reason.
         let applied = self.reader().read().clone();
+        let stored_rows = read_prefix(&self.tree, logs::LOG_PREFIX);
         SnapshotBuilder {
             applied,
+            stored_rows,
             snapshots: self.snapshots.clone(),
         }
     }
@@ -280,6 +327,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
         let replaced = replace_all(&self.tree, meta, decoded)?;
         *self.write_lock()? = replaced;
+        self.announce(meta.last_log_id);
         tracing::info!(last_log_id = ?meta.last_log_id, snapshot_id = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }
@@ -293,22 +341,40 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
+/// Reads every row under `prefix` (a state key prefix).
+fn read_prefix(tree: &sled::Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, sled::Error> {
+    let mut rows = Vec::new();
+    for item in tree.scan_prefix([ROW_PREFIX, prefix.as_bytes()].concat()) {
+        let (key, value) = item?;
+        rows.push((
+            String::from_utf8_lossy(&key[ROW_PREFIX.len()..]).into_owned(),
+            value.to_vec(),
+        ));
+    }
+    Ok(rows)
+}
+
 /// Builds a snapshot from a consistent copy of the applied state.
 pub struct SnapshotBuilder {
     applied: Applied,
+    /// Rows kept only in storage (log chunks), read with the copy.
+    stored_rows: Result<Vec<(String, Vec<u8>)>, sled::Error>,
     snapshots: Arc<SnapshotFile>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let applied = std::mem::take(&mut self.applied);
+        let stored_rows =
+            std::mem::replace(&mut self.stored_rows, Ok(Vec::new())).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
         let snapshots = self.snapshots.clone();
         let (meta, data) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-            let rows: Vec<_> = applied
+            let mut rows: Vec<_> = applied
                 .state
                 .rows()
                 .collect::<Result<_, _>>()
                 .map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
+            rows.extend(stored_rows);
             let data = encode_rows(rows).map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
             let last = applied.last_applied;
             let meta = SnapshotMeta {

@@ -1,0 +1,180 @@
+//! Derived indexes over the state's tables.
+//!
+//! Everything here is a pure function of the jobs and runs tables: it is not
+//! persisted, it is rebuilt on load, and every change to a job or run goes
+//! through [`Index::remove_job`]/[`Index::insert_job`] (or the run
+//! equivalents) with the old and new rows, so the incremental index always
+//! equals a rebuilt one (a property test checks it). The indexes let a
+//! `Tick` touch only what is due, and the dispatcher only what is pending.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::job::Job;
+use super::run::{Cause, Run, RunId, RunState, WorkerId};
+use super::{LogIndex, schedule};
+
+/// `at + d`, or `None` past the end of time.
+pub fn add(at: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    at.checked_add_signed(chrono::Duration::from_std(d).ok()?)
+}
+
+/// When a job fires next, given its cursor; `None` if suspended, on demand,
+/// or finished.
+pub fn job_next_fire(job: &Job) -> Option<DateTime<Utc>> {
+    if job.suspended {
+        return None;
+    }
+    let trigger = job.spec.schedule.trigger.as_ref()?;
+    schedule::next_fire_after(trigger, job.spec.schedule.timezone, job.anchor, job.cursor)
+}
+
+/// Instants at which a `Tick` must look at this run: the live attempt's
+/// timeout, and the starting deadline of a scheduled run not yet placed.
+pub fn run_deadlines(run: &Run) -> Vec<DateTime<Utc>> {
+    let mut deadlines = Vec::new();
+    if let Some(attempt) = run.live_attempt()
+        && attempt.stop.is_none()
+        && !run.state.is_terminal()
+        && let Some(timeout) = run.spec.timeout
+        && let Some(at) = add(attempt.assigned_at, timeout)
+    {
+        deadlines.push(at);
+    }
+    if run.state == RunState::Pending
+        && run.cause == Cause::Scheduled
+        && run.attempts.iter().all(|a| a.started_at.is_none())
+        && let (Some(nominal), Some(deadline)) = (run.nominal_time, run.spec.schedule.starting_deadline)
+        && let Some(at) = add(nominal, deadline)
+    {
+        deadlines.push(at);
+    }
+    deadlines
+}
+
+/// When a finished run's record expires (its history `max_age`).
+pub fn run_expiry(run: &Run) -> Option<DateTime<Utc>> {
+    if run.is_active() {
+        return None;
+    }
+    add(run.finished_at?, run.spec.history.max_age)
+}
+
+/// The derived indexes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Index {
+    /// (next fire, job name) of every job with a schedule to fire.
+    pub next_fire: BTreeSet<(DateTime<Utc>, String)>,
+    /// Every run of each job uid, in creation order.
+    pub runs_of_job: HashMap<String, BTreeSet<(LogIndex, RunId)>>,
+    /// Active runs (see [`Run::is_active`]) of each job uid, in creation order.
+    pub active_of_job: HashMap<String, BTreeSet<(LogIndex, RunId)>>,
+    /// Pending runs, in creation order.
+    pub pending: BTreeSet<(LogIndex, RunId)>,
+    /// Pending runs waiting for a retry backoff, by wake time.
+    pub retry_wakeups: BTreeSet<(DateTime<Utc>, RunId)>,
+    /// Runs whose latest attempt occupies each worker.
+    pub on_worker: HashMap<WorkerId, BTreeSet<RunId>>,
+    /// Timeouts and starting deadlines (see [`run_deadlines`]).
+    pub deadlines: BTreeSet<(DateTime<Utc>, RunId)>,
+    /// Finished runs by expiry (see [`run_expiry`]).
+    pub expiries: BTreeSet<(DateTime<Utc>, RunId)>,
+    /// Runs by the index of their last change, for watchers.
+    pub updated: BTreeSet<(LogIndex, RunId)>,
+    /// Manual runs by (job uid, request id), for idempotent triggers.
+    pub requests: HashMap<(String, String), RunId>,
+}
+
+impl Index {
+    /// Adds a job's entries.
+    pub fn insert_job(&mut self, job: &Job) {
+        if let Some(at) = job_next_fire(job) {
+            self.next_fire.insert((at, job.name.clone()));
+        }
+    }
+
+    /// Removes a job's entries (`job` as it was when inserted).
+    pub fn remove_job(&mut self, job: &Job) {
+        if let Some(at) = job_next_fire(job) {
+            self.next_fire.remove(&(at, job.name.clone()));
+        }
+    }
+
+    /// Adds a run's entries.
+    pub fn insert_run(&mut self, run: &Run) {
+        let key = (run.created_index, run.id.clone());
+        self.runs_of_job
+            .entry(run.job_uid.clone())
+            .or_default()
+            .insert(key.clone());
+        if run.is_active() {
+            self.active_of_job
+                .entry(run.job_uid.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if run.state == RunState::Pending {
+            self.pending.insert(key);
+            if let Some(at) = run.not_before {
+                self.retry_wakeups.insert((at, run.id.clone()));
+            }
+        }
+        if let Some(attempt) = run.live_attempt() {
+            self.on_worker
+                .entry(attempt.worker.clone())
+                .or_default()
+                .insert(run.id.clone());
+        }
+        for at in run_deadlines(run) {
+            self.deadlines.insert((at, run.id.clone()));
+        }
+        if let Some(at) = run_expiry(run) {
+            self.expiries.insert((at, run.id.clone()));
+        }
+        self.updated.insert((run.updated_index, run.id.clone()));
+        if let Cause::Manual { request_id, .. } = &run.cause {
+            self.requests
+                .insert((run.job_uid.clone(), request_id.clone()), run.id.clone());
+        }
+    }
+
+    /// Removes a run's entries (`run` as it was when inserted).
+    pub fn remove_run(&mut self, run: &Run) {
+        let key = (run.created_index, run.id.clone());
+        remove_from(&mut self.runs_of_job, &run.job_uid, &key);
+        remove_from(&mut self.active_of_job, &run.job_uid, &key);
+        self.pending.remove(&key);
+        if let Some(at) = run.not_before {
+            self.retry_wakeups.remove(&(at, run.id.clone()));
+        }
+        if let Some(attempt) = run.live_attempt() {
+            remove_from(&mut self.on_worker, &attempt.worker, &run.id);
+        }
+        for at in run_deadlines(run) {
+            self.deadlines.remove(&(at, run.id.clone()));
+        }
+        if let Some(at) = run_expiry(run) {
+            self.expiries.remove(&(at, run.id.clone()));
+        }
+        self.updated.remove(&(run.updated_index, run.id.clone()));
+        if let Cause::Manual { request_id, .. } = &run.cause {
+            self.requests.remove(&(run.job_uid.clone(), request_id.clone()));
+        }
+    }
+}
+
+/// Removes `value` from the set under `key`, dropping the set when empty.
+fn remove_from<K, V>(map: &mut HashMap<K, BTreeSet<V>>, key: &K, value: &V)
+where
+    K: std::hash::Hash + Eq,
+    V: Ord,
+{
+    if let Some(set) = map.get_mut(key) {
+        set.remove(value);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Runs, attempts and workers as the state machine holds them.
+//!
+//! A run is one execution of a job: a scheduled slot, a manual trigger, or
+//! the record that a slot was not run (`Skipped`, `Missed`). A run makes one
+//! or more *attempts*; each attempt is placed on one worker and fenced by its
+//! *epoch*, the Raft log index of the command that assigned it. A report
+//! about an attempt must carry that epoch; a stale one changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::LogIndex;
+use super::job::{Driver, JobSpec};
+
+/// A run's id. Scheduled runs: `<job uid>-<slot unix ms>`; manual runs:
+/// `<job uid>-m<log index>`. Both are deterministic.
+pub type RunId = String;
+
+/// A worker's id, chosen by the worker.
+pub type WorkerId = String;
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waiting for a worker (or for its retry backoff, or its turn in a queue).
+    Pending,
+    /// Placed on a worker, not yet started.
+    Assigned,
+    /// Started on a worker.
+    Running,
+    /// Exited 0.
+    Succeeded,
+    /// Exited non-zero (or could not start), with no retry left.
+    Failed,
+    /// Exceeded its timeout, with no retry left.
+    TimedOut,
+    /// Cancelled by a user, a `replace` policy, or the job's deletion.
+    Cancelled,
+    /// Its worker was lost, with no retry left.
+    Lost,
+    /// A slot not run because of the concurrency policy.
+    Skipped,
+    /// A slot (or a range of slots) not run: catch-up policy or starting deadline.
+    Missed,
+}
+
+impl RunState {
+    /// Whether the run has reached its final state.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RunState::Pending | RunState::Assigned | RunState::Running)
+    }
+
+    /// The word used in APIs and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Pending => "pending",
+            RunState::Assigned => "assigned",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::TimedOut => "timed_out",
+            RunState::Cancelled => "cancelled",
+            RunState::Lost => "lost",
+            RunState::Skipped => "skipped",
+            RunState::Missed => "missed",
+        }
+    }
+}
+
+/// Why a run was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Cause {
+    /// A slot of the job's schedule.
+    Scheduled,
+    /// A manual trigger.
+    Manual {
+        /// The client's request id (idempotency key).
+        request_id: String,
+        /// Whether the concurrency policy was overridden.
+        forced: bool,
+    },
+}
+
+/// Machine-readable class of a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// A missed slot not run because `catch_up: none`.
+    CatchUpNone,
+    /// A missed slot not run because a later slot superseded it (`catch_up: latest`).
+    Superseded,
+    /// A missed slot beyond `max_catch_up` (`catch_up: all`).
+    BeyondMaxCatchUp,
+    /// Not started within `starting_deadline`.
+    StartingDeadline,
+    /// Skipped: another run of the job was active (`concurrency: forbid`).
+    ConcurrencyForbid,
+    /// Skipped: the queue was full (`concurrency: queue`).
+    QueueFull,
+    /// Cancelled by a newer run (`concurrency: replace`).
+    Replaced,
+    /// Cancelled on request.
+    CancelRequested,
+    /// Cancelled because the job was deleted.
+    JobDeleted,
+    /// An attempt exceeded the timeout.
+    Timeout,
+    /// The worker running an attempt was lost.
+    WorkerLost,
+    /// The worker no longer holds the attempt (it restarted).
+    NotHeldByWorker,
+    /// An attempt exited non-zero or failed to start.
+    AttemptFailed,
+    /// Waiting to retry after a failed attempt.
+    Retrying,
+}
+
+/// Why a run is where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// The class.
+    pub code: ReasonCode,
+    /// A precise, human-readable account.
+    pub message: String,
+}
+
+impl Reason {
+    /// A reason of class `code`.
+    pub fn new(code: ReasonCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Exited 0.
+    Succeeded,
+    /// Exited non-zero, or the worker could not start it.
+    Failed,
+    /// Stopped because it exceeded the timeout.
+    TimedOut,
+    /// Stopped because the run was cancelled.
+    Cancelled,
+    /// Its worker was lost, or no longer held it.
+    Lost,
+}
+
+/// Why the server asked a worker to stop an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The attempt exceeded the timeout.
+    Timeout,
+    /// The run was cancelled (by a user, `replace`, or job deletion).
+    Cancel,
+}
+
+/// Resource use of an attempt, as its worker measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResourceUse {
+    /// Peak memory in bytes.
+    pub peak_memory_bytes: u64,
+    /// CPU time in milliseconds.
+    pub cpu_time_ms: u64,
+}
+
+/// One placement of a run on a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// Raft index of the assigning command: the attempt's fence.
+    pub epoch: LogIndex,
+    /// The worker it was placed on.
+    pub worker: WorkerId,
+    /// Leader time of the assignment.
+    pub assigned_at: DateTime<Utc>,
+    /// When the worker reported it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Set once the attempt no longer runs anywhere (reported finished, or
+    /// its worker lost). Until then it occupies a slot of its worker.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// How it ended.
+    pub outcome: Option<AttemptOutcome>,
+    /// Exit code, when the process exited.
+    pub exit_code: Option<i32>,
+    /// Whether the kernel's OOM killer ended it.
+    pub oom_killed: bool,
+    /// Resource use, when reported.
+    pub resources: Option<ResourceUse>,
+    /// Set when the server asked the worker to stop it.
+    pub stop: Option<StopReason>,
+    /// The worker's account of a failure, if any.
+    pub message: Option<String>,
+}
+
+impl Attempt {
+    /// Whether the attempt still occupies its worker.
+    pub fn is_live(&self) -> bool {
+        self.ended_at.is_none()
+    }
+}
+
+/// Bookkeeping of a run's log (the chunks themselves are stored apart; see
+/// [`super::logs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LogMeta {
+    /// Sequence number of the oldest chunk kept.
+    pub first_seq: u64,
+    /// Sequence number the next chunk gets.
+    pub next_seq: u64,
+    /// Sizes of the kept chunks, oldest first (`first_seq` onwards).
+    pub chunk_sizes: Vec<u32>,
+    /// Bytes kept.
+    pub kept_bytes: u64,
+    /// Bytes dropped from the head to respect the cap.
+    pub dropped_bytes: u64,
+    /// The attempt whose output arrives now, and the next byte offset
+    /// expected from it (workers number each attempt's bytes from 0).
+    pub epoch: LogIndex,
+    /// See `epoch`.
+    pub next_offset: u64,
+}
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// Deterministic id.
+    pub id: RunId,
+    /// The job's name.
+    pub job: String,
+    /// The job's uid (a re-created job's runs are told apart by it).
+    pub job_uid: String,
+    /// The job's generation when the run was created.
+    pub generation: u64,
+    /// What the run executes: the job's spec when the run was created.
+    pub spec: JobSpec,
+    /// Why it exists.
+    pub cause: Cause,
+    /// The slot instant (scheduled runs and slot records).
+    pub nominal_time: Option<DateTime<Utc>>,
+    /// For a `Missed` record covering several slots: the last one.
+    pub last_nominal_time: Option<DateTime<Utc>>,
+    /// How many slots the record covers (1 except for missed ranges).
+    pub slot_count: u64,
+    /// Parameters of a manual trigger, given to the task as environment.
+    pub params: BTreeMap<String, String>,
+    /// Leader time of creation.
+    pub created_at: DateTime<Utc>,
+    /// Raft index of the creating command.
+    pub created_index: LogIndex,
+    /// Raft index of the last command that changed the run.
+    pub updated_index: LogIndex,
+    /// Where it is.
+    pub state: RunState,
+    /// Why it is there (for Skipped, Missed, Cancelled, Lost, failures, retries).
+    pub reason: Option<Reason>,
+    /// A pending retry waits until this time.
+    pub not_before: Option<DateTime<Utc>>,
+    /// Attempts, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// When it reached its terminal state.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its log.
+    pub log: LogMeta,
+}
+
+impl Run {
+    /// The latest attempt.
+    pub fn current_attempt(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    /// The attempt still occupying a worker, if any (only the latest can).
+    pub fn live_attempt(&self) -> Option<&Attempt> {
+        self.attempts.last().filter(|a| a.is_live())
+    }
+
+    /// Whether the run still matters to concurrency: not terminal, or an
+    /// attempt still being stopped.
+    pub fn is_active(&self) -> bool {
+        !self.state.is_terminal() || self.live_attempt().is_some()
+    }
+}
+
+/// Whether a worker is believed to be alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Registered and renewing its lease.
+    Alive,
+    /// Its lease expired (plus grace); its attempts were ended as lost.
+    Lost,
+}
+
+/// What a worker can take on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Attempts it runs at once.
+    pub slots: u32,
+    /// CPU it offers, thousandths of a core (0: unknown).
+    pub cpu_millis: u64,
+    /// Memory it offers, bytes (0: unknown).
+    pub memory_bytes: u64,
+}
+
+/// A worker as the cluster knows it. Liveness changes go through Raft;
+/// heartbeats do not (they live in the leader's memory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worker {
+    /// Its id.
+    pub id: WorkerId,
+    /// Labels matched against job constraints.
+    pub labels: BTreeMap<String, String>,
+    /// What it can run.
+    pub capacity: Capacity,
+    /// Drivers it offers.
+    pub drivers: BTreeSet<Driver>,
+    /// Alive or lost.
+    pub state: WorkerState,
+    /// Raft index of its latest registration (each connection registers).
+    pub session: LogIndex,
+    /// Leader time of its latest registration.
+    pub registered_at: DateTime<Utc>,
+    /// Leader time it was declared lost.
+    pub lost_at: Option<DateTime<Utc>>,
+}

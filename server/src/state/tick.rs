@@ -1,0 +1,287 @@
+//! Time-driven transitions, all in one command: [`Op::Tick`](super::Op::Tick).
+//!
+//! The leader proposes a `Tick` when the derived index says something is due
+//! at its clock's time; every node applies it with the time stamped in the
+//! command, so they agree on what fired. A `Tick` handles, in order:
+//! 1. **schedule slots** of every job whose next slot is due: each slot
+//!    between the job's cursor and the tick's time yields exactly one record
+//!    (a run, a `Skipped` run, or a `Missed` record covering a range of
+//!    slots), then the cursor moves past them;
+//! 2. **deadlines**: attempts past their timeout are stopped (and their runs
+//!    retried or ended), scheduled runs not started within their starting
+//!    deadline become `Missed`;
+//! 3. **history expiry**: finished runs older than their `max_age` go.
+//!
+//! Which due slots run follows BRIEF §4. A slot more than the *missed
+//! threshold* behind the tick — the job's `starting_deadline`, else
+//! [`DEFAULT_MISSED_AFTER`] — was missed (the cluster was down or had no
+//! leader). With a starting deadline, missed slots are `Missed`. Otherwise
+//! `catch_up` decides: `none` runs none of them; `latest` runs the most recent
+//! one unless a slot on time supersedes it; `all` runs the most recent
+//! `max_catch_up`. Missed slots not run become one `Missed` record per tick,
+//! covering their range, with the reason.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::index::add;
+use super::job::CatchUp;
+use super::job::format_duration;
+use super::run::{AttemptOutcome, Cause, Reason, ReasonCode, RunState, StopReason};
+use super::runs::{decide, new_run, scheduled_run_id};
+use super::schedule::next_fire_after;
+use super::{LogIndex, State};
+
+/// Without a starting deadline, a slot this far behind the tick counts as
+/// missed and follows `catch_up`.
+pub const DEFAULT_MISSED_AFTER: Duration = Duration::from_secs(60);
+
+/// Slots examined per job per tick; a longer backlog continues next tick.
+const MAX_SLOTS_PER_JOB: usize = 100_000;
+
+/// Jobs fired per tick; the rest fire in the next one.
+const MAX_JOBS_PER_TICK: usize = 10_000;
+
+/// What a tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickSummary {
+    /// Runs created for due slots.
+    pub runs_created: u64,
+    /// Slots skipped by a concurrency policy.
+    pub skipped: u64,
+    /// Slots recorded as missed.
+    pub missed_slots: u64,
+    /// Attempts stopped for exceeding their timeout.
+    pub timed_out: u64,
+    /// Runs missed because they did not start within their starting deadline.
+    pub deadline_missed: u64,
+    /// Finished runs removed for age.
+    pub expired: u64,
+    /// Whether more work was already due when the tick stopped.
+    pub more_due: bool,
+}
+
+impl State {
+    pub(super) fn tick(&mut self, now: DateTime<Utc>, index: LogIndex) -> TickSummary {
+        let mut summary = TickSummary::default();
+        let due_jobs: Vec<String> = self
+            .index
+            .next_fire
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(MAX_JOBS_PER_TICK)
+            .map(|(_, name)| name.clone())
+            .collect();
+        for name in due_jobs {
+            self.fire(&name, now, index, &mut summary);
+        }
+
+        let due_runs: Vec<String> = self
+            .index
+            .deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in due_runs {
+            self.run_deadline(&id, now, index, &mut summary);
+        }
+
+        let expired: Vec<String> = self
+            .index
+            .expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in expired {
+            self.delete_run(&id);
+            summary.expired += 1;
+        }
+
+        let due = |first: Option<&(DateTime<Utc>, String)>| first.is_some_and(|(at, _)| *at <= now);
+        summary.more_due =
+            due(self.index.next_fire.first()) || due(self.index.deadlines.first()) || due(self.index.expiries.first());
+        summary
+    }
+
+    /// Handles the due slots of job `name`.
+    fn fire(&mut self, name: &str, now: DateTime<Utc>, index: LogIndex, summary: &mut TickSummary) {
+        let Some(mut job) = self.jobs.get(name).cloned() else {
+            return;
+        };
+        let Some(trigger) = job.spec.schedule.trigger.clone() else {
+            return;
+        };
+        let schedule = job.spec.schedule.clone();
+        let missed_after = schedule.starting_deadline.unwrap_or(DEFAULT_MISSED_AFTER);
+        let keep_late = match (schedule.starting_deadline, schedule.catch_up) {
+            (Some(_), _) | (None, CatchUp::None) => 0,
+            (None, CatchUp::Latest) => 1,
+            (None, CatchUp::All) => schedule.max_catch_up as usize,
+        };
+
+        // One pass over the due slots: late ones are counted, with the last
+        // `keep_late` of them kept in a ring; on-time ones are all kept.
+        let mut cursor = job.cursor;
+        let mut scanned = 0usize;
+        let mut truncated = false;
+        let mut late_total = 0u64;
+        let mut first_late = None;
+        let mut last_dropped = None;
+        let mut kept_late: VecDeque<DateTime<Utc>> = VecDeque::new();
+        let mut on_time = Vec::new();
+        while let Some(slot) = next_fire_after(&trigger, schedule.timezone, job.anchor, cursor) {
+            if slot > now {
+                break;
+            }
+            if scanned == MAX_SLOTS_PER_JOB {
+                truncated = true;
+                break;
+            }
+            scanned += 1;
+            cursor = slot;
+            let late = add(slot, missed_after).is_some_and(|limit| limit < now);
+            if late {
+                late_total += 1;
+                first_late.get_or_insert(slot);
+                kept_late.push_back(slot);
+                if kept_late.len() > keep_late {
+                    last_dropped = kept_late.pop_front();
+                }
+            } else {
+                on_time.push(slot);
+            }
+        }
+        if scanned == 0 {
+            // Due by the index but nothing found (a schedule exhausted at the
+            // edge of time): move on rather than stay due forever.
+            cursor = now.max(job.cursor);
+        }
+        // A later slot supersedes missed ones under `latest`; a backlog too
+        // long for one tick is entirely older than any slot worth running.
+        if truncated || (schedule.catch_up == CatchUp::Latest && !on_time.is_empty()) {
+            if let Some(last) = kept_late.back() {
+                last_dropped = Some(*last);
+            }
+            kept_late.clear();
+        }
+
+        let missed = late_total - kept_late.len() as u64;
+        if let (Some(first), Some(last)) = (first_late, last_dropped)
+            && missed > 0
+        {
+            let (code, why) = match (schedule.starting_deadline, schedule.catch_up) {
+                (Some(deadline), _) => (
+                    ReasonCode::StartingDeadline,
+                    format!("more than {} late (starting_deadline)", format_duration(deadline)),
+                ),
+                (None, CatchUp::None) => (
+                    ReasonCode::CatchUpNone,
+                    "missed and not caught up (catch_up: none)".to_owned(),
+                ),
+                (None, CatchUp::Latest) => (
+                    ReasonCode::Superseded,
+                    "missed; only the latest slot is caught up (catch_up: latest)".to_owned(),
+                ),
+                (None, CatchUp::All) => (
+                    ReasonCode::BeyondMaxCatchUp,
+                    format!("missed; beyond max_catch_up ({})", schedule.max_catch_up),
+                ),
+            };
+            let mut record = new_run(
+                &job,
+                scheduled_run_id(&job.uid, first),
+                Cause::Scheduled,
+                Some(first),
+                Default::default(),
+                now,
+                index,
+            );
+            record.last_nominal_time = Some(last);
+            record.slot_count = missed;
+            record.state = RunState::Missed;
+            record.finished_at = Some(now);
+            record.reason = Some(Reason::new(
+                code,
+                format!(
+                    "{missed} slot(s) from {} to {} {why}; the cluster could not fire them on time",
+                    first.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    last.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                ),
+            ));
+            let id = record.id.clone();
+            if self.runs.get(&id).is_none() {
+                self.put_run(record, index);
+                self.settle(&id);
+                summary.missed_slots += missed;
+            }
+        }
+
+        for slot in kept_late.into_iter().chain(on_time) {
+            match self.start_slot(&job, slot, now, index) {
+                RunState::Skipped => summary.skipped += 1,
+                _ => summary.runs_created += 1,
+            }
+        }
+
+        job.cursor = cursor;
+        self.put_job(job);
+    }
+
+    /// Handles the deadlines of run `id` that have passed.
+    fn run_deadline(&mut self, id: &str, now: DateTime<Utc>, index: LogIndex, summary: &mut TickSummary) {
+        let Some(mut run) = self.runs.get(id).cloned() else {
+            return;
+        };
+        let mut changed = false;
+
+        let timeout = run.spec.timeout;
+        let driving = matches!(run.state, RunState::Assigned | RunState::Running);
+        if let Some(attempt) = run.attempts.last_mut()
+            && attempt.is_live()
+            && attempt.stop.is_none()
+            && driving
+            && let Some(timeout) = timeout
+            && add(attempt.assigned_at, timeout).is_some_and(|at| at <= now)
+        {
+            attempt.stop = Some(StopReason::Timeout);
+            let message = format!(
+                "attempt {} exceeded the timeout of {}",
+                attempt.number,
+                format_duration(timeout)
+            );
+            decide(&mut run, AttemptOutcome::TimedOut, message, now);
+            summary.timed_out += 1;
+            changed = true;
+        }
+
+        if run.state == RunState::Pending
+            && run.cause == Cause::Scheduled
+            && run.attempts.iter().all(|a| a.started_at.is_none())
+            && let (Some(nominal), Some(deadline)) = (run.nominal_time, run.spec.schedule.starting_deadline)
+            && add(nominal, deadline).is_some_and(|at| at <= now)
+        {
+            run.state = RunState::Missed;
+            run.not_before = None;
+            run.finished_at = Some(now);
+            run.reason = Some(Reason::new(
+                ReasonCode::StartingDeadline,
+                format!(
+                    "not started within {} of its slot (starting_deadline); no worker could take it",
+                    format_duration(deadline)
+                ),
+            ));
+            summary.deadline_missed += 1;
+            changed = true;
+        }
+
+        if changed {
+            self.put_run(run, index);
+            self.settle(id);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Worker liveness in replicated state: registration (each connection) and
+//! loss (lease expired). Heartbeats are not here: they live in the leader's
+//! memory, and only these changes of liveness go through Raft.
+
+use chrono::{DateTime, Utc};
+
+use super::run::{AttemptOutcome, StopReason, Worker, WorkerState};
+use super::runs::end_attempt;
+use super::{ApplyResult, HeldAttempt, LogIndex, Rejection, Response, RunId, State, WorkerInfo};
+
+/// How an attempt ends when its worker stops holding it: the stop the server
+/// asked for, if any, else lost.
+fn lost_outcome(stop: Option<StopReason>) -> AttemptOutcome {
+    match stop {
+        Some(StopReason::Timeout) => AttemptOutcome::TimedOut,
+        Some(StopReason::Cancel) => AttemptOutcome::Cancelled,
+        None => AttemptOutcome::Lost,
+    }
+}
+
+impl State {
+    /// Registers (or re-registers) a worker and reconciles what it holds
+    /// with what the state says it should: attempts it holds that are not
+    /// its current ones must be stopped; attempts it should hold but does not
+    /// are ended as lost (and retried by policy).
+    pub(super) fn register_worker(
+        &mut self,
+        id: &str,
+        info: &WorkerInfo,
+        held: &[HeldAttempt],
+        now: DateTime<Utc>,
+        index: LogIndex,
+    ) -> Response {
+        let worker = Worker {
+            id: id.to_owned(),
+            labels: info.labels.clone(),
+            capacity: info.capacity,
+            drivers: info.drivers.clone(),
+            state: WorkerState::Alive,
+            session: index,
+            registered_at: now,
+            lost_at: None,
+        };
+        self.workers.insert(id.to_owned(), worker);
+
+        let is_current = |state: &State, h: &HeldAttempt| {
+            state
+                .runs
+                .get(&h.run)
+                .and_then(|run| run.live_attempt())
+                .is_some_and(|a| a.epoch == h.epoch && a.worker == id)
+        };
+        let stop: Vec<HeldAttempt> = held.iter().filter(|h| !is_current(self, h)).cloned().collect();
+
+        let assigned: Vec<RunId> = self
+            .index
+            .on_worker
+            .get(id)
+            .map(|runs| runs.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut lost = Vec::new();
+        for run_id in assigned {
+            let Some(mut run) = self.runs.get(&run_id).cloned() else {
+                continue;
+            };
+            let Some(attempt) = run.live_attempt() else { continue };
+            if held.iter().any(|h| h.run == run_id && h.epoch == attempt.epoch) {
+                continue;
+            }
+            let message = format!(
+                "worker {id} reconnected without attempt {} (it restarted or lost it)",
+                attempt.number
+            );
+            let outcome = lost_outcome(attempt.stop);
+            end_attempt(&mut run, outcome, message, now);
+            self.put_run(run, index);
+            self.settle(&run_id);
+            lost.push(run_id);
+        }
+        Response::Registered { stop, lost }
+    }
+
+    /// Declares a worker lost: its live attempts end (retried by policy).
+    pub(super) fn worker_lost(&mut self, id: &str, now: DateTime<Utc>, index: LogIndex) -> ApplyResult {
+        let Some(worker) = self.workers.get(id) else {
+            return Err(Rejection::not_found(format_args!("worker {id:?}")));
+        };
+        if worker.state == WorkerState::Lost {
+            return Ok(Response::Empty);
+        }
+        let mut worker = worker.clone();
+        worker.state = WorkerState::Lost;
+        worker.lost_at = Some(now);
+        self.workers.insert(id.to_owned(), worker);
+
+        let assigned: Vec<RunId> = self
+            .index
+            .on_worker
+            .get(id)
+            .map(|runs| runs.iter().cloned().collect())
+            .unwrap_or_default();
+        for run_id in assigned {
+            let Some(mut run) = self.runs.get(&run_id).cloned() else {
+                continue;
+            };
+            let Some(attempt) = run.live_attempt() else { continue };
+            let message = format!("worker {id} was lost (lease expired) during attempt {}", attempt.number);
+            let outcome = lost_outcome(attempt.stop);
+            end_attempt(&mut run, outcome, message, now);
+            self.put_run(run, index);
+            self.settle(&run_id);
+        }
+        Ok(Response::Empty)
+    }
+}
