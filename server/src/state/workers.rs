@@ -21,8 +21,9 @@ fn lost_outcome(stop: Option<StopReason>) -> AttemptOutcome {
 impl State {
     /// Registers (or re-registers) a worker and reconciles what it holds
     /// with what the state says it should: attempts it holds that are not
-    /// its current ones must be stopped; attempts it should hold but does not
-    /// are ended as lost (and retried by policy).
+    /// its current ones must be stopped; started attempts it should hold but
+    /// does not are ended as lost (and retried by policy); assigned attempts
+    /// it never started stay, to be sent to it again.
     pub(super) fn register_worker(
         &mut self,
         id: &str,
@@ -64,7 +65,9 @@ impl State {
                 continue;
             };
             let Some(attempt) = run.live_attempt() else { continue };
-            if held.iter().any(|h| h.run == run_id && h.epoch == attempt.epoch) {
+            // Held: fine. Never started: the assignment may simply not have
+            // reached the worker before it reconnected; it is sent again.
+            if held.iter().any(|h| h.run == run_id && h.epoch == attempt.epoch) || attempt.started_at.is_none() {
                 continue;
             }
             let message = format!(

@@ -607,8 +607,17 @@ fn registering_reconciles_what_the_worker_holds() {
     let Ok(Response::Triggered { run: dropped, .. }) = sim.trigger("a", "r2", false) else {
         panic!()
     };
+    let Ok(Response::Triggered { run: unsent, .. }) = sim.trigger("a", "r3", false) else {
+        panic!()
+    };
     let kept_epoch = sim.assign(&kept.id, "w1");
-    sim.assign(&dropped.id, "w1");
+    let dropped_epoch = sim.assign(&dropped.id, "w1");
+    sim.ok(Op::AttemptStarted {
+        worker: "w1".into(),
+        run: dropped.id.clone(),
+        epoch: dropped_epoch,
+    });
+    sim.assign(&unsent.id, "w1");
     let response = sim.ok(Op::RegisterWorker {
         worker: "w1".into(),
         info: WorkerInfo {
@@ -642,7 +651,16 @@ fn registering_reconciles_what_the_worker_holds() {
     );
     assert_eq!(lost, std::slice::from_ref(&dropped.id));
     assert_eq!(sim.run(&kept.id).state, RunState::Assigned);
-    assert_eq!(sim.run(&dropped.id).state, RunState::Lost);
+    assert_eq!(
+        sim.run(&dropped.id).state,
+        RunState::Lost,
+        "started, then not held: lost"
+    );
+    assert_eq!(
+        sim.run(&unsent.id).state,
+        RunState::Assigned,
+        "never started: kept, to be sent again"
+    );
 }
 
 #[test]
