@@ -7,12 +7,15 @@
 //! - [`store`]: durability — the Raft log (raft-log WAL) and the state
 //!   machine (sled), snapshots;
 //! - [`raft`]: openraft wiring and the gRPC transport between servers;
+//! - [`scheduler`]: leader-only loops that propose ticks, placements and
+//!   worker losses;
 //! - [`api`]: the client-facing gRPC services;
 //! - [`node`]: configuration, startup and graceful shutdown.
 
 pub mod api;
 pub mod node;
 pub mod raft;
+pub mod scheduler;
 pub mod spec;
 pub mod state;
 pub mod store;

@@ -1,4 +1,5 @@
-//! The client-facing gRPC services ([`job`], [`cluster`]) and the one table
+//! The client-facing gRPC services ([`job`], [`run`], [`cluster`], and the
+//! [`worker`] protocol) and the one table
 //! that turns every error into a gRPC status ([`ApiError`]).
 //!
 //! Writes and linearizable reads need the leader. A follower forwards them
@@ -14,6 +15,8 @@
 pub mod cluster;
 pub mod convert;
 pub mod job;
+pub mod run;
+pub mod worker;
 
 use std::future::Future;
 

@@ -94,6 +94,14 @@ pub struct Config {
     /// How long a graceful shutdown waits for requests in flight.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How long a worker's heartbeat keeps its lease. A worker that cannot
+    /// renew it for this long stops its tasks.
+    #[serde(with = "humantime_serde")]
+    pub worker_lease: Duration,
+    /// Extra time after a worker's lease runs out before the leader declares
+    /// it lost and its runs lost (or retried elsewhere).
+    #[serde(with = "humantime_serde")]
+    pub worker_lease_grace: Duration,
     /// Raft tuning.
     pub raft: RaftSettings,
 }
@@ -112,6 +120,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             request_timeout: Duration::from_secs(180),
             shutdown_timeout: Duration::from_secs(10),
+            worker_lease: Duration::from_secs(10),
+            worker_lease_grace: Duration::from_secs(5),
             raft: RaftSettings::default(),
         }
     }
@@ -167,6 +177,8 @@ const ENV_KEYS: &[&str] = &[
     "log_format",
     "request_timeout",
     "shutdown_timeout",
+    "worker_lease",
+    "worker_lease_grace",
 ];
 
 impl Config {
@@ -230,6 +242,9 @@ impl Config {
         }
         if raft.election_timeout_max <= raft.election_timeout_min {
             return invalid("raft.election_timeout_max must exceed raft.election_timeout_min".into());
+        }
+        if self.worker_lease < Duration::from_secs(1) {
+            return invalid("worker_lease must be at least 1s".into());
         }
         if raft.snapshot_every_logs == 0 {
             return invalid("raft.snapshot_every_logs must be 1 or more".into());

@@ -22,24 +22,34 @@ use openraft::error::{InitializeError, RaftError};
 use rota_proto::v1::cluster_service_server::ClusterServiceServer;
 use rota_proto::v1::job_service_server::JobServiceServer;
 use rota_proto::v1::raft_service_server::RaftServiceServer;
+use rota_proto::v1::run_service_server::RunServiceServer;
+use rota_proto::v1::worker_service_server::WorkerServiceServer;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::{Config, RaftSettings};
 pub use handle::{LeaderHint, NodeHandle, Route};
 
 use crate::api::cluster::ClusterApi;
 use crate::api::job::JobApi;
+use crate::api::run::RunApi;
+use crate::api::worker::WorkerApi;
 use crate::raft::network::{MAX_RAFT_MESSAGE_BYTES, Network};
 use crate::raft::peers::Peers;
 use crate::raft::service::RaftGrpc;
 use crate::raft::{Node, NodeId, Raft};
+use crate::scheduler::{LeaseSettings, Scheduler};
 use crate::store::{self, StoreOptions};
 
 /// Largest client request accepted (job specs are further limited to 64 KiB).
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1 << 20;
+
+/// Largest worker message accepted: a log batch of a few chunks of at most
+/// 256 KiB each.
+pub const MAX_WORKER_MESSAGE_BYTES: usize = 4 << 20;
 
 /// What a data directory records about its owner.
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,6 +143,17 @@ pub async fn run(
         peers,
         config.raft.clone(),
     );
+    let tasks = TaskTracker::new();
+    let stopping = CancellationToken::new();
+    let scheduler = Scheduler::spawn(
+        node.clone(),
+        LeaseSettings {
+            lease: config.worker_lease,
+            grace: config.worker_lease_grace,
+        },
+        &tasks,
+        stopping.clone(),
+    );
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -143,6 +164,8 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<JobServiceServer<JobApi>>().await;
     health.set_serving::<ClusterServiceServer<ClusterApi>>().await;
+    health.set_serving::<RunServiceServer<RunApi>>().await;
+    health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rota_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -166,6 +189,13 @@ pub async fn run(
         .add_service(
             ClusterServiceServer::new(ClusterApi::new(node.clone()))
                 .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+        )
+        .add_service(
+            RunServiceServer::new(RunApi::new(node.clone())).max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+        )
+        .add_service(
+            WorkerServiceServer::new(WorkerApi::new(node.clone(), scheduler))
+                .max_decoding_message_size(MAX_WORKER_MESSAGE_BYTES),
         )
         .add_service(
             RaftServiceServer::new(RaftGrpc::new(raft.clone()))
@@ -203,6 +233,12 @@ pub async fn run(
     tracing::info!(node = id, "shutting down: draining requests");
     health.set_not_serving::<JobServiceServer<JobApi>>().await;
     health.set_not_serving::<ClusterServiceServer<ClusterApi>>().await;
+    health.set_not_serving::<RunServiceServer<RunApi>>().await;
+    health.set_not_serving::<WorkerServiceServer<WorkerApi>>().await;
+    // Scheduler loops and worker sessions stop first (workers reconnect to
+    // the next leader), then the server drains what is in flight.
+    stopping.cancel();
+    tasks.close();
     stop.cancel();
     match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
         Ok(result) => result.context("grpc server task")?.context("grpc server")?,
@@ -210,6 +246,12 @@ pub async fn run(
             tracing::warn!(timeout = ?config.shutdown_timeout, "requests still in flight; stopping anyway");
             server.abort();
         }
+    }
+    if tokio::time::timeout(config.shutdown_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("scheduler loops did not stop in time");
     }
     raft.shutdown().await.context("stopping raft")?;
     flush_handle.flush().await.context("flushing the state database")?;

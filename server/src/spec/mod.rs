@@ -415,20 +415,9 @@ fn validate_task(c: &mut Checker, task: Option<&pb::Task>) -> Task {
     let mut env = BTreeMap::new();
     for (key, value) in &task.env {
         let field = format!("task.env[{key:?}]");
-        let valid_key = key
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
-        if key.is_empty() || !valid_key {
-            c.fail(
-                field,
-                "is not a valid variable name; accepted: letters, digits and '_', not starting with a digit",
-            );
-        } else if key.starts_with("ROTA_") {
-            c.fail(field, "names starting with ROTA_ are reserved for variables rota sets");
-        } else {
-            c.no_nul(&field, value);
-            env.insert(key.clone(), value.clone());
+        match check_env_entry(key, value) {
+            Ok(()) => _ = env.insert(key.clone(), value.clone()),
+            Err(description) => c.fail(field, description),
         }
     }
 
@@ -654,6 +643,25 @@ fn validate_history(c: &mut Checker, history: Option<&pb::HistoryPolicy>) -> His
         max_age: c
             .duration("history.max_age", &history.max_age, Duration::from_secs(60), 3650 * DAY)
             .unwrap_or(DEFAULT_MAX_AGE),
+    }
+}
+
+/// Checks an environment variable (of `task.env` or a run's parameters):
+/// a name of letters, digits and `_` not starting with a digit, not in the
+/// reserved `ROTA_` space; no NUL characters.
+pub fn check_env_entry(key: &str, value: &str) -> Result<(), String> {
+    let valid_key = key
+        .bytes()
+        .enumerate()
+        .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
+    if key.is_empty() || !valid_key {
+        Err("is not a valid variable name; accepted: letters, digits and '_', not starting with a digit".into())
+    } else if key.starts_with("ROTA_") {
+        Err("names starting with ROTA_ are reserved for variables rota sets".into())
+    } else if value.contains('\0') {
+        Err("must not contain NUL characters".into())
+    } else {
+        Ok(())
     }
 }
 

@@ -67,6 +67,8 @@ pub fn run_expiry(run: &Run) -> Option<DateTime<Utc>> {
 pub struct Index {
     /// (next fire, job name) of every job with a schedule to fire.
     pub next_fire: BTreeSet<(DateTime<Utc>, String)>,
+    /// Every run, in creation order.
+    pub all_runs: BTreeSet<(LogIndex, RunId)>,
     /// Every run of each job uid, in creation order.
     pub runs_of_job: HashMap<String, BTreeSet<(LogIndex, RunId)>>,
     /// Active runs (see [`Run::is_active`]) of each job uid, in creation order.
@@ -105,6 +107,7 @@ impl Index {
     /// Adds a run's entries.
     pub fn insert_run(&mut self, run: &Run) {
         let key = (run.created_index, run.id.clone());
+        self.all_runs.insert(key.clone());
         self.runs_of_job
             .entry(run.job_uid.clone())
             .or_default()
@@ -143,6 +146,7 @@ impl Index {
     /// Removes a run's entries (`run` as it was when inserted).
     pub fn remove_run(&mut self, run: &Run) {
         let key = (run.created_index, run.id.clone());
+        self.all_runs.remove(&key);
         remove_from(&mut self.runs_of_job, &run.job_uid, &key);
         remove_from(&mut self.active_of_job, &run.job_uid, &key);
         self.pending.remove(&key);

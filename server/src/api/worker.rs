@@ -1,0 +1,428 @@
+//! `rota.v1.WorkerService`: the worker protocol (see `proto/rota/v1/worker.proto`).
+//!
+//! A session is one connection of a worker to the leader. It registers the
+//! worker through Raft (reconciling what it still holds), renews its lease on
+//! each heartbeat in the leader's memory, turns reports into commands, and
+//! pushes the worker its assignments and stops as they are applied. It lives
+//! only as long as the leadership it was opened under; then the worker is
+//! told to reconnect (to the new leader).
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use rota_proto::v1 as pb;
+use rota_proto::v1::worker_service_server::WorkerService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{ApiError, convert};
+use crate::node::NodeHandle;
+use crate::scheduler::{LeaderContext, Scheduler};
+use crate::spec;
+use crate::state::index::add;
+use crate::state::job::Driver;
+use crate::state::logs::{LogStream, MAX_CHUNK_BYTES};
+use crate::state::run::{Attempt, Capacity, ResourceUse, Run, StopReason};
+use crate::state::{AttemptReport, HeldAttempt, LogAppend, Op, Response as Answer, RunId, WorkerInfo};
+
+/// How long a new session may take to send its Register message.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest accepted slot count.
+const MAX_SLOTS: u32 = 1024;
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, Status>> + Send>>;
+
+/// Serves `WorkerService` on a node.
+#[derive(Clone)]
+pub struct WorkerApi {
+    node: NodeHandle,
+    scheduler: Scheduler,
+}
+
+impl WorkerApi {
+    /// Serves worker sessions of `node`, while `scheduler` says it leads.
+    pub fn new(node: NodeHandle, scheduler: Scheduler) -> Self {
+        Self { node, scheduler }
+    }
+}
+
+fn check_worker_id(id: &str) -> Result<(), ApiError> {
+    let valid = !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "register.worker_id",
+            format!("{id:?} is not a worker id; accepted: 1 to 63 characters of letters, digits, '.', '_', '-'"),
+        ))
+    }
+}
+
+/// Checks a Register message and turns it into the command's parts.
+fn registration(register: pb::Register) -> Result<(String, WorkerInfo, Vec<HeldAttempt>), ApiError> {
+    check_worker_id(&register.worker_id)?;
+    if register.slots == 0 || register.slots > MAX_SLOTS {
+        return Err(ApiError::invalid(
+            "register.slots",
+            format!("{} is out of range; accepted: 1 to {MAX_SLOTS}", register.slots),
+        ));
+    }
+    let mut drivers = std::collections::BTreeSet::new();
+    for (i, driver) in register.drivers.iter().enumerate() {
+        drivers.insert(match driver.as_str() {
+            "docker" => Driver::Docker,
+            "exec" => Driver::Exec,
+            other => {
+                return Err(ApiError::invalid(
+                    format!("register.drivers[{i}]"),
+                    format!("{other:?} is not a driver; accepted: docker, exec"),
+                ));
+            }
+        });
+    }
+    if drivers.is_empty() {
+        return Err(ApiError::invalid(
+            "register.drivers",
+            "at least one driver is required: docker, exec",
+        ));
+    }
+    for key in register.labels.keys() {
+        if key.is_empty() || key.len() > 63 {
+            return Err(ApiError::invalid(
+                format!("register.labels[{key:?}]"),
+                "label keys are 1 to 63 characters",
+            ));
+        }
+    }
+    let held = register
+        .held
+        .into_iter()
+        .map(|h| HeldAttempt {
+            run: h.run_id,
+            epoch: h.epoch,
+        })
+        .collect();
+    let info = WorkerInfo {
+        labels: register.labels.into_iter().collect(),
+        capacity: Capacity {
+            slots: register.slots,
+            cpu_millis: register.cpu_millis,
+            memory_bytes: register.memory_bytes,
+        },
+        drivers,
+    };
+    Ok((register.worker_id, info, held))
+}
+
+/// The assignment message for the live attempt of `run`.
+fn assignment(run: &Run, attempt: &Attempt) -> pb::Assignment {
+    let scheduled_at = run.nominal_time.unwrap_or(run.created_at);
+    let mut env: std::collections::HashMap<String, String> = run.spec.task.env.clone().into_iter().collect();
+    env.extend(run.params.clone());
+    env.insert("ROTA_RUN_ID".into(), run.id.clone());
+    env.insert("ROTA_EPOCH".into(), attempt.epoch.to_string());
+    env.insert(
+        "ROTA_SCHEDULED_AT".into(),
+        scheduled_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
+    env.insert("ROTA_JOB".into(), run.job.clone());
+    env.insert("ROTA_ATTEMPT".into(), attempt.number.to_string());
+    pb::Assignment {
+        run_id: run.id.clone(),
+        epoch: attempt.epoch,
+        job: run.job.clone(),
+        attempt: attempt.number,
+        spec: Some(spec::to_proto(&run.spec)),
+        env,
+        scheduled_at: Some(convert::timestamp(scheduled_at)),
+        deadline: run
+            .spec
+            .timeout
+            .and_then(|t| add(attempt.assigned_at, t))
+            .map(convert::timestamp),
+        kill_grace: Some(convert::duration(run.spec.kill_grace)),
+    }
+}
+
+fn server_message(message: pb::server_message::Message) -> Result<pb::ServerMessage, Status> {
+    Ok(pb::ServerMessage { message: Some(message) })
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::WorkerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let Some(context) = self.scheduler.leader_context() else {
+            let leader = self.node.leader().filter(|l| l.id != self.node.id);
+            return Err(ApiError::NotLeader { leader }.into());
+        };
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no register message within 10 s of opening the session"))??
+            .ok_or_else(|| Status::invalid_argument("the session closed before its register message"))?;
+        let Some(pb::worker_message::Message::Register(register)) = first.message else {
+            return Err(ApiError::invalid("message", "the first message of a session must be register").into());
+        };
+        let (worker, info, held) = registration(register)?;
+        let answer = self
+            .node
+            .propose(Op::RegisterWorker {
+                worker: worker.clone(),
+                info,
+                held: held.clone(),
+            })
+            .await?;
+        let Answer::Registered { stop, lost } = answer else {
+            return Err(ApiError::Unavailable(format!("unexpected state machine answer {answer:?}")).into());
+        };
+        tracing::info!(worker = %worker, held = held.len(), stop = stop.len(), lost = lost.len(), "worker registered");
+        context.leases.connect(&worker);
+
+        let (tx, rx) = mpsc::channel(256);
+        let lease = context.leases.lease;
+        let registered = pb::Registered {
+            heartbeat_interval: Some(convert::duration(lease / 3)),
+            lease: Some(convert::duration(lease)),
+            stop: stop
+                .iter()
+                .map(|h| pb::HeldAttempt {
+                    run_id: h.run.clone(),
+                    epoch: h.epoch,
+                })
+                .collect(),
+        };
+        let _ = tx
+            .send(server_message(pb::server_message::Message::Registered(registered)))
+            .await;
+        let pushed: HashSet<(RunId, u64)> = held
+            .iter()
+            .filter(|h| !stop.contains(h))
+            .map(|h| (h.run.clone(), h.epoch))
+            .collect();
+        let session = Session {
+            node: self.node.clone(),
+            context: context.clone(),
+            worker,
+            tx,
+            pushed,
+            stopped: HashSet::new(),
+        };
+        tokio::spawn(session.run(inbound, context.cancel.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One open session.
+struct Session {
+    node: NodeHandle,
+    context: LeaderContext,
+    worker: String,
+    tx: mpsc::Sender<Result<pb::ServerMessage, Status>>,
+    /// Attempts the worker has been sent (or already held).
+    pushed: HashSet<(RunId, u64)>,
+    /// Attempts the worker has been told to stop.
+    stopped: HashSet<(RunId, u64)>,
+}
+
+impl Session {
+    async fn run(mut self, mut inbound: Streaming<pb::WorkerMessage>, cancel: CancellationToken) {
+        let mut changes = self.node.state.subscribe();
+        let mut open = self.push_work().await;
+        while open {
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    let leader = self.node.leader().filter(|l| l.id != self.node.id);
+                    let _ = self.tx.send(Err(ApiError::NotLeader { leader }.into())).await;
+                    break;
+                }
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => open = self.handle(message).await,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(worker = %self.worker, %status, "worker session broke");
+                        break;
+                    }
+                },
+                changed = changes.changed() => {
+                    open = changed.is_ok() && self.push_work().await;
+                }
+            }
+        }
+        self.context.leases.disconnect(&self.worker);
+        tracing::info!(worker = %self.worker, "worker session closed");
+    }
+
+    async fn send(&self, message: pb::server_message::Message) -> bool {
+        self.tx.send(server_message(message)).await.is_ok()
+    }
+
+    async fn ack(&self, seq: u64, result: Result<u64, String>) -> bool {
+        let ack = match result {
+            Ok(next_log_offset) => pb::ReportAck {
+                seq,
+                accepted: true,
+                error: String::new(),
+                next_log_offset,
+            },
+            Err(error) => pb::ReportAck {
+                seq,
+                accepted: false,
+                error,
+                next_log_offset: 0,
+            },
+        };
+        self.send(pb::server_message::Message::Ack(ack)).await
+    }
+
+    /// Sends the worker its new assignments and stops. Returns false once
+    /// the worker is gone.
+    async fn push_work(&mut self) -> bool {
+        let mut messages = Vec::new();
+        {
+            let applied = self.node.state.read();
+            let state = &applied.state;
+            for id in state.index().on_worker.get(&self.worker).into_iter().flatten() {
+                let Some(run) = state.run(id) else { continue };
+                let Some(attempt) = run.live_attempt() else { continue };
+                let key = (run.id.clone(), attempt.epoch);
+                match attempt.stop {
+                    Some(reason) if !self.stopped.contains(&key) => {
+                        messages.push(pb::server_message::Message::Stop(pb::Stop {
+                            run_id: run.id.clone(),
+                            epoch: attempt.epoch,
+                            reason: match reason {
+                                StopReason::Timeout => "timeout",
+                                StopReason::Cancel => "cancel",
+                            }
+                            .to_owned(),
+                            kill_grace: Some(convert::duration(run.spec.kill_grace)),
+                        }));
+                        self.stopped.insert(key.clone());
+                        self.pushed.insert(key);
+                    }
+                    None if !self.pushed.contains(&key) => {
+                        messages.push(pb::server_message::Message::Assignment(assignment(run, attempt)));
+                        self.pushed.insert(key);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for message in messages {
+            if !self.send(message).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Handles one message from the worker. Returns false to end the session.
+    async fn handle(&mut self, message: pb::WorkerMessage) -> bool {
+        use pb::worker_message::Message;
+        let seq = message.seq;
+        let (op, log_epoch) = match message.message {
+            Some(Message::Heartbeat(_)) => {
+                self.context.leases.renew(&self.worker);
+                return self.ack(seq, Ok(0)).await;
+            }
+            Some(Message::Register(_)) => {
+                let status = ApiError::invalid("message", "register is only allowed as a session's first message");
+                let _ = self.tx.send(Err(status.into())).await;
+                return false;
+            }
+            None => return self.ack(seq, Err("empty message".into())).await,
+            Some(Message::Started(started)) => (
+                Op::AttemptStarted {
+                    worker: self.worker.clone(),
+                    run: started.run_id,
+                    epoch: started.epoch,
+                },
+                None,
+            ),
+            Some(Message::Finished(finished)) => (
+                Op::AttemptFinished {
+                    worker: self.worker.clone(),
+                    run: finished.run_id,
+                    epoch: finished.epoch,
+                    report: AttemptReport {
+                        exit_code: finished.exit_code,
+                        oom_killed: finished.oom_killed,
+                        resources: (finished.peak_memory_bytes > 0 || finished.cpu_time_ms > 0).then_some(
+                            ResourceUse {
+                                peak_memory_bytes: finished.peak_memory_bytes,
+                                cpu_time_ms: finished.cpu_time_ms,
+                            },
+                        ),
+                        error: (!finished.error.is_empty()).then_some(finished.error),
+                    },
+                },
+                None,
+            ),
+            Some(Message::Logs(batch)) => {
+                let mut chunks = Vec::new();
+                for chunk in batch.chunks {
+                    if chunk.data.len() > MAX_CHUNK_BYTES {
+                        let error = format!(
+                            "log chunk of {} bytes exceeds the limit of {MAX_CHUNK_BYTES} bytes; split it",
+                            chunk.data.len()
+                        );
+                        return self.ack(seq, Err(error)).await;
+                    }
+                    let stream = match pb::LogStream::try_from(chunk.stream) {
+                        Ok(pb::LogStream::Stdout) => LogStream::Stdout,
+                        Ok(pb::LogStream::Stderr) => LogStream::Stderr,
+                        Ok(pb::LogStream::System) => LogStream::System,
+                        _ => return self.ack(seq, Err(format!("unknown log stream {}", chunk.stream))).await,
+                    };
+                    chunks.push(LogAppend {
+                        offset: chunk.offset,
+                        stream,
+                        data: chunk.data,
+                    });
+                }
+                let run = batch.run_id.clone();
+                (
+                    Op::AppendLogs {
+                        worker: self.worker.clone(),
+                        run: batch.run_id,
+                        epoch: batch.epoch,
+                        chunks,
+                    },
+                    Some((run, batch.epoch)),
+                )
+            }
+        };
+        match self.node.propose(op).await {
+            Ok(_) => {
+                let next_offset = log_epoch
+                    .and_then(|(run, epoch)| {
+                        let applied = self.node.state.read();
+                        let run = applied.state.run(&run)?;
+                        (run.log.epoch == epoch).then_some(run.log.next_offset)
+                    })
+                    .unwrap_or(0);
+                self.ack(seq, Ok(next_offset)).await
+            }
+            Err(ApiError::Rejected(rejection)) => self.ack(seq, Err(rejection.message)).await,
+            Err(e) => {
+                // Not committed (leadership is moving): the worker reconnects
+                // and resends.
+                let _ = self.tx.send(Err(e.into())).await;
+                false
+            }
+        }
+    }
+}
