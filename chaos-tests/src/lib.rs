@@ -108,6 +108,8 @@ pub struct ServerSettings {
     pub snapshot_every_logs: u64,
     /// `raft.keep_logs_after_snapshot`.
     pub keep_logs_after_snapshot: u64,
+    /// More `ROTA_*` settings, e.g. `("ROTA_WORKER_LEASE", "2s")`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerSettings {
@@ -115,6 +117,7 @@ impl Default for ServerSettings {
         Self {
             snapshot_every_logs: 10_000,
             keep_logs_after_snapshot: 1_000,
+            env: Vec::new(),
         }
     }
 }
@@ -224,6 +227,7 @@ impl Cluster {
                 "ROTA_RAFT__KEEP_LOGS_AFTER_SNAPSHOT",
                 settings.keep_logs_after_snapshot.to_string(),
             )
+            .envs(settings.env.iter().map(|(k, v)| (k, v)))
             .env_remove("ROTA_SERVERS")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -32,6 +32,7 @@ async fn writes_survive_leader_loss_restart_and_a_new_node_joins_by_snapshot() {
     let settings = ServerSettings {
         snapshot_every_logs: 20,
         keep_logs_after_snapshot: 5,
+        ..ServerSettings::default()
     };
     let mut cluster = Cluster::start(3, settings).await.expect("cluster starts");
     run(&mut cluster, async |cluster| {

@@ -38,8 +38,9 @@ use rand::Rng;
 use rota_proto::v1 as pb;
 use rota_proto::v1::cluster_service_client::ClusterServiceClient;
 use rota_proto::v1::job_service_client::JobServiceClient;
+use rota_proto::v1::run_service_client::RunServiceClient;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request, Status, Streaming};
 
 pub use error::{Error, FieldViolation};
 pub use rota_proto::v1 as proto;
@@ -293,6 +294,10 @@ impl Client {
         }
     }
 
+    fn runs(channel: Channel) -> RunServiceClient<Channel> {
+        RunServiceClient::new(channel)
+    }
+
     fn jobs(channel: Channel) -> JobServiceClient<Channel> {
         JobServiceClient::new(channel)
     }
@@ -429,6 +434,113 @@ impl Client {
             })
             .await?;
         response.job.ok_or_else(missing("job"))
+    }
+
+    /// Runs job `job` now. `request_id` makes the trigger idempotent (a
+    /// retry with the same id returns the same run); `None` makes one up,
+    /// which still covers this call's own retries. Returns the run and
+    /// whether an earlier trigger had created it.
+    pub async fn trigger_run(
+        &self,
+        job: &str,
+        request_id: Option<&str>,
+        params: HashMap<String, String>,
+        force: bool,
+    ) -> Result<(pb::Run, bool), Error> {
+        let request_id = request_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let response = self
+            .call(true, |ch| {
+                let request = self.request(pb::TriggerRunRequest {
+                    job: job.to_owned(),
+                    request_id: request_id.clone(),
+                    params: params.clone(),
+                    force,
+                });
+                async move { Self::runs(ch).trigger_run(request).await }
+            })
+            .await?;
+        Ok((response.run.ok_or_else(missing("run"))?, response.existing))
+    }
+
+    /// One run.
+    pub async fn get_run(&self, id: &str, consistency: Consistency) -> Result<pb::Run, Error> {
+        let response = self
+            .call(true, |ch| {
+                let request = self.request(pb::GetRunRequest {
+                    id: id.to_owned(),
+                    consistency: consistency.to_proto(),
+                });
+                async move { Self::runs(ch).get_run(request).await }
+            })
+            .await?;
+        response.run.ok_or_else(missing("run"))
+    }
+
+    /// One page of runs, newest first; pass the returned token to get the
+    /// next. `filter.page_size` and `filter.page_token` are used as given.
+    pub async fn list_runs_page(&self, filter: &pb::ListRunsRequest) -> Result<(Vec<pb::Run>, String), Error> {
+        let response = self
+            .call(true, |ch| {
+                let request = self.request(filter.clone());
+                async move { Self::runs(ch).list_runs(request).await }
+            })
+            .await?;
+        Ok((response.runs, response.next_page_token))
+    }
+
+    /// Every run matching `filter`, newest first (all pages).
+    pub async fn list_runs(&self, filter: &pb::ListRunsRequest) -> Result<Vec<pb::Run>, Error> {
+        let mut filter = filter.clone();
+        let mut runs = Vec::new();
+        loop {
+            let (page, next) = self.list_runs_page(&filter).await?;
+            runs.extend(page);
+            if next.is_empty() {
+                return Ok(runs);
+            }
+            filter.page_token = next;
+        }
+    }
+
+    /// Cancels a run; returns it as it is after the cancel.
+    pub async fn cancel_run(&self, id: &str) -> Result<pb::Run, Error> {
+        let response = self
+            .call(true, |ch| {
+                let request = self.request(pb::CancelRunRequest { id: id.to_owned() });
+                async move { Self::runs(ch).cancel_run(request).await }
+            })
+            .await?;
+        response.run.ok_or_else(missing("run"))
+    }
+
+    /// A stream of run changes (of `job`, or all) as they are applied.
+    pub async fn watch_runs(
+        &self,
+        job: &str,
+        include_existing: bool,
+    ) -> Result<Streaming<pb::WatchRunsResponse>, Error> {
+        self.call(true, |ch| {
+            let request = Request::new(pb::WatchRunsRequest {
+                job: job.to_owned(),
+                include_existing,
+            });
+            async move { Self::runs(ch).watch_runs(request).await }
+        })
+        .await
+    }
+
+    /// A run's log from chunk `from_seq`; with `follow`, the stream stays
+    /// open until the run has ended.
+    pub async fn logs(&self, run_id: &str, follow: bool, from_seq: u64) -> Result<Streaming<pb::LogChunk>, Error> {
+        self.call(true, |ch| {
+            let request = Request::new(pb::GetLogsRequest {
+                run_id: run_id.to_owned(),
+                follow,
+                from_seq,
+            });
+            async move { Self::runs(ch).get_logs(request).await }
+        })
+        .await
     }
 
     /// The status of the server at `endpoint` itself (no retries elsewhere).

@@ -49,6 +49,60 @@ enum Command {
     /// Job definitions.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Runs of jobs: list, inspect, cancel, read logs.
+    #[command(subcommand)]
+    Run(RunCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RunCommand {
+    /// List runs, newest first.
+    List {
+        /// Only runs of this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only runs in this state (repeatable): pending, assigned, running,
+        /// succeeded, failed, timed_out, cancelled, lost, skipped, missed.
+        #[arg(long = "state", value_parser = parse_state)]
+        states: Vec<pb::RunState>,
+        /// Only runs created within this long, e.g. 1h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one run with its attempts.
+    Get {
+        /// Run id.
+        id: String,
+    },
+    /// Cancel a run (its running attempt is stopped: SIGTERM, then SIGKILL).
+    Cancel {
+        /// Run id.
+        id: String,
+    },
+    /// Print a run's output.
+    Logs {
+        /// Run id.
+        id: String,
+        /// Keep printing new output until the run ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+fn parse_state(text: &str) -> Result<pb::RunState, String> {
+    let name = format!("RUN_STATE_{}", text.to_ascii_uppercase().replace('-', "_"));
+    pb::RunState::from_str_name(&name).ok_or_else(|| {
+        format!("{text:?} is not a run state; accepted: pending, assigned, running, succeeded, failed, timed_out, cancelled, lost, skipped, missed")
+    })
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +167,21 @@ enum JobCommand {
         /// Job name.
         name: String,
     },
+    /// Run a job now.
+    Run {
+        /// Job name.
+        name: String,
+        /// A parameter for the task's environment (repeatable).
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Run even if the job's concurrency policy would refuse.
+        #[arg(long)]
+        force: bool,
+        /// Idempotency key: repeating the command with the same id returns
+        /// the same run instead of starting another.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -144,6 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cluster(command) => cluster(&client, command, cli.output, consistency).await,
         Command::Job(command) => job(&client, command, cli.output, consistency).await,
+        Command::Run(command) => run_command(&client, command, cli.output, consistency).await,
     }
 }
 
@@ -214,6 +284,80 @@ async fn job(client: &Client, command: JobCommand, format: Format, consistency: 
         JobCommand::Resume { name } => {
             client.resume_job(&name).await?;
             println!("job/{name} resumed");
+            Ok(())
+        }
+        JobCommand::Run {
+            name,
+            params,
+            force,
+            request_id,
+        } => {
+            let (run, existing) = client
+                .trigger_run(&name, request_id.as_deref(), params.into_iter().collect(), force)
+                .await?;
+            let note = if existing {
+                " (already triggered with this request id)"
+            } else {
+                ""
+            };
+            println!("run/{} {}{note}", run.id, output::state_word(run.state));
+            Ok(())
+        }
+    }
+}
+
+async fn run_command(
+    client: &Client,
+    command: RunCommand,
+    format: Format,
+    consistency: Consistency,
+) -> anyhow::Result<()> {
+    match command {
+        RunCommand::List {
+            job,
+            states,
+            since,
+            limit,
+        } => {
+            let since = since.map(|d| {
+                let at = std::time::SystemTime::now() - d;
+                let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                prost_types::Timestamp {
+                    seconds: i64::try_from(secs.as_secs()).unwrap_or(i64::MAX),
+                    nanos: 0,
+                }
+            });
+            let filter = pb::ListRunsRequest {
+                job: job.unwrap_or_default(),
+                states: states.into_iter().map(|s| s as i32).collect(),
+                since,
+                page_size: u32::try_from(limit.min(1000)).unwrap_or(1000),
+                consistency: match consistency {
+                    Consistency::Linearizable => pb::ReadConsistency::Linearizable as i32,
+                    Consistency::Stale => pb::ReadConsistency::Stale as i32,
+                },
+                ..Default::default()
+            };
+            let (runs, _) = client.list_runs_page(&filter).await?;
+            output::print_runs(&runs, format)
+        }
+        RunCommand::Get { id } => {
+            let run = client.get_run(&id, consistency).await?;
+            output::print_run(&run, format)
+        }
+        RunCommand::Cancel { id } => {
+            let run = client.cancel_run(&id).await?;
+            println!("run/{} {}", run.id, output::state_word(run.state));
+            Ok(())
+        }
+        RunCommand::Logs { id, follow } => {
+            use std::io::Write;
+            let mut stream = client.logs(&id, follow, 0).await?;
+            let mut stdout = std::io::stdout().lock();
+            while let Some(chunk) = stream.message().await.map_err(rota_client::Error::from)? {
+                stdout.write_all(&chunk.data)?;
+                stdout.flush()?;
+            }
             Ok(())
         }
     }

@@ -299,3 +299,192 @@ pub fn print_statuses(rows: &[(String, Result<pb::GetStatusResponse, Error>)], f
         _ => print_structured(&views, format),
     }
 }
+
+/// The word of a run state.
+pub fn state_word(state: i32) -> &'static str {
+    match pb::RunState::try_from(state).unwrap_or_default() {
+        pb::RunState::Pending => "pending",
+        pb::RunState::Assigned => "assigned",
+        pb::RunState::Running => "running",
+        pb::RunState::Succeeded => "succeeded",
+        pb::RunState::Failed => "failed",
+        pb::RunState::TimedOut => "timed_out",
+        pb::RunState::Cancelled => "cancelled",
+        pb::RunState::Lost => "lost",
+        pb::RunState::Skipped => "skipped",
+        pb::RunState::Missed => "missed",
+        pb::RunState::Unspecified => "unknown",
+    }
+}
+
+fn rfc3339(ts: &Option<prost_types::Timestamp>) -> String {
+    time(ts).map_or_else(
+        || "-".to_owned(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+/// A run for JSON/YAML output.
+#[derive(Debug, Serialize)]
+struct RunView {
+    id: String,
+    job: String,
+    state: &'static str,
+    cause: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    request_id: String,
+    nominal_time: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_nominal_time: Option<DateTime<Utc>>,
+    slot_count: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    reason_code: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    reason: String,
+    created_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    not_before: Option<DateTime<Utc>>,
+    params: std::collections::BTreeMap<String, String>,
+    attempts: Vec<AttemptView>,
+    log_bytes: u64,
+    log_dropped_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct AttemptView {
+    number: u32,
+    epoch: u64,
+    worker: String,
+    assigned_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    outcome: String,
+    exit_code: Option<i32>,
+    oom_killed: bool,
+    stop: String,
+    message: String,
+}
+
+impl From<&pb::Run> for RunView {
+    fn from(run: &pb::Run) -> Self {
+        RunView {
+            id: run.id.clone(),
+            job: run.job.clone(),
+            state: state_word(run.state),
+            cause: run.cause.clone(),
+            request_id: run.request_id.clone(),
+            nominal_time: time(&run.nominal_time),
+            last_nominal_time: (run.slot_count > 1).then(|| time(&run.last_nominal_time)).flatten(),
+            slot_count: run.slot_count,
+            reason_code: run.reason_code.clone(),
+            reason: run.reason.clone(),
+            created_at: time(&run.created_at),
+            finished_at: time(&run.finished_at),
+            not_before: time(&run.not_before),
+            params: run.params.clone().into_iter().collect(),
+            attempts: run
+                .attempts
+                .iter()
+                .map(|a| AttemptView {
+                    number: a.number,
+                    epoch: a.epoch,
+                    worker: a.worker.clone(),
+                    assigned_at: time(&a.assigned_at),
+                    started_at: time(&a.started_at),
+                    ended_at: time(&a.ended_at),
+                    outcome: a.outcome.clone(),
+                    exit_code: a.exit_code,
+                    oom_killed: a.oom_killed,
+                    stop: a.stop.clone(),
+                    message: a.message.clone(),
+                })
+                .collect(),
+            log_bytes: run.log_bytes,
+            log_dropped_bytes: run.log_dropped_bytes,
+        }
+    }
+}
+
+/// Prints runs.
+pub fn print_runs(runs: &[pb::Run], format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Table => {
+            if runs.is_empty() {
+                eprintln!("no runs");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = runs
+                .iter()
+                .map(|run| {
+                    let slot = if run.slot_count > 1 {
+                        format!("{} (+{} slots)", rfc3339(&run.nominal_time), run.slot_count - 1)
+                    } else {
+                        rfc3339(&run.nominal_time)
+                    };
+                    vec![
+                        run.id.clone(),
+                        run.job.clone(),
+                        state_word(run.state).to_owned(),
+                        run.cause.clone(),
+                        slot,
+                        run.attempts.len().to_string(),
+                        age(time(&run.created_at)),
+                        run.reason_code.clone(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["ID", "JOB", "STATE", "CAUSE", "SLOT", "ATTEMPTS", "AGE", "REASON"],
+                &rows,
+            );
+            Ok(())
+        }
+        _ => print_structured(&runs.iter().map(RunView::from).collect::<Vec<_>>(), format),
+    }
+}
+
+/// Prints one run.
+pub fn print_run(run: &pb::Run, format: Format) -> anyhow::Result<()> {
+    let view = RunView::from(run);
+    match format {
+        Format::Table => {
+            println!("id:        {}", view.id);
+            println!("job:       {}", view.job);
+            println!("state:     {}", view.state);
+            println!("cause:     {}", view.cause);
+            println!("slot:      {}", rfc3339(&run.nominal_time));
+            if run.slot_count > 1 {
+                println!(
+                    "slots:     {} up to {}",
+                    run.slot_count,
+                    rfc3339(&run.last_nominal_time)
+                );
+            }
+            if !view.reason.is_empty() {
+                println!("reason:    {} ({})", view.reason, view.reason_code);
+            }
+            println!("created:   {} ago", age(view.created_at));
+            if !view.params.is_empty() {
+                println!("params:    {:?}", view.params);
+            }
+            println!(
+                "log:       {} bytes ({} dropped)",
+                view.log_bytes, view.log_dropped_bytes
+            );
+            for a in &view.attempts {
+                let outcome = if a.outcome.is_empty() {
+                    "live"
+                } else {
+                    a.outcome.as_str()
+                };
+                let code = a.exit_code.map(|c| format!(" exit {c}")).unwrap_or_default();
+                println!(
+                    "attempt {}: worker {} epoch {} {outcome}{code}",
+                    a.number, a.worker, a.epoch
+                );
+            }
+            Ok(())
+        }
+        _ => print_structured(&view, format),
+    }
+}
