@@ -14,6 +14,8 @@
 //! takes a process-wide lock: tests of one binary run their clusters one at a
 //! time even when the harness runs tests in parallel.
 
+pub mod protocol;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::TcpListener;

@@ -426,15 +426,15 @@ impl State {
         let attempt = run
             .current_attempt()
             .ok_or_else(|| Rejection::failed_precondition(format!("run {id} was never assigned to a worker")))?;
-        if attempt.worker != worker {
-            return Err(Rejection::failed_precondition(format!(
-                "run {id} is not assigned to worker {worker}"
-            )));
-        }
         if attempt.epoch != epoch {
             return Err(Rejection::failed_precondition(format!(
                 "stale epoch {epoch} for run {id}: its current attempt has epoch {}",
                 attempt.epoch
+            )));
+        }
+        if attempt.worker != worker {
+            return Err(Rejection::failed_precondition(format!(
+                "run {id} is not assigned to worker {worker}"
             )));
         }
         Ok(run.clone())
