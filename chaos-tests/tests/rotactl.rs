@@ -117,6 +117,53 @@ async fn rotactl_applies_lists_gets_and_deletes_jobs() {
         let members: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         anyhow::ensure!(members.as_array().map(Vec::len) == Some(3), "{members}");
 
+        // Runs: trigger (idempotent by request id), list, get, cancel, logs.
+        let run_args = [
+            "job",
+            "run",
+            "release-build",
+            "--param",
+            "CHANNEL=beta",
+            "--request-id",
+            "ci-42",
+        ];
+        let out = rotactl(&servers, &run_args).await?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out));
+        let first = String::from_utf8_lossy(&out.stdout).to_string();
+        let run_id = first
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.strip_prefix("run/"))
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no run id in {first:?}"))?;
+        let out = rotactl(&servers, &run_args).await?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("run/{run_id}"))
+                && String::from_utf8_lossy(&out.stdout).contains("already triggered"),
+            "{}",
+            text(&out)
+        );
+        let out = rotactl(&servers, &["run", "list", "--job", "release-build", "-o", "json"]).await?;
+        let runs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        anyhow::ensure!(runs.as_array().map(Vec::len) == Some(1), "{}", text(&out));
+        let out = rotactl(&servers, &["run", "get", &run_id, "-o", "json"]).await?;
+        let run: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        anyhow::ensure!(run["params"]["CHANNEL"] == "beta" && run["state"] == "pending", "{run}");
+        let out = rotactl(&servers, &["run", "cancel", &run_id]).await?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stdout).contains("cancelled"),
+            "{}",
+            text(&out)
+        );
+        let out = rotactl(&servers, &["run", "list", "--state", "cancelled"]).await?;
+        anyhow::ensure!(String::from_utf8_lossy(&out.stdout).contains(&run_id), "{}", text(&out));
+        let out = rotactl(&servers, &["run", "logs", &run_id]).await?;
+        anyhow::ensure!(out.status.success() && out.stdout.is_empty(), "{}", text(&out));
+        let out = rotactl(&servers, &["run", "list", "--state", "sideways"]).await?;
+        anyhow::ensure!(out.status.code() == Some(2), "{}", text(&out));
+        let out = rotactl(&servers, &["run", "get", "no-such-run"]).await?;
+        anyhow::ensure!(out.status.code() == Some(1), "{}", text(&out));
+
         let out = rotactl(&servers, &["job", "delete", "every-minute"]).await?;
         anyhow::ensure!(out.status.success(), "{}", text(&out));
         let out = rotactl(&servers, &["job", "list", "-o", "json"]).await?;

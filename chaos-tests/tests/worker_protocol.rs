@@ -100,6 +100,7 @@ async fn a_worker_registers_gets_its_assignment_and_reports_with_epochs() {
         let mut worker = TestWorker::connect(&addrs(cluster), WorkerDescription::exec("w1", 2)).await?;
         worker.start_heartbeats();
         let client = cluster.client()?;
+        let mut watch = client.watch_runs("proto", false).await?;
         let params = HashMap::from([("TARGET".to_owned(), "release".to_owned())]);
         let (run, _) = client.trigger_run("proto", Some("first"), params, false).await?;
 
@@ -175,6 +176,18 @@ async fn a_worker_registers_gets_its_assignment_and_reports_with_epochs() {
         let done = client.get_run(&run.id, Consistency::Linearizable).await?;
         anyhow::ensure!(done.state == pb::RunState::Succeeded as i32, "{done:?}");
         anyhow::ensure!(done.attempts[0].exit_code == Some(0) && done.attempts[0].worker == "w1");
+        // The watch saw the run through to success.
+        let mut states = Vec::new();
+        while !states.contains(&(pb::RunState::Succeeded as i32)) {
+            let change = tokio::time::timeout(Duration::from_secs(10), watch.message())
+                .await
+                .map_err(|_| anyhow::anyhow!("watch silent; saw {states:?}"))??
+                .and_then(|c| c.run)
+                .ok_or_else(|| anyhow::anyhow!("watch ended; saw {states:?}"))?;
+            anyhow::ensure!(change.id == run.id, "watch sent another job's run");
+            states.push(change.state);
+        }
+        anyhow::ensure!(states.first() == Some(&(pb::RunState::Pending as i32)), "{states:?}");
         let mut stream = client.logs(&run.id, false, 0).await?;
         let mut output = Vec::new();
         while let Some(chunk) = stream.message().await? {

@@ -125,3 +125,79 @@ pub async fn run(node: NodeHandle, leases: Arc<Leases>, cancel: CancellationToke
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Duration;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::state::job::Driver;
+    use crate::state::run::Capacity;
+    use crate::state::tests::sample_spec;
+    use crate::state::{Command, WorkerInfo};
+
+    fn command(op: Op) -> Command {
+        Command {
+            now: Utc.timestamp_opt(1_800_000_000, 0).single().expect("time"),
+            op,
+        }
+    }
+
+    fn worker(state: &mut State, index: u64, id: &str, slots: u32, arch: &str) {
+        let op = Op::RegisterWorker {
+            worker: id.into(),
+            info: WorkerInfo {
+                labels: BTreeMap::from([("arch".into(), arch.into())]),
+                capacity: Capacity {
+                    slots,
+                    ..Capacity::default()
+                },
+                drivers: BTreeSet::from([Driver::Docker]),
+            },
+            held: vec![],
+        };
+        state.apply(index, &command(op)).expect("registered");
+    }
+
+    #[test]
+    fn placements_spread_over_connected_fitting_workers() {
+        let mut state = State::default();
+        let mut spec = sample_spec("spread");
+        spec.schedule.trigger = None;
+        spec.concurrency = Concurrency::Allow;
+        state
+            .apply(1, &command(Op::CreateJob { uid: "u".into(), spec }))
+            .expect("created");
+        worker(&mut state, 2, "a", 2, "amd64");
+        worker(&mut state, 3, "b", 2, "amd64");
+        worker(&mut state, 4, "arm", 8, "arm64");
+        worker(&mut state, 5, "offline", 8, "amd64");
+        for i in 0..5 {
+            let op = Op::TriggerRun {
+                job: "spread".into(),
+                request_id: format!("r{i}"),
+                params: BTreeMap::new(),
+                force: false,
+            };
+            state.apply(10 + i, &command(op)).expect("triggered");
+        }
+        let leases = Leases::new(Duration::from_secs(10), Duration::from_secs(5), []);
+        for id in ["a", "b", "arm"] {
+            leases.connect(id);
+        }
+        let now = Utc.timestamp_opt(1_800_000_001, 0).single().expect("time");
+        let (placements, _) = plan(&state, &leases, now);
+        let mut per_worker: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in &placements {
+            *per_worker.entry(p.worker.as_str()).or_default() += 1;
+        }
+        // 4 slots fit (a and b, 2 each); the arm64 and the disconnected
+        // workers get nothing; the fifth run waits.
+        assert_eq!(per_worker, BTreeMap::from([("a", 2), ("b", 2)]));
+        // Alternating: the emptiest worker first.
+        assert_ne!(placements[0].worker, placements[1].worker);
+    }
+}

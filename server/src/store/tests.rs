@@ -230,3 +230,100 @@ async fn the_log_is_purged_only_up_to_a_snapshot_on_disk() {
         Some(log_id(1, 4))
     );
 }
+
+#[tokio::test]
+async fn log_chunks_are_stored_apart_and_travel_in_snapshots() {
+    use crate::state::logs::LogStream;
+    use crate::state::{HeldAttempt, LogAppend, Placement, WorkerInfo};
+
+    let dir = TempDir::new().expect("temp dir");
+    let (_log, mut sm) = open(dir.path(), &StoreOptions::default()).expect("opens");
+    let mut spec = sample_spec("logged");
+    spec.schedule.trigger = None;
+    spec.constraints.clear();
+    let command = |op| Entry {
+        log_id: log_id(1, 0),
+        payload: EntryPayload::Normal(Command { now: Utc::now(), op }),
+    };
+    let mut entries = vec![
+        command(Op::CreateJob { uid: "u".into(), spec }),
+        command(Op::RegisterWorker {
+            worker: "w".into(),
+            info: WorkerInfo {
+                capacity: crate::state::run::Capacity {
+                    slots: 1,
+                    ..Default::default()
+                },
+                drivers: [crate::state::job::Driver::Docker].into(),
+                ..Default::default()
+            },
+            held: Vec::<HeldAttempt>::new(),
+        }),
+        command(Op::TriggerRun {
+            job: "logged".into(),
+            request_id: "r".into(),
+            params: Default::default(),
+            force: false,
+        }),
+    ];
+    for (i, entry) in entries.iter_mut().enumerate() {
+        entry.log_id = log_id(1, i as u64 + 1);
+    }
+    sm.apply(entries).await.expect("applies");
+    let run_id = sm
+        .reader()
+        .read()
+        .state
+        .runs_after(None)
+        .next()
+        .expect("a run")
+        .id
+        .clone();
+    let mut assign = command(Op::Assign {
+        placements: vec![Placement {
+            run: run_id.clone(),
+            worker: "w".into(),
+        }],
+    });
+    assign.log_id = log_id(1, 4);
+    let mut logs = command(Op::AppendLogs {
+        worker: "w".into(),
+        run: run_id.clone(),
+        epoch: 4,
+        chunks: vec![LogAppend {
+            offset: 0,
+            stream: LogStream::Stderr,
+            data: b"compiling\n".to_vec(),
+        }],
+    });
+    logs.log_id = log_id(1, 5);
+    let answers = sm.apply(vec![assign, logs]).await.expect("applies");
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+
+    let chunks = sm.reader().log_chunks(&run_id, 0, 10).expect("reads");
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(
+        (chunks[0].stream, chunks[0].data.as_slice()),
+        (LogStream::Stderr, b"compiling\n".as_slice())
+    );
+
+    // A snapshot carries the chunks to another server.
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+    let other = TempDir::new().expect("temp dir");
+    let (_l2, mut target) = open(other.path(), &StoreOptions::default()).expect("opens");
+    target
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("installs");
+    let copied = target.reader().log_chunks(&run_id, 0, 10).expect("reads");
+    assert_eq!(copied, chunks);
+    assert_eq!(
+        target.reader().read().state.run(&run_id).map(|r| r.log.kept_bytes),
+        Some(10)
+    );
+}
