@@ -26,7 +26,7 @@ use crate::spec;
 use crate::state::index::add;
 use crate::state::job::Driver;
 use crate::state::logs::{LogStream, MAX_CHUNK_BYTES};
-use crate::state::run::{Attempt, Capacity, ResourceUse, Run, StopReason};
+use crate::state::run::{Attempt, Capacity, ResourceUse, Run, StopReason, WorkerState};
 use crate::state::{AttemptReport, HeldAttempt, LogAppend, Op, Response as Answer, RunId, WorkerInfo};
 
 /// How long a new session may take to send its Register message.
@@ -212,10 +212,12 @@ impl WorkerService for WorkerApi {
             .filter(|h| !stop.contains(h))
             .map(|h| (h.run.clone(), h.epoch))
             .collect();
+        let session_index = self.node.state.read().state.worker(&worker).map_or(0, |w| w.session);
         let session = Session {
             node: self.node.clone(),
             context: context.clone(),
             worker,
+            session: session_index,
             tx,
             pushed,
             stopped: HashSet::new(),
@@ -230,6 +232,8 @@ struct Session {
     node: NodeHandle,
     context: LeaderContext,
     worker: String,
+    /// The registration this session made (its Raft index).
+    session: u64,
     tx: mpsc::Sender<Result<pb::ServerMessage, Status>>,
     /// Attempts the worker has been sent (or already held).
     pushed: HashSet<(RunId, u64)>,
@@ -237,9 +241,39 @@ struct Session {
     stopped: HashSet<(RunId, u64)>,
 }
 
+/// A report waiting to be committed, and what to answer.
+struct Report {
+    seq: u64,
+    op: Op,
+    /// For a log batch: the run and epoch, to answer with the next offset.
+    log: Option<(RunId, u64)>,
+}
+
+fn server_message_ack(seq: u64, result: Result<u64, (String, u64)>) -> pb::server_message::Message {
+    pb::server_message::Message::Ack(match result {
+        Ok(next_log_offset) => pb::ReportAck {
+            seq,
+            accepted: true,
+            error: String::new(),
+            next_log_offset,
+        },
+        Err((error, next_log_offset)) => pb::ReportAck {
+            seq,
+            accepted: false,
+            error,
+            next_log_offset,
+        },
+    })
+}
+
 impl Session {
     async fn run(mut self, mut inbound: Streaming<pb::WorkerMessage>, cancel: CancellationToken) {
         let mut changes = self.node.state.subscribe();
+        // Reports are committed one after another by their own task, so a
+        // slow commit never delays a heartbeat.
+        let ended = cancel.child_token();
+        let (reports, queue) = mpsc::channel(64);
+        tokio::spawn(commit_reports(self.node.clone(), queue, self.tx.clone(), ended.clone()));
         let mut open = self.push_work().await;
         while open {
             tokio::select! {
@@ -248,8 +282,9 @@ impl Session {
                     let _ = self.tx.send(Err(ApiError::NotLeader { leader }.into())).await;
                     break;
                 }
+                () = ended.cancelled() => break,
                 message = inbound.message() => match message {
-                    Ok(Some(message)) => open = self.handle(message).await,
+                    Ok(Some(message)) => open = self.handle(message, &reports).await,
                     Ok(None) => break,
                     Err(status) => {
                         tracing::debug!(worker = %self.worker, %status, "worker session broke");
@@ -261,6 +296,7 @@ impl Session {
                 }
             }
         }
+        ended.cancel();
         self.context.leases.disconnect(&self.worker);
         tracing::info!(worker = %self.worker, "worker session closed");
     }
@@ -269,32 +305,30 @@ impl Session {
         self.tx.send(server_message(message)).await.is_ok()
     }
 
-    async fn ack(&self, seq: u64, result: Result<u64, String>) -> bool {
-        let ack = match result {
-            Ok(next_log_offset) => pb::ReportAck {
-                seq,
-                accepted: true,
-                error: String::new(),
-                next_log_offset,
-            },
-            Err(error) => pb::ReportAck {
-                seq,
-                accepted: false,
-                error,
-                next_log_offset: 0,
-            },
-        };
-        self.send(pb::server_message::Message::Ack(ack)).await
+    async fn end(&self, status: Status) -> bool {
+        let _ = self.tx.send(Err(status)).await;
+        false
     }
 
     /// Sends the worker its new assignments and stops. Returns false once
-    /// the worker is gone.
+    /// the session must end: the worker is gone, was declared lost, or
+    /// registered again elsewhere.
     async fn push_work(&mut self) -> bool {
         let mut messages = Vec::new();
-        {
+        let current = {
             let applied = self.node.state.read();
             let state = &applied.state;
-            for id in state.index().on_worker.get(&self.worker).into_iter().flatten() {
+            let current = state
+                .worker(&self.worker)
+                .is_some_and(|w| w.state == WorkerState::Alive && w.session == self.session);
+            for id in state
+                .index()
+                .on_worker
+                .get(&self.worker)
+                .into_iter()
+                .flatten()
+                .filter(|_| current)
+            {
                 let Some(run) = state.run(id) else { continue };
                 let Some(attempt) = run.live_attempt() else { continue };
                 let key = (run.id.clone(), attempt.epoch);
@@ -320,6 +354,14 @@ impl Session {
                     _ => {}
                 }
             }
+            current
+        };
+        if !current {
+            return self
+                .end(Status::failed_precondition(
+                    "this worker was declared lost (or registered again); reconnect and register with the attempts you hold",
+                ))
+                .await;
         }
         for message in messages {
             if !self.send(message).await {
@@ -330,30 +372,47 @@ impl Session {
     }
 
     /// Handles one message from the worker. Returns false to end the session.
-    async fn handle(&mut self, message: pb::WorkerMessage) -> bool {
+    async fn handle(&mut self, message: pb::WorkerMessage, reports: &mpsc::Sender<Report>) -> bool {
         use pb::worker_message::Message;
         let seq = message.seq;
-        let (op, log_epoch) = match message.message {
+        let report = match message.message {
             Some(Message::Heartbeat(_)) => {
+                // Renew only while this leader hears from a quorum: a leader
+                // cut off in a minority must not keep a worker's lease alive
+                // while the majority reassigns its work.
+                let quorum_age = self.node.raft.metrics().borrow().millis_since_quorum_ack;
+                let limit = self.node.settings.election_timeout_max;
+                if quorum_age.is_none_or(|ms| Duration::from_millis(ms) > limit) {
+                    return self
+                        .end(Status::unavailable(
+                            "this leader has lost contact with a quorum; reconnect to another server",
+                        ))
+                        .await;
+                }
                 self.context.leases.renew(&self.worker);
-                return self.ack(seq, Ok(0)).await;
+                return self.send(server_message_ack(seq, Ok(0))).await;
             }
             Some(Message::Register(_)) => {
                 let status = ApiError::invalid("message", "register is only allowed as a session's first message");
-                let _ = self.tx.send(Err(status.into())).await;
-                return false;
+                return self.end(status.into()).await;
             }
-            None => return self.ack(seq, Err("empty message".into())).await,
-            Some(Message::Started(started)) => (
-                Op::AttemptStarted {
+            None => {
+                return self
+                    .send(server_message_ack(seq, Err(("empty message".into(), 0))))
+                    .await;
+            }
+            Some(Message::Started(started)) => Report {
+                seq,
+                op: Op::AttemptStarted {
                     worker: self.worker.clone(),
                     run: started.run_id,
                     epoch: started.epoch,
                 },
-                None,
-            ),
-            Some(Message::Finished(finished)) => (
-                Op::AttemptFinished {
+                log: None,
+            },
+            Some(Message::Finished(finished)) => Report {
+                seq,
+                op: Op::AttemptFinished {
                     worker: self.worker.clone(),
                     run: finished.run_id,
                     epoch: finished.epoch,
@@ -369,9 +428,10 @@ impl Session {
                         error: (!finished.error.is_empty()).then_some(finished.error),
                     },
                 },
-                None,
-            ),
+                log: None,
+            },
             Some(Message::Logs(batch)) => {
+                let next = next_log_offset(&self.node, &batch.run_id, batch.epoch);
                 let mut chunks = Vec::new();
                 for chunk in batch.chunks {
                     if chunk.data.len() > MAX_CHUNK_BYTES {
@@ -379,13 +439,16 @@ impl Session {
                             "log chunk of {} bytes exceeds the limit of {MAX_CHUNK_BYTES} bytes; split it",
                             chunk.data.len()
                         );
-                        return self.ack(seq, Err(error)).await;
+                        return self.send(server_message_ack(seq, Err((error, next)))).await;
                     }
                     let stream = match pb::LogStream::try_from(chunk.stream) {
                         Ok(pb::LogStream::Stdout) => LogStream::Stdout,
                         Ok(pb::LogStream::Stderr) => LogStream::Stderr,
                         Ok(pb::LogStream::System) => LogStream::System,
-                        _ => return self.ack(seq, Err(format!("unknown log stream {}", chunk.stream))).await,
+                        _ => {
+                            let error = format!("unknown log stream {}", chunk.stream);
+                            return self.send(server_message_ack(seq, Err((error, next)))).await;
+                        }
                     };
                     chunks.push(LogAppend {
                         offset: chunk.offset,
@@ -393,36 +456,64 @@ impl Session {
                         data: chunk.data,
                     });
                 }
-                let run = batch.run_id.clone();
-                (
-                    Op::AppendLogs {
+                Report {
+                    seq,
+                    log: Some((batch.run_id.clone(), batch.epoch)),
+                    op: Op::AppendLogs {
                         worker: self.worker.clone(),
                         run: batch.run_id,
                         epoch: batch.epoch,
                         chunks,
                     },
-                    Some((run, batch.epoch)),
-                )
+                }
             }
         };
-        match self.node.propose(op).await {
-            Ok(_) => {
-                let next_offset = log_epoch
-                    .and_then(|(run, epoch)| {
-                        let applied = self.node.state.read();
-                        let run = applied.state.run(&run)?;
-                        (run.log.epoch == epoch).then_some(run.log.next_offset)
-                    })
-                    .unwrap_or(0);
-                self.ack(seq, Ok(next_offset)).await
-            }
-            Err(ApiError::Rejected(rejection)) => self.ack(seq, Err(rejection.message)).await,
+        reports.send(report).await.is_ok()
+    }
+}
+
+/// The log offset the cluster expects next from attempt `epoch` of `run`.
+fn next_log_offset(node: &NodeHandle, run: &str, epoch: u64) -> u64 {
+    let applied = node.state.read();
+    applied
+        .state
+        .run(run)
+        .filter(|r| r.log.epoch == epoch)
+        .map_or(0, |r| r.log.next_offset)
+}
+
+/// Commits a session's reports in order and acknowledges each. A report that
+/// could not be committed (leadership moving) ends the session: the worker
+/// reconnects and resends.
+async fn commit_reports(
+    node: NodeHandle,
+    mut queue: mpsc::Receiver<Report>,
+    tx: mpsc::Sender<Result<pb::ServerMessage, Status>>,
+    ended: CancellationToken,
+) {
+    while let Some(report) = tokio::select! {
+        () = ended.cancelled() => None,
+        report = queue.recv() => report,
+    } {
+        let result = node.propose(report.op).await;
+        let next = |node: &NodeHandle| {
+            report
+                .log
+                .as_ref()
+                .map_or(0, |(run, epoch)| next_log_offset(node, run, *epoch))
+        };
+        let ack = match result {
+            Ok(_) => server_message_ack(report.seq, Ok(next(&node))),
+            Err(ApiError::Rejected(rejection)) => server_message_ack(report.seq, Err((rejection.message, next(&node)))),
             Err(e) => {
-                // Not committed (leadership is moving): the worker reconnects
-                // and resends.
-                let _ = self.tx.send(Err(e.into())).await;
-                false
+                let _ = tx.send(Err(e.into())).await;
+                ended.cancel();
+                return;
             }
+        };
+        if tx.send(server_message(ack)).await.is_err() {
+            ended.cancel();
+            return;
         }
     }
 }

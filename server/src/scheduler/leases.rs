@@ -99,24 +99,56 @@ impl Leases {
         self.with(|leases| leases.get(worker).is_some_and(|l| l.sessions > 0))
     }
 
-    /// Workers silent for longer than lease + grace.
-    pub fn expired(&self) -> Vec<WorkerId> {
+    /// Whether `worker` is connected and renewed its lease within the lease
+    /// (so it is worth giving work to).
+    pub fn is_live(&self, worker: &str) -> bool {
+        let now = Instant::now();
+        self.with(|leases| {
+            leases
+                .get(worker)
+                .is_some_and(|l| l.sessions > 0 && now.duration_since(l.renewed) <= self.lease)
+        })
+    }
+
+    /// Starts a fresh lease for each of `workers` not tracked yet (a worker
+    /// registered in a log entry this leader had not applied when it took
+    /// over).
+    pub fn track(&self, workers: impl IntoIterator<Item = WorkerId>) {
+        let now = Instant::now();
+        self.with(|leases| {
+            for worker in workers {
+                leases.entry(worker).or_insert(Lease {
+                    renewed: now,
+                    sessions: 0,
+                });
+            }
+        });
+    }
+
+    /// Workers silent for longer than lease + grace, with the renewal time
+    /// that was seen (see [`Leases::forget`]).
+    pub fn expired(&self) -> Vec<(WorkerId, Instant)> {
         let limit = self.lease + self.grace;
         let now = Instant::now();
         self.with(|leases| {
-            let mut expired: Vec<WorkerId> = leases
+            let mut expired: Vec<(WorkerId, Instant)> = leases
                 .iter()
                 .filter(|(_, lease)| now.duration_since(lease.renewed) > limit)
-                .map(|(id, _)| id.clone())
+                .map(|(id, lease)| (id.clone(), lease.renewed))
                 .collect();
             expired.sort();
             expired
         })
     }
 
-    /// Stops tracking `worker` (declared lost).
-    pub fn forget(&self, worker: &str) {
-        self.with(|leases| leases.remove(worker));
+    /// Stops tracking `worker` (declared lost) — unless it renewed or
+    /// reconnected since `renewed` was seen.
+    pub fn forget(&self, worker: &str, renewed: Instant) {
+        self.with(|leases| {
+            if leases.get(worker).is_some_and(|l| l.renewed == renewed) {
+                leases.remove(worker);
+            }
+        });
         self.changes.send_modify(|n| *n += 1);
     }
 
@@ -139,11 +171,20 @@ mod tests {
         leases.renew("b");
         assert!(leases.expired().is_empty());
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(leases.expired(), ["a"]);
-        leases.forget("a");
+        let expired = leases.expired();
+        assert_eq!(expired.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a"]);
+        leases.forget("a", expired[0].1);
+        assert!(leases.is_live("b"));
         leases.disconnect("b");
-        assert!(!leases.is_connected("b"));
+        assert!(!leases.is_connected("b") && !leases.is_live("b"));
         tokio::time::advance(Duration::from_secs(16)).await;
-        assert_eq!(leases.expired(), ["b"]);
+        let expired = leases.expired();
+        assert_eq!(expired.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["b"]);
+        // A reconnect after the expiry was seen keeps the worker tracked.
+        leases.connect("b");
+        leases.forget("b", expired[0].1);
+        assert!(leases.is_connected("b"));
+        leases.track(["a".to_owned(), "b".to_owned()]);
+        assert!(leases.expired().is_empty(), "a fresh lease for an untracked worker");
     }
 }

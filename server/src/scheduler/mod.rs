@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::ApiError;
 use crate::node::NodeHandle;
 use crate::state::Op;
 use crate::state::run::WorkerState;
@@ -141,21 +142,35 @@ fn start(
 async fn watch_leases(node: NodeHandle, leases: Arc<Leases>, cancel: CancellationToken) {
     let period = (leases.lease / 4).max(Duration::from_millis(100));
     loop {
-        for worker in leases.expired() {
-            let alive = node
-                .state
-                .read()
-                .state
-                .worker(&worker)
-                .is_some_and(|w| w.state == WorkerState::Alive);
-            if alive {
-                tracing::warn!(worker = %worker, "worker lease expired: declaring it lost");
-                if let Err(e) = node.propose(Op::WorkerLost { worker: worker.clone() }).await {
-                    tracing::warn!(worker = %worker, error = %e, "could not declare the worker lost; will retry");
-                    continue;
+        let alive: Vec<(String, u64)> = node
+            .state
+            .read()
+            .state
+            .workers()
+            .filter(|w| w.state == WorkerState::Alive)
+            .map(|w| (w.id.clone(), w.session))
+            .collect();
+        leases.track(alive.iter().map(|(id, _)| id.clone()));
+        for (worker, renewed) in leases.expired() {
+            let Some(session) = alive.iter().find(|(id, _)| *id == worker).map(|(_, s)| *s) else {
+                leases.forget(&worker, renewed);
+                continue;
+            };
+            tracing::warn!(worker = %worker, session, "worker lease expired: declaring it lost");
+            match node
+                .propose(Op::WorkerLost {
+                    worker: worker.clone(),
+                    session,
+                })
+                .await
+            {
+                Ok(_) => leases.forget(&worker, renewed),
+                Err(ApiError::Rejected(rejection)) => {
+                    // It registered again meanwhile; its new session holds a lease.
+                    tracing::info!(worker = %worker, reason = %rejection, "worker not declared lost");
                 }
+                Err(e) => tracing::warn!(worker = %worker, error = %e, "could not declare the worker lost; will retry"),
             }
-            leases.forget(&worker);
         }
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -28,7 +28,13 @@ fn updated_job(current: &Job, spec: &JobSpec, now: DateTime<Utc>, index: LogInde
         spec: spec.clone(),
         updated_at: now,
         revision: index,
-        cursor: if rescheduled { now } else { current.cursor },
+        // Never backwards, even under a leader whose clock is behind: slots
+        // up to the old cursor were handled.
+        cursor: if rescheduled {
+            now.max(current.cursor)
+        } else {
+            current.cursor
+        },
         anchor: if rescheduled { now } else { current.anchor },
         ..current.clone()
     }
@@ -154,7 +160,7 @@ impl State {
         job.revision = index;
         if !suspended {
             // Slots that fell while suspended are not owed.
-            job.cursor = now;
+            job.cursor = now.max(job.cursor);
         }
         self.put_job(job.clone());
         Ok(Response::Job(job))

@@ -185,6 +185,9 @@ pub enum Op {
     WorkerLost {
         /// Its id.
         worker: WorkerId,
+        /// The registration (its Raft index) the leader saw expire; if the
+        /// worker registered again since, the command is refused.
+        session: LogIndex,
     },
     /// Place pending runs on workers; each placement is checked again and
     /// the ones no longer possible are refused individually.
@@ -406,7 +409,7 @@ pub fn apply(state: &mut State, index: LogIndex, command: &Command) -> ApplyResu
         } => state.trigger(job, request_id, params, *force, now, index),
         Op::CancelRun { run } => state.cancel(run, now, index),
         Op::RegisterWorker { worker, info, held } => Ok(state.register_worker(worker, info, held, now, index)),
-        Op::WorkerLost { worker } => state.worker_lost(worker, now, index),
+        Op::WorkerLost { worker, session } => state.worker_lost(worker, *session, now, index),
         Op::Assign { placements } => Ok(state.assign(placements, now, index)),
         Op::AttemptStarted { worker, run, epoch } => state.attempt_started(worker, run, *epoch, now, index),
         Op::AttemptFinished {

@@ -109,14 +109,16 @@ impl State {
             self.delete_run(id);
             return;
         };
-        // Newest first: keep the first `keep_*` of each class.
-        let (mut succeeded, mut others) = (0u32, 0u32);
+        // Newest first: keep the first `keep_*` of each class. Slot records
+        // (skipped, missed) have their own allowance, so a long run of them
+        // never pushes real failures out of the history.
+        let (mut succeeded, mut failed, mut slots) = (0u32, 0u32, 0u32);
         let mut doomed = Vec::new();
         for run in self.runs_of_job(&job_uid).rev().filter(|r| !r.is_active()) {
-            let (count, keep) = if run.state == RunState::Succeeded {
-                (&mut succeeded, history.keep_succeeded)
-            } else {
-                (&mut others, history.keep_failed)
+            let (count, keep) = match run.state {
+                RunState::Succeeded => (&mut succeeded, history.keep_succeeded),
+                RunState::Skipped | RunState::Missed => (&mut slots, history.keep_failed),
+                _ => (&mut failed, history.keep_failed),
             };
             *count += 1;
             if *count > keep {
@@ -170,11 +172,10 @@ impl State {
             now,
             index,
         );
-        let active = self.active_runs(&job.uid);
         match job.spec.concurrency {
             Concurrency::Allow => {}
             Concurrency::Forbid => {
-                if let Some(blocking) = active.first() {
+                if let Some(blocking) = self.active_runs(&job.uid).first() {
                     run.state = RunState::Skipped;
                     run.reason = Some(Reason::new(
                         ReasonCode::ConcurrencyForbid,
@@ -183,7 +184,7 @@ impl State {
                 }
             }
             Concurrency::Replace => {
-                for old in active {
+                for old in self.active_runs(&job.uid) {
                     let reason = Reason::new(
                         ReasonCode::Replaced,
                         format!("replaced by run {id} (concurrency: replace)"),
@@ -316,8 +317,10 @@ impl State {
             now,
             index,
         );
-        self.settle(id);
+        // Answer with the run as cancelled, even if history retention
+        // removes it at once.
         let run = self.runs.get(id).cloned();
+        self.settle(id);
         Ok(run.map_or(Response::Empty, Response::Run))
     }
 

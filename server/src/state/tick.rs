@@ -12,14 +12,21 @@
 //!    deadline become `Missed`;
 //! 3. **history expiry**: finished runs older than their `max_age` go.
 //!
-//! Which due slots run follows BRIEF §4. A slot more than the *missed
-//! threshold* behind the tick — the job's `starting_deadline`, else
-//! [`DEFAULT_MISSED_AFTER`] — was missed (the cluster was down or had no
-//! leader). With a starting deadline, missed slots are `Missed`. Otherwise
-//! `catch_up` decides: `none` runs none of them; `latest` runs the most recent
-//! one unless a slot on time supersedes it; `all` runs the most recent
-//! `max_catch_up`. Missed slots not run become one `Missed` record per tick,
+//! Which due slots run follows BRIEF §4. A slot more than the *on-time
+//! tolerance* behind the tick — [`DEFAULT_MISSED_AFTER`], or the job's
+//! `starting_deadline` if shorter — is *late*: the cluster was down or had no
+//! leader when it fell. A late slot past its `starting_deadline` can no
+//! longer start and is `Missed`. The other late slots follow `catch_up`:
+//! `none` runs none of them; `latest` runs the most recent one unless an
+//! on-time slot supersedes it; `all` runs the most recent `max_catch_up`.
+//! Late slots not run become `Missed` records, one per reason per tick,
 //! covering their range, with the reason.
+//!
+//! Work per tick is bounded: at most [`MAX_JOBS_PER_TICK`] jobs, a scan of
+//! at most [`MAX_SLOTS_PER_JOB`] slots per job, [`MAX_SCANNED_PER_TICK`]
+//! slots and [`MAX_RECORDS_PER_TICK`] records in all, and as many deadlines
+//! and expiries; the summary says when more was due, and the leader ticks
+//! again at once.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -30,20 +37,43 @@ use serde::{Deserialize, Serialize};
 use super::index::add;
 use super::job::CatchUp;
 use super::job::format_duration;
-use super::run::{AttemptOutcome, Cause, Reason, ReasonCode, RunState, StopReason};
+use super::run::{AttemptOutcome, Cause, Reason, ReasonCode, Run, RunState, StopReason};
 use super::runs::{decide, new_run, scheduled_run_id};
 use super::schedule::next_fire_after;
-use super::{LogIndex, State};
+use super::{Job, LogIndex, State};
 
-/// Without a starting deadline, a slot this far behind the tick counts as
-/// missed and follows `catch_up`.
+/// Slots up to this far behind the tick are on time (unless the job's
+/// `starting_deadline` is shorter); older ones are late.
 pub const DEFAULT_MISSED_AFTER: Duration = Duration::from_secs(60);
 
-/// Slots examined per job per tick; a longer backlog continues next tick.
+/// Slots examined per job per tick; a longer backlog is entirely older than
+/// any slot worth running, and continues next tick.
 const MAX_SLOTS_PER_JOB: usize = 100_000;
 
 /// Jobs fired per tick; the rest fire in the next one.
-const MAX_JOBS_PER_TICK: usize = 10_000;
+const MAX_JOBS_PER_TICK: usize = 1_000;
+
+/// Slots examined per tick across jobs; no new job is started past it.
+const MAX_SCANNED_PER_TICK: usize = 200_000;
+
+/// Records created per tick across jobs; no new job is started past it.
+const MAX_RECORDS_PER_TICK: usize = 10_000;
+
+/// Deadlines, and expiries, handled per tick.
+const MAX_RUNS_PER_TICK: usize = 10_000;
+
+/// What is left of a tick's allowance.
+#[derive(Debug, Default)]
+struct Spent {
+    scanned: usize,
+    records: usize,
+}
+
+impl Spent {
+    fn exhausted(&self) -> bool {
+        self.scanned >= MAX_SCANNED_PER_TICK || self.records >= MAX_RECORDS_PER_TICK
+    }
+}
 
 /// What a tick did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,8 +105,12 @@ impl State {
             .take(MAX_JOBS_PER_TICK)
             .map(|(_, name)| name.clone())
             .collect();
+        let mut spent = Spent::default();
         for name in due_jobs {
-            self.fire(&name, now, index, &mut summary);
+            if spent.exhausted() {
+                break;
+            }
+            self.fire(&name, now, index, &mut summary, &mut spent);
         }
 
         let due_runs: Vec<String> = self
@@ -84,6 +118,7 @@ impl State {
             .deadlines
             .iter()
             .take_while(|(at, _)| *at <= now)
+            .take(MAX_RUNS_PER_TICK)
             .map(|(_, id)| id.clone())
             .collect();
         for id in due_runs {
@@ -95,6 +130,7 @@ impl State {
             .expiries
             .iter()
             .take_while(|(at, _)| *at <= now)
+            .take(MAX_RUNS_PER_TICK)
             .map(|(_, id)| id.clone())
             .collect();
         for id in expired {
@@ -108,8 +144,18 @@ impl State {
         summary
     }
 
+    /// Stores a `Missed` record of late slots that are not run.
+    fn record_missed(&mut self, record: Run, index: LogIndex, summary: &mut TickSummary) {
+        let id = record.id.clone();
+        if self.runs.get(&id).is_none() {
+            summary.missed_slots += record.slot_count;
+            self.put_run(record, index);
+            self.settle(&id);
+        }
+    }
+
     /// Handles the due slots of job `name`.
-    fn fire(&mut self, name: &str, now: DateTime<Utc>, index: LogIndex, summary: &mut TickSummary) {
+    fn fire(&mut self, name: &str, now: DateTime<Utc>, index: LogIndex, summary: &mut TickSummary, spent: &mut Spent) {
         let Some(mut job) = self.jobs.get(name).cloned() else {
             return;
         };
@@ -117,23 +163,28 @@ impl State {
             return;
         };
         let schedule = job.spec.schedule.clone();
-        let missed_after = schedule.starting_deadline.unwrap_or(DEFAULT_MISSED_AFTER);
-        let keep_late = match (schedule.starting_deadline, schedule.catch_up) {
-            (Some(_), _) | (None, CatchUp::None) => 0,
-            (None, CatchUp::Latest) => 1,
-            (None, CatchUp::All) => schedule.max_catch_up as usize,
+        let on_time = schedule
+            .starting_deadline
+            .map_or(DEFAULT_MISSED_AFTER, |d| d.min(DEFAULT_MISSED_AFTER));
+        let keep_late = match schedule.catch_up {
+            CatchUp::None => 0,
+            CatchUp::Latest => 1,
+            CatchUp::All => schedule.max_catch_up as usize,
         };
+        let older_than = |slot: DateTime<Utc>, age: Duration| add(slot, age).is_some_and(|limit| limit < now);
 
-        // One pass over the due slots: late ones are counted, with the last
-        // `keep_late` of them kept in a ring; on-time ones are all kept.
+        // One pass over the due slots, oldest first. Slots past the starting
+        // deadline are counted as one range; late ones are counted, with the
+        // last `keep_late` kept in a ring; on-time ones are all kept.
         let mut cursor = job.cursor;
         let mut scanned = 0usize;
         let mut truncated = false;
+        let mut expired: Option<(DateTime<Utc>, DateTime<Utc>, u64)> = None;
         let mut late_total = 0u64;
         let mut first_late = None;
         let mut last_dropped = None;
         let mut kept_late: VecDeque<DateTime<Utc>> = VecDeque::new();
-        let mut on_time = Vec::new();
+        let mut on_time_slots = Vec::new();
         while let Some(slot) = next_fire_after(&trigger, schedule.timezone, job.anchor, cursor) {
             if slot > now {
                 break;
@@ -144,8 +195,11 @@ impl State {
             }
             scanned += 1;
             cursor = slot;
-            let late = add(slot, missed_after).is_some_and(|limit| limit < now);
-            if late {
+            if schedule.starting_deadline.is_some_and(|d| older_than(slot, d)) {
+                let range = expired.get_or_insert((slot, slot, 0));
+                range.1 = slot;
+                range.2 += 1;
+            } else if older_than(slot, on_time) {
                 late_total += 1;
                 first_late.get_or_insert(slot);
                 kept_late.push_back(slot);
@@ -153,9 +207,10 @@ impl State {
                     last_dropped = kept_late.pop_front();
                 }
             } else {
-                on_time.push(slot);
+                on_time_slots.push(slot);
             }
         }
+        spent.scanned += scanned;
         if scanned == 0 {
             // Due by the index but nothing found (a schedule exhausted at the
             // edge of time): move on rather than stay due forever.
@@ -163,69 +218,49 @@ impl State {
         }
         // A later slot supersedes missed ones under `latest`; a backlog too
         // long for one tick is entirely older than any slot worth running.
-        if truncated || (schedule.catch_up == CatchUp::Latest && !on_time.is_empty()) {
+        if truncated || (schedule.catch_up == CatchUp::Latest && !on_time_slots.is_empty()) {
             if let Some(last) = kept_late.back() {
                 last_dropped = Some(*last);
             }
             kept_late.clear();
         }
 
-        let missed = late_total - kept_late.len() as u64;
+        if let Some(range) = expired {
+            let deadline = schedule.starting_deadline.map(format_duration).unwrap_or_default();
+            let why = format!("could no longer start: more than {deadline} late (starting_deadline)");
+            let record = missed_record(&job, range, (ReasonCode::StartingDeadline, why), now, index);
+            self.record_missed(record, index, summary);
+            spent.records += 1;
+        }
+        let dropped = late_total - kept_late.len() as u64;
         if let (Some(first), Some(last)) = (first_late, last_dropped)
-            && missed > 0
+            && dropped > 0
         {
-            let (code, why) = match (schedule.starting_deadline, schedule.catch_up) {
-                (Some(deadline), _) => (
-                    ReasonCode::StartingDeadline,
-                    format!("more than {} late (starting_deadline)", format_duration(deadline)),
-                ),
-                (None, CatchUp::None) => (
+            let reason = match schedule.catch_up {
+                CatchUp::None => (
                     ReasonCode::CatchUpNone,
-                    "missed and not caught up (catch_up: none)".to_owned(),
+                    "were missed and not caught up (catch_up: none)".to_owned(),
                 ),
-                (None, CatchUp::Latest) => (
+                CatchUp::Latest => (
                     ReasonCode::Superseded,
-                    "missed; only the latest slot is caught up (catch_up: latest)".to_owned(),
+                    "were missed; only the latest slot is caught up (catch_up: latest)".to_owned(),
                 ),
-                (None, CatchUp::All) => (
+                CatchUp::All => (
                     ReasonCode::BeyondMaxCatchUp,
-                    format!("missed; beyond max_catch_up ({})", schedule.max_catch_up),
+                    format!("were missed beyond max_catch_up ({})", schedule.max_catch_up),
                 ),
             };
-            let mut record = new_run(
-                &job,
-                scheduled_run_id(&job.uid, first),
-                Cause::Scheduled,
-                Some(first),
-                Default::default(),
-                now,
-                index,
-            );
-            record.last_nominal_time = Some(last);
-            record.slot_count = missed;
-            record.state = RunState::Missed;
-            record.finished_at = Some(now);
-            record.reason = Some(Reason::new(
-                code,
-                format!(
-                    "{missed} slot(s) from {} to {} {why}; the cluster could not fire them on time",
-                    first.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    last.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                ),
-            ));
-            let id = record.id.clone();
-            if self.runs.get(&id).is_none() {
-                self.put_run(record, index);
-                self.settle(&id);
-                summary.missed_slots += missed;
-            }
+            let record = missed_record(&job, (first, last, dropped), reason, now, index);
+            self.record_missed(record, index, summary);
+            spent.records += 1;
         }
 
-        for slot in kept_late.into_iter().chain(on_time) {
+        for slot in kept_late.into_iter().chain(on_time_slots) {
             match self.start_slot(&job, slot, now, index) {
                 RunState::Skipped => summary.skipped += 1,
                 _ => summary.runs_created += 1,
             }
+            spent.records += 1;
         }
 
         job.cursor = cursor;
@@ -284,4 +319,36 @@ impl State {
             self.settle(id);
         }
     }
+}
+
+/// A `Missed` record of the late slots `first..=last` (`count` of them).
+fn missed_record(
+    job: &Job,
+    (first, last, count): (DateTime<Utc>, DateTime<Utc>, u64),
+    (code, why): (ReasonCode, String),
+    now: DateTime<Utc>,
+    index: LogIndex,
+) -> Run {
+    let mut record = new_run(
+        job,
+        scheduled_run_id(&job.uid, first),
+        Cause::Scheduled,
+        Some(first),
+        Default::default(),
+        now,
+        index,
+    );
+    record.last_nominal_time = Some(last);
+    record.slot_count = count;
+    record.state = RunState::Missed;
+    record.finished_at = Some(now);
+    record.reason = Some(Reason::new(
+        code,
+        format!(
+            "{count} slot(s) from {} to {} {why}",
+            first.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            last.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+    ));
+    record
 }

@@ -84,10 +84,22 @@ impl State {
     }
 
     /// Declares a worker lost: its live attempts end (retried by policy).
-    pub(super) fn worker_lost(&mut self, id: &str, now: DateTime<Utc>, index: LogIndex) -> ApplyResult {
+    pub(super) fn worker_lost(
+        &mut self,
+        id: &str,
+        session: LogIndex,
+        now: DateTime<Utc>,
+        index: LogIndex,
+    ) -> ApplyResult {
         let Some(worker) = self.workers.get(id) else {
             return Err(Rejection::not_found(format_args!("worker {id:?}")));
         };
+        if worker.session != session {
+            return Err(Rejection::failed_precondition(format!(
+                "worker {id} registered again (session {}) after session {session} expired",
+                worker.session
+            )));
+        }
         if worker.state == WorkerState::Lost {
             return Ok(Response::Empty);
         }

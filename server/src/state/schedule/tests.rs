@@ -315,6 +315,35 @@ proptest! {
     }
 
     #[test]
+    fn no_slot_is_skipped_between_two_fires(
+        expr in (field(0..=59), field(0..=23), field(1..=31), field(1..=12), field(0..=6))
+            .prop_map(|(m, h, dom, mon, dow)| format!("{m} {h} {dom} {mon} {dow}")),
+        tz in zone(),
+        start in instant(),
+    ) {
+        // Independent of next_fire_after: walk every minute between two
+        // consecutive fires; none may be a matching local time that fires
+        // (i.e. resolves to that very minute: not a repeated hour's second pass).
+        let trigger = Trigger::Cron(expr.clone());
+        let Ok(parsed) = parse_cron(&expr) else { return Ok(()) };
+        let (fires, _) = fires_between(&trigger, tz, start, start, start + chrono::Duration::days(60), 4);
+        let mut budget = 20_000;
+        let mut previous = start;
+        for at in fires {
+            let mut t = previous - chrono::Duration::seconds(previous.timestamp().rem_euclid(60)) + chrono::Duration::minutes(1);
+            while t < at && budget > 0 {
+                budget -= 1;
+                let local = t.with_timezone(&tz).naive_local();
+                if parsed.is_time_matching(&local).unwrap_or(false) && resolve_local(tz, local) == Some(t) {
+                    prop_assert!(false, "{expr} in {tz}: {t} ({local} local) fires but was skipped between {previous} and {at}");
+                }
+                t += chrono::Duration::minutes(1);
+            }
+            previous = at;
+        }
+    }
+
+    #[test]
     fn every_fires_on_the_anchor_grid(secs in 1u64..100_000, anchor in instant(), offset in 0i64..10_000_000) {
         let trigger = Trigger::Every(Duration::from_secs(secs));
         let after = anchor + chrono::Duration::seconds(offset);

@@ -271,6 +271,39 @@ fn catch_up_policies_after_an_outage_of_five_slots() {
 }
 
 #[test]
+fn the_brief_example_catches_up_the_latest_slot_within_its_starting_deadline() {
+    // A minutely job, catch_up: latest, starting_deadline: 10m; the cluster
+    // is down for 15 minutes.
+    let mut sim = Sim::new();
+    let mut spec = hourly("brief");
+    spec.schedule.trigger = Some(Trigger::Cron("* * * * *".to_owned()));
+    spec.schedule.catch_up = CatchUp::Latest;
+    spec.schedule.starting_deadline = Some(Duration::from_secs(600));
+    let job = sim.job(spec);
+    sim.advance(15 * 60 + 30);
+    sim.tick();
+    let runs = sim.runs(&job);
+    let missed: Vec<_> = runs.iter().filter(|r| r.state == RunState::Missed).collect();
+    let pending: Vec<_> = runs.iter().filter(|r| r.state == RunState::Pending).collect();
+    // 15 slots: 5 older than the deadline, 9 late within it (superseded by
+    // the latest), and the latest, 30 s old and so on time, runs.
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].nominal_time, Some(at(15 * 60)));
+    let codes: Vec<_> = missed
+        .iter()
+        .map(|r| (r.reason.as_ref().map(|x| x.code), r.slot_count))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (Some(ReasonCode::StartingDeadline), 5),
+            (Some(ReasonCode::Superseded), 9)
+        ]
+    );
+    assert_each_slot_once(&sim, &job, at(0), at(15 * 60 + 30));
+}
+
+#[test]
 fn on_time_slots_supersede_missed_ones_under_latest() {
     let mut sim = Sim::new();
     let job = sim.job(every("fast", 10)); // catch_up: latest
@@ -572,7 +605,18 @@ fn a_lost_worker_loses_its_attempts_which_are_retried_elsewhere() {
         panic!()
     };
     sim.assign(&run.id, "w1");
-    sim.ok(Op::WorkerLost { worker: "w1".into() });
+    let session = sim.state.worker("w1").map(|w| w.session).expect("registered");
+    let err = sim
+        .apply(Op::WorkerLost {
+            worker: "w1".into(),
+            session: session - 1,
+        })
+        .expect_err("an older session");
+    assert!(err.message.contains("registered again"), "{}", err.message);
+    sim.ok(Op::WorkerLost {
+        worker: "w1".into(),
+        session,
+    });
     let lost = sim.run(&run.id);
     assert_eq!(lost.attempts[0].outcome, Some(AttemptOutcome::Lost));
     assert_eq!(lost.state, RunState::Pending);
@@ -586,9 +630,12 @@ fn a_lost_worker_loses_its_attempts_which_are_retried_elsewhere() {
     sim.finish("w2", &run.id, epoch, 0).expect("finished");
     assert_eq!(sim.run(&run.id).state, RunState::Succeeded);
     assert_eq!(
-        sim.apply(Op::WorkerLost { worker: "ghost".into() })
-            .expect_err("unknown")
-            .kind,
+        sim.apply(Op::WorkerLost {
+            worker: "ghost".into(),
+            session: 1
+        })
+        .expect_err("unknown")
+        .kind,
         RejectionKind::NotFound
     );
 }
@@ -922,6 +969,7 @@ fn commands(steps: &[Step]) -> Vec<Command> {
             op: op.clone(),
         });
         let _ = sim.apply(op);
+        assert_forbid_holds(&sim.state);
     };
     for spec in specs {
         push(
@@ -974,6 +1022,7 @@ fn commands(steps: &[Step]) -> Vec<Command> {
             },
             Step::Lost(w) => Op::WorkerLost {
                 worker: format!("w{w}"),
+                session: sim.state.worker(&format!("w{w}")).map_or(0, |x| x.session),
             },
             Step::Assign(i, w) => match pick(i) {
                 Some(run) => Op::Assign {
@@ -1027,6 +1076,26 @@ fn commands(steps: &[Step]) -> Vec<Command> {
     out
 }
 
+/// G3 in the state: a `forbid` job never has two live attempts, forced
+/// manual runs aside (forcing is asking for overlap).
+fn assert_forbid_holds(state: &State) {
+    for (uid, active) in &state.index.active_of_job {
+        let live: Vec<&Run> = active
+            .iter()
+            .filter_map(|(_, id)| state.run(id))
+            .filter(|r| r.spec.concurrency == Concurrency::Forbid)
+            .filter(|r| !matches!(r.cause, Cause::Manual { forced: true, .. }))
+            .filter(|r| r.live_attempt().is_some())
+            .collect();
+        assert!(
+            live.len() <= 1,
+            "job {uid} has {} live attempts: {:?}",
+            live.len(),
+            live.iter().map(|r| &r.id).collect::<Vec<_>>()
+        );
+    }
+}
+
 /// Applies a command log to a state, from log index `first`.
 fn replay(mut state: State, first: LogIndex, log: &[Command]) -> (State, Vec<ApplyResult>) {
     let answers = log
@@ -1062,14 +1131,5 @@ proptest! {
         let (straight, _) = replay(State::default(), 1, &log);
         prop_assert_eq!(rows(&straight), rows(&first));
 
-        // Invariants: at most one live attempt of a forbid job at once.
-        for (uid, active) in &straight.index.active_of_job {
-            let live = active.iter().filter_map(|(_, id)| straight.run(id)).filter(|r| r.live_attempt().is_some()).count();
-            let forbid = straight.runs_of_job(uid).next().is_some_and(|r| r.spec.concurrency == Concurrency::Forbid);
-            let forced = straight.runs_of_job(uid).any(|r| matches!(r.cause, Cause::Manual { forced: true, .. }));
-            if forbid && !forced {
-                prop_assert!(live <= 1, "job {uid} has {live} live attempts");
-            }
-        }
     }
 }
