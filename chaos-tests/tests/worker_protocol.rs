@@ -295,3 +295,33 @@ async fn a_silent_worker_loses_its_run_which_is_retried_elsewhere_without_overla
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_quorum_stops_renewing_worker_leases() {
+    let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
+    run_checked(&mut cluster, async |cluster| {
+        let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+        let mut worker = TestWorker::connect(&[cluster.addr(leader)?], WorkerDescription::exec("w1", 1)).await?;
+        worker.start_heartbeats();
+        // Freeze both followers: the leader still runs but hears from no quorum.
+        let followers: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != leader).collect();
+        for &id in &followers {
+            cluster.signal(id, nix::sys::signal::Signal::SIGSTOP)?;
+        }
+        let ended = loop {
+            match worker.next_event(Duration::from_secs(20)).await {
+                Ok(_) => continue,
+                Err(e) => break e.to_string(),
+            }
+        };
+        for &id in &followers {
+            cluster.signal(id, nix::sys::signal::Signal::SIGCONT)?;
+        }
+        anyhow::ensure!(ended.contains("lost contact with a quorum"), "{ended}");
+        // Once the followers are back, a worker can register again.
+        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        TestWorker::connect(&addrs(cluster), WorkerDescription::exec("w1", 1)).await?;
+        Ok(())
+    })
+    .await;
+}
