@@ -1,8 +1,11 @@
 //! The `rota.v1` gRPC API: protobuf messages and tonic clients and servers,
 //! generated at build time from `proto/rota/v1/*.proto`.
 //!
-//! This crate holds wire types only. Domain types, validation and the
-//! conversions between the two live in the crates that use them.
+//! This crate holds wire types (and the parsing of the quantity strings they
+//! carry, [`quantity`]) only. Domain types, validation and the conversions
+//! between the two live in the crates that use them.
+
+pub mod quantity;
 
 /// Generated code of package `rota.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

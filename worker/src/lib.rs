@@ -1,6 +1,19 @@
-//! The rota worker agent (skeleton).
+//! The rota worker agent.
 //!
-//! It will connect to the servers over the worker protocol, run tasks through
-//! the Docker engine or as host processes, ship logs and exit status back, and
-//! fence itself when it loses its lease (issue #4). Nothing of that exists yet;
-//! this crate only reserves the layout of docs/architecture.md.
+//! It holds one session with the cluster's leader ([`session`]), runs the
+//! attempts assigned to it as containers of the local Docker engine or as
+//! host processes ([`driver`]), ships their output and exit back, and stops
+//! them itself when it cannot renew its lease ([`agent`]). What it must not
+//! forget across a restart lives in its data directory ([`journal`],
+//! [`logbuf`], [`images`]).
+
+pub mod agent;
+pub mod config;
+pub mod driver;
+pub mod images;
+pub mod journal;
+pub mod logbuf;
+pub mod session;
+
+pub use agent::Agent;
+pub use config::Config;

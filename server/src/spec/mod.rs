@@ -11,7 +11,6 @@
 //! [`to_proto`] renders a domain spec with its defaults made explicit;
 //! `validate(to_proto(spec)) == spec` for every valid spec.
 
-mod quantity;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +21,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use prost::Message;
+use rota_proto::quantity;
 use rota_proto::v1 as pb;
 
 pub use crate::state::job::format_duration;
