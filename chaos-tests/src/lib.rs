@@ -14,7 +14,9 @@
 //! takes a process-wide lock: tests of one binary run their clusters one at a
 //! time even when the harness runs tests in parallel.
 
+pub mod docker;
 pub mod protocol;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -124,22 +126,18 @@ impl Default for ServerSettings {
     }
 }
 
-/// One server process.
+/// A child process of the harness with its log file.
 #[derive(Debug)]
-pub struct Server {
-    /// Its node id.
-    pub id: u64,
-    /// Its gRPC address.
-    pub addr: String,
-    /// Its data directory.
-    pub data_dir: PathBuf,
+pub struct Process {
     log: PathBuf,
-    /// `--initial-cluster`, for founding members.
-    initial_cluster: Option<String>,
     child: Option<Child>,
 }
 
-impl Server {
+impl Process {
+    fn new(log: PathBuf) -> Self {
+        Self { log, child: None }
+    }
+
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
@@ -151,12 +149,121 @@ impl Server {
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
+
+    /// Spawns `command` with its output appended to the log.
+    fn spawn(&mut self, mut command: Command) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        self.child = Some(command.spawn().with_context(|| format!("starting {command:?}"))?);
+        Ok(())
+    }
+
+    /// Sends `signal`.
+    pub fn signal(&mut self, signal: Signal) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the process is not running")?;
+        let pid = Pid::from_raw(i32::try_from(child.id())?);
+        kill(pid, signal).with_context(|| format!("sending {signal}"))
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGKILL)?;
+        if let Some(mut child) = self.child.take() {
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) for the process to exit by itself; returns its status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut().context("the process is not running")?;
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("the process did not exit within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One server process.
+#[derive(Debug)]
+pub struct Server {
+    /// Its node id.
+    pub id: u64,
+    /// Its gRPC address.
+    pub addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// `--initial-cluster`, for founding members.
+    initial_cluster: Option<String>,
+    /// The process.
+    pub process: Process,
+}
+
+/// Options of a worker the harness starts.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// `--id`.
+    pub id: String,
+    /// `--drivers`, e.g. `"exec"` or `"docker"`.
+    pub drivers: String,
+    /// `--slots`.
+    pub slots: u32,
+    /// `--labels`, e.g. `"pool=ci"` (empty: none).
+    pub labels: String,
+    /// Servers it is given; `None`: every server of the cluster.
+    pub servers: Option<Vec<String>>,
+    /// More environment, e.g. `("RUST_LOG", "debug")`.
+    pub env: Vec<(String, String)>,
+}
+
+impl WorkerSettings {
+    /// A worker `id` with `drivers` and two slots.
+    pub fn new(id: &str, drivers: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            drivers: drivers.to_owned(),
+            slots: 2,
+            labels: String::new(),
+            servers: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// One `rota-worker` process.
+#[derive(Debug)]
+pub struct Worker {
+    /// Its settings.
+    pub settings: WorkerSettings,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// The process.
+    pub process: Process,
 }
 
 /// A cluster of real `rota-server` processes.
 pub struct Cluster {
     dir: tempfile::TempDir,
     servers: BTreeMap<u64, Server>,
+    workers: BTreeMap<String, Worker>,
     settings: ServerSettings,
     binary: PathBuf,
     _exclusive: MutexGuard<'static, ()>,
@@ -179,6 +286,7 @@ impl Cluster {
             .join(",");
         let mut cluster = Cluster {
             servers: BTreeMap::new(),
+            workers: BTreeMap::new(),
             settings,
             binary,
             _exclusive: exclusive,
@@ -198,9 +306,8 @@ impl Cluster {
             id,
             addr,
             data_dir: self.dir.path().join(format!("node-{id}")),
-            log: self.dir.path().join(format!("node-{id}.log")),
             initial_cluster,
-            child: None,
+            process: Process::new(self.dir.path().join(format!("node-{id}.log"))),
         }
     }
 
@@ -208,11 +315,6 @@ impl Cluster {
         let settings = self.settings.clone();
         let binary = self.binary.clone();
         let server = self.server_mut(id)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&server.log)
-            .with_context(|| format!("opening {}", server.log.display()))?;
         let mut command = Command::new(binary);
         command
             .arg("--node-id")
@@ -230,15 +332,11 @@ impl Cluster {
                 settings.keep_logs_after_snapshot.to_string(),
             )
             .envs(settings.env.iter().map(|(k, v)| (k, v)))
-            .env_remove("ROTA_SERVERS")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+            .env_remove("ROTA_SERVERS");
         if let Some(cluster) = &server.initial_cluster {
             command.arg("--initial-cluster").arg(cluster);
         }
-        server.child = Some(command.spawn().context("starting rota-server")?);
-        Ok(())
+        server.process.spawn(command)
     }
 
     /// A server of the cluster.
@@ -252,7 +350,7 @@ impl Cluster {
 
     /// Whether server `id` is running.
     pub fn is_running(&mut self, id: u64) -> bool {
-        self.servers.get_mut(&id).is_some_and(Server::is_running)
+        self.servers.get_mut(&id).is_some_and(|s| s.process.is_running())
     }
 
     /// Ids of all servers started, running or not.
@@ -280,48 +378,23 @@ impl Cluster {
 
     /// SIGKILLs server `id` and reaps it.
     pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
-        self.signal(id, Signal::SIGKILL)?;
-        let server = self.server_mut(id)?;
-        if let Some(mut child) = server.child.take() {
-            child.wait()?;
-        }
-        Ok(())
+        self.server_mut(id)?.process.kill().with_context(|| format!("server {id}"))
     }
 
     /// Sends `signal` to server `id`.
     pub fn signal(&mut self, id: u64, signal: Signal) -> anyhow::Result<()> {
-        let server = self.server_mut(id)?;
-        let child = server
-            .child
-            .as_ref()
-            .with_context(|| format!("server {id} is not running"))?;
-        let pid = Pid::from_raw(i32::try_from(child.id())?);
-        kill(pid, signal).with_context(|| format!("sending {signal} to server {id}"))
+        self.server_mut(id)?.process.signal(signal).with_context(|| format!("server {id}"))
     }
 
     /// Waits (bounded) for server `id` to exit by itself; returns its status.
     pub async fn wait_exit(&mut self, id: u64, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let server = self.server_mut(id)?;
-            let child = server
-                .child
-                .as_mut()
-                .with_context(|| format!("server {id} is not running"))?;
-            if let Some(status) = child.try_wait()? {
-                server.child = None;
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                bail!("server {id} did not exit within {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let server = self.server_mut(id)?;
+        server.process.wait_exit(timeout).await.with_context(|| format!("server {id}"))
     }
 
     /// Starts server `id` again on its data directory, with its original flags.
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
-        if self.server_mut(id)?.is_running() {
+        if self.server_mut(id)?.process.is_running() {
             bail!("server {id} is still running");
         }
         self.spawn(id)
@@ -348,7 +421,7 @@ impl Cluster {
         let running: Vec<u64> = self
             .servers
             .iter()
-            .filter(|(_, s)| s.child.is_some() && s.initial_cluster.is_some())
+            .filter(|(_, s)| s.process.child.is_some() && s.initial_cluster.is_some())
             .map(|(id, _)| *id)
             .collect();
         wait_for("a leader all running founding servers agree on", timeout, || {
@@ -367,15 +440,71 @@ impl Cluster {
         .await
     }
 
-    /// Prints every server's log tail (for failing tests).
+    /// Every server's address, comma-separated (for `--servers`).
+    pub fn servers_arg(&self) -> String {
+        self.servers.values().map(|s| s.addr.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Starts a `rota-worker` (or starts it again, on the same data
+    /// directory, if it ran before).
+    pub fn start_worker(&mut self, settings: WorkerSettings) -> anyhow::Result<()> {
+        let servers = settings.servers.clone().map_or_else(|| self.servers_arg(), |s| s.join(","));
+        let id = settings.id.clone();
+        let data_dir = self.dir.path().join(format!("worker-{id}"));
+        let log = self.dir.path().join(format!("worker-{id}.log"));
+        let worker = self.workers.entry(id.clone()).or_insert_with(|| Worker {
+            settings: settings.clone(),
+            data_dir: data_dir.clone(),
+            process: Process::new(log),
+        });
+        if worker.process.is_running() {
+            bail!("worker {id} is still running");
+        }
+        worker.settings = settings.clone();
+        let mut command = Command::new(binary("rota-worker")?);
+        command
+            .arg("--servers")
+            .arg(servers)
+            .arg("--id")
+            .arg(&id)
+            .arg("--drivers")
+            .arg(&settings.drivers)
+            .arg("--slots")
+            .arg(settings.slots.to_string())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env_remove("ROTA_SERVERS")
+            .env("ROTA_RECONCILE_INTERVAL", "2s")
+            .envs(settings.env.iter().map(|(k, v)| (k, v)));
+        if !settings.labels.is_empty() {
+            command.arg("--labels").arg(&settings.labels);
+        }
+        worker.process.spawn(command)
+    }
+
+    /// Worker `id`.
+    pub fn worker(&mut self, id: &str) -> anyhow::Result<&mut Worker> {
+        self.workers.get_mut(id).with_context(|| format!("no worker {id}"))
+    }
+
+    /// Starts worker `id` again with its settings, on its data directory.
+    pub fn restart_worker(&mut self, id: &str) -> anyhow::Result<()> {
+        let settings = self.worker(id)?.settings.clone();
+        self.start_worker(settings)
+    }
+
+    /// Prints every server's and worker's log tail (for failing tests).
     pub fn dump_logs(&self) {
         for server in self.servers.values() {
             eprintln!(
                 "----- server {} ({}) log tail -----\n{}",
                 server.id,
                 server.addr,
-                server.log_tail(40)
+                server.process.log_tail(40)
             );
+        }
+        for (id, worker) in &self.workers {
+            eprintln!("----- worker {id} log tail -----\n{}", worker.process.log_tail(60));
         }
     }
 }
@@ -385,13 +514,33 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             self.dump_logs();
         }
+        for worker in self.workers.values_mut() {
+            worker.process.stop();
+        }
         for server in self.servers.values_mut() {
-            if let Some(mut child) = server.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            server.process.stop();
         }
     }
+}
+
+/// Runs the built `rotactl` with `args` against `servers`, off the async
+/// runtime.
+pub async fn rotactl(servers: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let bin = binary("rotactl")?;
+    let mut command = tokio::process::Command::new(bin);
+    command.args(args).env("ROTA_SERVERS", servers).env_remove("NO_COLOR");
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await??;
+    Ok(output)
+}
+
+/// A command's status and output, for assertion messages.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// Client options for tests: patient enough for elections on a loaded machine.

@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rota_client::proto as pb;
-use rota_client::proto::worker_service_client::WorkerServiceClient;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 
 type Acks = Arc<Mutex<HashMap<u64, oneshot::Sender<pb::ReportAck>>>>;
 
@@ -57,81 +55,38 @@ impl WorkerDescription {
     }
 }
 
-/// Opens a session on the server at `addr` and registers; returns the
-/// server's refusal as the error when there is one (e.g. UNAVAILABLE from a
-/// follower, with the leader's address in the `rota-leader` metadata).
-pub async fn open_session(
-    addr: &str,
-    first: pb::WorkerMessage,
-) -> Result<(mpsc::Sender<pb::WorkerMessage>, tonic::Streaming<pb::ServerMessage>), tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let (tx, rx) = mpsc::channel(64);
-    tx.send(first)
-        .await
-        .map_err(|_| tonic::Status::internal("outbound queue closed"))?;
-    let response = WorkerServiceClient::new(channel)
-        .session(ReceiverStream::new(rx))
-        .await?;
-    Ok((tx, response.into_inner()))
-}
+/// Opens a session stream (the worker agent's own function).
+pub use rota_worker::session::open as open_session;
 
-fn register_message(description: &WorkerDescription) -> pb::WorkerMessage {
-    pb::WorkerMessage {
-        seq: 0,
-        message: Some(pb::worker_message::Message::Register(pb::Register {
-            worker_id: description.id.clone(),
-            labels: description.labels.clone(),
-            slots: description.slots,
-            cpu_millis: 0,
-            memory_bytes: 0,
-            drivers: description.drivers.clone(),
-            held: description.held.clone(),
-            version: "test".into(),
-        })),
+fn register_message(description: &WorkerDescription) -> pb::Register {
+    pb::Register {
+        worker_id: description.id.clone(),
+        labels: description.labels.clone(),
+        slots: description.slots,
+        cpu_millis: 0,
+        memory_bytes: 0,
+        drivers: description.drivers.clone(),
+        held: description.held.clone(),
+        version: "test".into(),
     }
 }
 
 impl TestWorker {
-    /// Connects to the leader: tries each of `addrs`, following the
-    /// `rota-leader` hint of a follower.
+    /// Connects to the leader as the worker agent does: tries each of
+    /// `addrs`, following the `rota-leader` hint of a follower.
     pub async fn connect(addrs: &[String], description: WorkerDescription) -> anyhow::Result<TestWorker> {
-        let mut last = String::new();
-        let mut candidates: Vec<String> = addrs.to_vec();
-        let mut tried = 0;
-        while let Some(addr) = candidates.pop() {
-            tried += 1;
-            if tried > 20 {
-                break;
-            }
-            match open_session(&addr, register_message(&description)).await {
-                Ok((outbound, inbound)) => return Self::start(description.id, outbound, inbound).await,
-                Err(status) => {
-                    last = format!("{addr}: {status}");
-                    if let Some(hint) = status.metadata().get("rota-leader").and_then(|v| v.to_str().ok()) {
-                        candidates.push(hint.to_owned());
-                    }
-                }
-            }
-        }
-        bail!("no server accepted the worker session; last: {last}")
+        let session = rota_worker::session::connect(addrs, &register_message(&description))
+            .await
+            .map_err(|e| anyhow::anyhow!("no server accepted the worker session: {e}"))?;
+        Self::start(description.id, session.outbound, session.inbound, session.registered)
     }
 
-    async fn start(
+    fn start(
         id: String,
         outbound: mpsc::Sender<pb::WorkerMessage>,
         mut inbound: tonic::Streaming<pb::ServerMessage>,
+        registered: pb::Registered,
     ) -> anyhow::Result<TestWorker> {
-        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-            .await
-            .context("no answer to register")??
-            .context("session closed after register")?;
-        let Some(pb::server_message::Message::Registered(registered)) = first.message else {
-            bail!("expected Registered, got {first:?}");
-        };
         let acks: Acks = Arc::default();
         let (events_tx, events) = mpsc::channel(256);
         let reader_acks = acks.clone();

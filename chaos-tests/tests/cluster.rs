@@ -210,7 +210,7 @@ async fn membership_changes_transfer_and_graceful_shutdown() {
         cluster.signal(stopping, nix::sys::signal::Signal::SIGTERM)?;
         let status = cluster.wait_exit(stopping, Duration::from_secs(20)).await?;
         anyhow::ensure!(status.success(), "graceful stop exited with {status}");
-        anyhow::ensure!(cluster.server(stopping)?.log_tail(5).contains("stopped"));
+        anyhow::ensure!(cluster.server(stopping)?.process.log_tail(5).contains("stopped"));
         cluster.restart(stopping)?;
         wait_for("the stopped node to resume", Duration::from_secs(30), || async {
             let names = job_names(cluster, stopping, Consistency::Stale)

@@ -2,31 +2,11 @@
 //! with the example spec files of the repository.
 
 use std::path::PathBuf;
-use std::process::Output;
-use std::time::Duration;
 
-use rota_chaos::{Cluster, ServerSettings, binary};
+use rota_chaos::{Cluster, ServerSettings, output_text as text, rotactl};
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
-}
-
-/// Runs rotactl with `args` against `servers`, off the async runtime.
-async fn rotactl(servers: &str, args: &[&str]) -> anyhow::Result<Output> {
-    let bin = binary("rotactl")?;
-    let mut command = tokio::process::Command::new(bin);
-    command.args(args).env("ROTA_SERVERS", servers).env_remove("NO_COLOR");
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await??;
-    Ok(output)
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

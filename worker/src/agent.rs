@@ -166,6 +166,8 @@ pub struct Agent {
     shutdown: Option<Instant>,
     images: crate::images::ImageUse,
     next_reconcile: Instant,
+    /// Held for the agent's life: one worker per data directory.
+    _lock: nix::fcntl::Flock<fs::File>,
 }
 
 impl Agent {
@@ -175,6 +177,13 @@ impl Agent {
     pub async fn new(config: Config) -> anyhow::Result<Self> {
         let data_dir = config.data_dir().to_owned();
         fs::create_dir_all(&data_dir)?;
+        let lock_file = fs::File::create(data_dir.join("lock"))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            anyhow::anyhow!(
+                "data directory {} is in use by another rota-worker ({e})",
+                data_dir.display()
+            )
+        })?;
         let journal = Journal::load(&data_dir)?;
         let (docker, drivers) = Self::drivers(&config).await?;
         let (events_tx, events) = mpsc::channel(1024);
@@ -198,6 +207,7 @@ impl Agent {
             shutdown: None,
             images,
             next_reconcile: Instant::now(),
+            _lock: lock,
         };
         agent.recover().await?;
         Ok(agent)

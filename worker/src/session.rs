@@ -85,7 +85,10 @@ pub async fn connect(servers: &[String], register: &pb::Register) -> Result<Sess
             break;
         }
         let sent_at = Instant::now();
-        let (outbound, mut inbound) = match open(&addr, first()).await {
+        let opened = tokio::time::timeout(REGISTER_TIMEOUT, open(&addr, first()))
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer to the session request")));
+        let (outbound, mut inbound) = match opened {
             Ok(opened) => opened,
             Err(status) => {
                 if let Some(hint) = leader_hint(&status).filter(|h| *h != addr) {
