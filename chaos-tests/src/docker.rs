@@ -25,7 +25,9 @@ fn prepare() -> Result<bool, String> {
     let reachable = matches!(&engine, Ok(out) if out.status.success());
     if !reachable {
         if std::env::var_os("ROTA_REQUIRE_DOCKER").is_some() {
-            return Err(format!("ROTA_REQUIRE_DOCKER is set but the Docker engine does not answer: {engine:?}"));
+            return Err(format!(
+                "ROTA_REQUIRE_DOCKER is set but the Docker engine does not answer: {engine:?}"
+            ));
         }
         return Ok(false);
     }

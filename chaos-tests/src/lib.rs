@@ -378,18 +378,28 @@ impl Cluster {
 
     /// SIGKILLs server `id` and reaps it.
     pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
-        self.server_mut(id)?.process.kill().with_context(|| format!("server {id}"))
+        self.server_mut(id)?
+            .process
+            .kill()
+            .with_context(|| format!("server {id}"))
     }
 
     /// Sends `signal` to server `id`.
     pub fn signal(&mut self, id: u64, signal: Signal) -> anyhow::Result<()> {
-        self.server_mut(id)?.process.signal(signal).with_context(|| format!("server {id}"))
+        self.server_mut(id)?
+            .process
+            .signal(signal)
+            .with_context(|| format!("server {id}"))
     }
 
     /// Waits (bounded) for server `id` to exit by itself; returns its status.
     pub async fn wait_exit(&mut self, id: u64, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let server = self.server_mut(id)?;
-        server.process.wait_exit(timeout).await.with_context(|| format!("server {id}"))
+        server
+            .process
+            .wait_exit(timeout)
+            .await
+            .with_context(|| format!("server {id}"))
     }
 
     /// Starts server `id` again on its data directory, with its original flags.
@@ -442,13 +452,20 @@ impl Cluster {
 
     /// Every server's address, comma-separated (for `--servers`).
     pub fn servers_arg(&self) -> String {
-        self.servers.values().map(|s| s.addr.clone()).collect::<Vec<_>>().join(",")
+        self.servers
+            .values()
+            .map(|s| s.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Starts a `rota-worker` (or starts it again, on the same data
     /// directory, if it ran before).
     pub fn start_worker(&mut self, settings: WorkerSettings) -> anyhow::Result<()> {
-        let servers = settings.servers.clone().map_or_else(|| self.servers_arg(), |s| s.join(","));
+        let servers = settings
+            .servers
+            .clone()
+            .map_or_else(|| self.servers_arg(), |s| s.join(","));
         let id = settings.id.clone();
         let data_dir = self.dir.path().join(format!("worker-{id}"));
         let log = self.dir.path().join(format!("worker-{id}.log"));

@@ -139,7 +139,10 @@ async fn garbage_oversize_and_malformed_requests_never_crash_a_server() {
     }
     for id in cluster.ids() {
         assert!(cluster.is_running(id), "server {id} exited");
-        let log = cluster.server(id).map(|s| s.process.log_tail(100_000)).unwrap_or_default();
+        let log = cluster
+            .server(id)
+            .map(|s| s.process.log_tail(100_000))
+            .unwrap_or_default();
         assert!(!log.contains("panicked"), "server {id} logged a panic:\n{log}");
     }
 }

@@ -178,12 +178,13 @@ impl Agent {
         let data_dir = config.data_dir().to_owned();
         fs::create_dir_all(&data_dir)?;
         let lock_file = fs::File::create(data_dir.join("lock"))?;
-        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            anyhow::anyhow!(
-                "data directory {} is in use by another rota-worker ({e})",
-                data_dir.display()
-            )
-        })?;
+        let lock =
+            nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+                anyhow::anyhow!(
+                    "data directory {} is in use by another rota-worker ({e})",
+                    data_dir.display()
+                )
+            })?;
         let journal = Journal::load(&data_dir)?;
         let (docker, drivers) = Self::drivers(&config).await?;
         let (events_tx, events) = mpsc::channel(1024);

@@ -1,0 +1,284 @@
+//! The real worker agent (`rota-worker`) against a real 3-server cluster:
+//! jobs as host processes and as containers of the real Docker engine (the
+//! locally built test image), their output through `rotactl run logs`, exit
+//! codes, OOM kills, timeouts, cancels and parameters; a worker SIGKILLed
+//! and restarted mid-run; a worker cut off from every server; and output
+//! that survives a change of leader.
+//!
+//! Container tests are skipped when no Docker engine answers, unless
+//! `ROTA_REQUIRE_DOCKER` is set (CI sets it; there they must run).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use rota_chaos::proxy::Proxy;
+use rota_chaos::{Cluster, ServerSettings, WorkerSettings, docker, output_text, rotactl, wait_for};
+use rota_client::proto as pb;
+use rota_client::{Consistency, SpecFile};
+
+const LEASE: Duration = Duration::from_secs(4);
+const LEASE_GRACE: Duration = Duration::from_secs(2);
+
+fn settings() -> ServerSettings {
+    ServerSettings {
+        env: vec![
+            ("ROTA_WORKER_LEASE".into(), "4s".into()),
+            ("ROTA_WORKER_LEASE_GRACE".into(), "2s".into()),
+        ],
+        ..ServerSettings::default()
+    }
+}
+
+/// Whether container tests run here (see the module docs).
+fn docker_ready() -> bool {
+    match docker::require() {
+        Ok(true) => true,
+        Ok(false) => {
+            eprintln!("skipped: no Docker engine (set ROTA_REQUIRE_DOCKER to make this a failure)");
+            false
+        }
+        Err(e) => panic!("{e:#}"),
+    }
+}
+
+/// The `task:` block of a job running `script` with `sh -c` on `driver`.
+fn task_yaml(driver: &str, script: &str, extra: &str) -> String {
+    let script = serde_json::to_string(script).expect("a string serializes");
+    let image = match driver {
+        "docker" => format!("  image: {}\n  pull: never\n", docker::TEST_IMAGE),
+        _ => "  driver: exec\n".to_owned(),
+    };
+    format!("task:\n{image}  command: [\"sh\", \"-c\", {script}]\n{extra}")
+}
+
+async fn create_job(cluster: &Cluster, name: &str, driver: &str, script: &str, task_extra: &str, job_extra: &str) {
+    let yaml = format!("name: {name}\n{}{job_extra}", task_yaml(driver, script, task_extra));
+    let spec = SpecFile::parse_yaml(&yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+    cluster
+        .client()
+        .expect("client")
+        .create_job(spec[0].to_proto())
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+}
+
+async fn trigger(cluster: &Cluster, job: &str, params: &[(&str, &str)]) -> String {
+    let params: HashMap<String, String> = params.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    let (run, _) = cluster
+        .client()
+        .expect("client")
+        .trigger_run(job, None, params, false)
+        .await
+        .unwrap_or_else(|e| panic!("triggering {job}: {e}"));
+    run.id
+}
+
+async fn get_run(cluster: &Cluster, id: &str) -> anyhow::Result<pb::Run> {
+    Ok(cluster.client()?.get_run(id, Consistency::Linearizable).await?)
+}
+
+fn terminal(state: pb::RunState) -> bool {
+    !matches!(
+        state,
+        pb::RunState::Pending | pb::RunState::Assigned | pb::RunState::Running | pb::RunState::Unspecified
+    )
+}
+
+/// Waits for run `id` to end and its last attempt to be reported ended (a
+/// cancelled or timed-out run ends at once; its attempt once the worker
+/// reports the task stopped); returns it.
+async fn wait_ended(cluster: &Cluster, id: &str, timeout: Duration) -> anyhow::Result<pb::Run> {
+    wait_for(&format!("run {id} and its attempt to end"), timeout, || async {
+        let run = get_run(cluster, id).await.map_err(|e| e.to_string())?;
+        let attempt_ended = run.attempts.last().is_none_or(|a| a.ended_at.is_some());
+        Ok((terminal(run.state()) && attempt_ended).then_some(run))
+    })
+    .await
+}
+
+/// The run's output as `rotactl run logs` prints it.
+async fn logs(cluster: &Cluster, id: &str) -> anyhow::Result<String> {
+    let output = rotactl(&cluster.servers_arg(), &["run", "logs", id]).await?;
+    anyhow::ensure!(output.status.success(), "rotactl run logs: {}", output_text(&output));
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Waits until the run's output contains `text`.
+async fn wait_for_output(cluster: &Cluster, id: &str, text: &str) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{text:?} in the output of {id}"),
+        Duration::from_secs(60),
+        || async {
+            let out = logs(cluster, id).await.map_err(|e| e.to_string())?;
+            Ok(out.contains(text).then_some(()))
+        },
+    )
+    .await
+}
+
+/// Host processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(marker))
+        .count()
+}
+
+/// What is left of a task after its run ended: none of worker's containers
+/// (docker) or no process carrying `marker` (exec).
+async fn wait_task_gone(driver: &str, worker: &str, marker: &str) -> anyhow::Result<()> {
+    wait_for("the task to be gone from the host", Duration::from_secs(30), || async {
+        let left = match driver {
+            "docker" => docker::containers(worker, true).map_err(|e| e.to_string())?.len(),
+            _ => processes_with(marker),
+        };
+        Ok((left == 0).then_some(()))
+    })
+    .await
+}
+
+fn last_attempt(run: &pb::Run) -> pb::Attempt {
+    run.attempts.last().cloned().unwrap_or_default()
+}
+
+/// The whole life of jobs on one driver: success with output and params,
+/// failure with its exit code, timeout, a cancel honoured by the task's
+/// SIGTERM handler, a cancel that needs SIGKILL after kill grace, and (for
+/// docker) an OOM kill.
+async fn jobs_run_end_to_end(driver: &str) {
+    let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
+    let worker = format!("{driver}-worker");
+    let mut worker_settings = WorkerSettings::new(&worker, driver);
+    worker_settings.slots = 6;
+    cluster.start_worker(worker_settings).expect("worker starts");
+    let marker = format!("rota-marker-{driver}-{}", std::process::id());
+
+    create_job(
+        &cluster,
+        "hello",
+        driver,
+        "echo \"hello $GREETING from attempt $ROTA_ATTEMPT of $ROTA_JOB\"; echo to-stderr >&2",
+        "  env: { GREETING: default }\n",
+        "",
+    )
+    .await;
+    create_job(&cluster, "fails", driver, "echo failing; exit 3", "", "").await;
+    create_job(
+        &cluster,
+        "slow",
+        driver,
+        &format!("echo started; sleep 600; echo {marker}-slow"),
+        "",
+        "timeout: 3s\nkill_grace: 1s\n",
+    )
+    .await;
+    create_job(
+        &cluster,
+        "graceful",
+        driver,
+        &format!("trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 1; done; echo {marker}-graceful"),
+        "",
+        "kill_grace: 20s\n",
+    )
+    .await;
+    create_job(
+        &cluster,
+        "stubborn",
+        driver,
+        &format!("trap '' TERM; echo ready; while true; do sleep 1; done; echo {marker}-stubborn"),
+        "",
+        "kill_grace: 2s\n",
+    )
+    .await;
+
+    let hello = trigger(&cluster, "hello", &[("GREETING", "from-a-param")]).await;
+    let fails = trigger(&cluster, "fails", &[]).await;
+    let slow = trigger(&cluster, "slow", &[]).await;
+    let graceful = trigger(&cluster, "graceful", &[]).await;
+    let stubborn = trigger(&cluster, "stubborn", &[]).await;
+
+    let scenario = async {
+        let run = wait_ended(&cluster, &hello, Duration::from_secs(60)).await?;
+        anyhow::ensure!(run.state() == pb::RunState::Succeeded, "hello: {run:?}");
+        anyhow::ensure!(last_attempt(&run).exit_code == Some(0), "hello: {run:?}");
+        let out = logs(&cluster, &hello).await?;
+        anyhow::ensure!(
+            out.contains("hello from-a-param from attempt 1 of hello"),
+            "the param and ROTA_* reach the task: {out:?}"
+        );
+        anyhow::ensure!(out.contains("to-stderr"), "stderr is kept: {out:?}");
+
+        let run = wait_ended(&cluster, &fails, Duration::from_secs(60)).await?;
+        anyhow::ensure!(run.state() == pb::RunState::Failed, "fails: {run:?}");
+        anyhow::ensure!(last_attempt(&run).exit_code == Some(3), "fails: {run:?}");
+        anyhow::ensure!(logs(&cluster, &fails).await?.contains("failing"));
+
+        let run = wait_ended(&cluster, &slow, Duration::from_secs(60)).await?;
+        anyhow::ensure!(run.state() == pb::RunState::TimedOut, "slow: {run:?}");
+        anyhow::ensure!(logs(&cluster, &slow).await?.contains("started"));
+
+        // Cancel once the task is ready (its TERM handler installed).
+        wait_for_output(&cluster, &graceful, "ready").await?;
+        cluster.client()?.cancel_run(&graceful).await?;
+        let run = wait_ended(&cluster, &graceful, Duration::from_secs(60)).await?;
+        anyhow::ensure!(run.state() == pb::RunState::Cancelled, "graceful: {run:?}");
+        anyhow::ensure!(
+            last_attempt(&run).exit_code == Some(0),
+            "the task's own TERM handler ended it: {run:?}"
+        );
+        anyhow::ensure!(logs(&cluster, &graceful).await?.contains("got TERM"));
+
+        wait_for_output(&cluster, &stubborn, "ready").await?;
+        cluster.client()?.cancel_run(&stubborn).await?;
+        let run = wait_ended(&cluster, &stubborn, Duration::from_secs(60)).await?;
+        anyhow::ensure!(run.state() == pb::RunState::Cancelled, "stubborn: {run:?}");
+        anyhow::ensure!(
+            last_attempt(&run).exit_code == Some(137),
+            "a task ignoring SIGTERM gets SIGKILL after kill grace: {run:?}"
+        );
+
+        if driver == "docker" {
+            create_job(
+                &cluster,
+                "hungry",
+                driver,
+                "echo allocating; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+                "  resources: { memory: 32Mi }\n",
+                "",
+            )
+            .await;
+            let hungry = trigger(&cluster, "hungry", &[]).await;
+            let run = wait_ended(&cluster, &hungry, Duration::from_secs(60)).await?;
+            anyhow::ensure!(run.state() == pb::RunState::Failed, "hungry: {run:?}");
+            anyhow::ensure!(last_attempt(&run).oom_killed, "hungry is reported OOM-killed: {run:?}");
+            anyhow::ensure!(!logs(&cluster, &hungry).await?.contains("survived"));
+        }
+        wait_task_gone(driver, &worker, &marker).await
+    };
+    let result = scenario.await;
+    if driver == "docker" {
+        docker::remove_worker_containers(&worker);
+    }
+    if let Err(e) = result {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_jobs_succeed_fail_time_out_and_cancel() {
+    jobs_run_end_to_end("exec").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_jobs_succeed_fail_time_out_cancel_and_get_oom_killed() {
+    if !docker_ready() {
+        return;
+    }
+    jobs_run_end_to_end("docker").await;
+}
