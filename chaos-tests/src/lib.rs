@@ -504,6 +504,14 @@ impl Cluster {
         self.workers.get_mut(id).with_context(|| format!("no worker {id}"))
     }
 
+    /// The whole log of worker `id` so far.
+    pub fn workers_log(&self, id: &str) -> String {
+        self.workers
+            .get(id)
+            .and_then(|w| std::fs::read_to_string(&w.process.log).ok())
+            .unwrap_or_default()
+    }
+
     /// Starts worker `id` again with its settings, on its data directory.
     pub fn restart_worker(&mut self, id: &str) -> anyhow::Result<()> {
         let settings = self.worker(id)?.settings.clone();

@@ -282,3 +282,178 @@ async fn container_jobs_succeed_fail_time_out_cancel_and_get_oom_killed() {
     }
     jobs_run_end_to_end("docker").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_takes_its_container_over_after_a_restart() {
+    if !docker_ready() {
+        return;
+    }
+    let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
+    let worker = "restarted-worker";
+    cluster
+        .start_worker(WorkerSettings::new(worker, "docker"))
+        .expect("worker starts");
+    create_job(
+        &cluster,
+        "adopted",
+        "docker",
+        "echo before; sleep 4; echo after",
+        "",
+        "",
+    )
+    .await;
+    let id = trigger(&cluster, "adopted", &[]).await;
+    let scenario = async {
+        wait_for_output(&cluster, &id, "before").await?;
+        cluster.worker(worker)?.process.kill()?;
+        anyhow::ensure!(
+            docker::containers(worker, false)?.len() == 1,
+            "the container outlives its worker"
+        );
+        cluster.restart_worker(worker)?;
+        let run = wait_ended(&cluster, &id, Duration::from_secs(60)).await?;
+        anyhow::ensure!(run.attempts.len() == 1, "one attempt only: {run:?}");
+        anyhow::ensure!(
+            run.state() == pb::RunState::Succeeded,
+            "the restarted worker took the container over and reported it: {run:?}"
+        );
+        let out = logs(&cluster, &id).await?;
+        anyhow::ensure!(
+            out.matches("before").count() == 1 && out.matches("after").count() == 1,
+            "the output is whole, nothing twice: {out:?}"
+        );
+        wait_task_gone("docker", worker, "").await?;
+        // The ended run stays ended (one terminal state, no late change).
+        let again = get_run(&cluster, &id).await?;
+        anyhow::ensure!(again.state() == run.state() && again.attempts.len() == 1, "{again:?}");
+        Ok(())
+    };
+    let result: anyhow::Result<()> = scenario.await;
+    docker::remove_worker_containers(worker);
+    if let Err(e) = result {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_every_server_kills_its_container_before_its_lease_ends() {
+    if !docker_ready() {
+        return;
+    }
+    let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await.expect("leader");
+    let proxy = Proxy::start(&cluster.addr(leader).expect("addr")).await.expect("proxy");
+    let (cut_off, rescuer) = ("cut-off-worker", "rescuing-worker");
+    let mut through_proxy = WorkerSettings::new(cut_off, "docker");
+    through_proxy.servers = Some(vec![proxy.addr.clone()]);
+    cluster.start_worker(through_proxy).expect("worker starts");
+    create_job(
+        &cluster,
+        "partitioned",
+        "docker",
+        "if [ \"$ROTA_ATTEMPT\" = 1 ]; then echo first; sleep 600; fi; echo done-$ROTA_ATTEMPT",
+        "",
+        "kill_grace: 1s\nretry: { max_attempts: 2, backoff: 100ms, on: [lost] }\n",
+    )
+    .await;
+    let id = trigger(&cluster, "partitioned", &[]).await;
+    let scenario = async {
+        wait_for_output(&cluster, &id, "first").await?;
+        anyhow::ensure!(docker::containers(cut_off, false)?.len() == 1);
+        proxy.cut();
+        let (cut_at, cut_wall) = (Instant::now(), SystemTime::now());
+        cluster.start_worker(WorkerSettings::new(rescuer, "docker"))?;
+
+        // The worker's last renewal was before the cut, so its lease ends
+        // within LEASE of it: the container must be dead by then.
+        wait_for("the cut-off container to stop", Duration::from_secs(30), || async {
+            let running = docker::containers(cut_off, false).map_err(|e| e.to_string())?;
+            Ok(running.is_empty().then_some(()))
+        })
+        .await?;
+        let stopped_after = cut_at.elapsed();
+        anyhow::ensure!(
+            stopped_after < LEASE,
+            "the container ran {stopped_after:?} after the cut; its lease ({LEASE:?}) had ended"
+        );
+
+        let run = wait_ended(&cluster, &id, Duration::from_secs(60)).await?;
+        anyhow::ensure!(run.state() == pb::RunState::Succeeded, "{run:?}");
+        anyhow::ensure!(run.attempts.len() == 2, "{run:?}");
+        let (first, second) = (&run.attempts[0], &run.attempts[1]);
+        anyhow::ensure!(first.worker == cut_off && first.outcome == "lost", "{run:?}");
+        anyhow::ensure!(second.worker == rescuer, "{run:?}");
+        // Retried only after lease + grace from the last renewal, which was
+        // at most one heartbeat interval (LEASE / 3) before the cut.
+        let assigned = second.assigned_at.clone().map(SystemTime::try_from).transpose()?;
+        let earliest = cut_wall + LEASE + LEASE_GRACE - LEASE / 3;
+        anyhow::ensure!(
+            assigned.is_some_and(|a| a >= earliest),
+            "the retry was assigned {assigned:?}, before the lease and grace ran out ({earliest:?})"
+        );
+        anyhow::ensure!(logs(&cluster, &id).await?.contains("done-2"));
+
+        // Reconnected, the cut-off worker learns its attempt is not current:
+        // its late result changes nothing.
+        proxy.restore();
+        let log = || cluster.workers_log(cut_off);
+        wait_for(
+            "the cut-off worker to drop its attempt",
+            Duration::from_secs(60),
+            || async { Ok(log().contains("dropping an attempt").then_some(())) },
+        )
+        .await?;
+        let after = get_run(&cluster, &id).await?;
+        anyhow::ensure!(
+            after.state() == pb::RunState::Succeeded && after.attempts[0].outcome == "lost",
+            "{after:?}"
+        );
+        wait_task_gone("docker", cut_off, "").await?;
+        wait_task_gone("docker", rescuer, "").await
+    };
+    let result: anyhow::Result<()> = scenario.await;
+    docker::remove_worker_containers(cut_off);
+    docker::remove_worker_containers(rescuer);
+    if let Err(e) = result {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_survives_a_change_of_leader_mid_run() {
+    // The default lease (10 s): an election must not cost the worker its lease.
+    let mut cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    cluster
+        .start_worker(WorkerSettings::new("steady-worker", "exec"))
+        .expect("worker starts");
+    create_job(
+        &cluster,
+        "chatty",
+        "exec",
+        "i=1; while [ $i -le 40 ]; do echo line-$i; i=$((i+1)); sleep 0.15; done",
+        "",
+        "",
+    )
+    .await;
+    let id = trigger(&cluster, "chatty", &[]).await;
+    let scenario = async {
+        wait_for_output(&cluster, &id, "line-3\n").await?;
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        cluster.kill(leader)?;
+        let run = wait_ended(&cluster, &id, Duration::from_secs(90)).await?;
+        anyhow::ensure!(run.state() == pb::RunState::Succeeded, "{run:?}");
+        let out = logs(&cluster, &id).await?;
+        let expected: String = (1..=40).map(|i| format!("line-{i}\n")).collect();
+        anyhow::ensure!(out == expected, "the whole output, once, in order: {out:?}");
+        Ok(())
+    };
+    let result: anyhow::Result<()> = scenario.await;
+    if let Err(e) = result {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+}

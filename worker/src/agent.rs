@@ -320,15 +320,15 @@ impl Agent {
                 match (attempt.record.driver, containers.remove(&key), &self.docker) {
                     (DriverKind::Docker, Some(container), Some(docker)) => {
                         tracing::info!(run = %key.0, epoch = key.1, %container, "adopting a running container");
-                        attempt.note("the worker restarted; it took over the running container");
                         self.spawn_task(
                             key.clone(),
                             Launcher::Adopt {
                                 docker: docker.clone(),
                                 container,
-                                skip: attempt.buffer.len(),
+                                skip: attempt.buffer.task_output_len(),
                             },
                         );
+                        attempt.note("the worker restarted; it took over the running container");
                     }
                     (DriverKind::Exec, _, _) => {
                         if let Some(pgid) = attempt.record.pgid {
@@ -542,7 +542,7 @@ impl Agent {
         let Some(lease) = self.lease else { return };
         let Some(live) = &self.session else { return };
         let overdue = live.pending.values().any(|p| match p {
-            Pending::Heartbeat(sent) => now.duration_since(*sent) > lease.interval,
+            Pending::Heartbeat(sent) => now.duration_since(*sent) > lease.interval * 2,
             _ => false,
         });
         if overdue {
@@ -561,7 +561,9 @@ impl Agent {
     }
 
     /// Stops tasks whose lease is about to run out: SIGTERM early enough that
-    /// the kill grace ends (and SIGKILL lands) before the lease does.
+    /// the kill grace ends (and SIGKILL lands) a safety margin before the
+    /// lease does. The grace is capped at a quarter of the lease: stopping
+    /// earlier would kill tasks over a mere leader election.
     fn fence(&mut self, now: Instant) {
         let (end, duration) = match self.lease {
             Some(lease) => (lease.end(), lease.duration),
@@ -572,7 +574,7 @@ impl Agent {
             if attempt.fenced || !attempt.running() {
                 continue;
             }
-            let margin = (attempt.kill_grace() + safety).min(duration / 2);
+            let margin = (attempt.kill_grace() + safety).min(duration / 4);
             if now + margin < end {
                 continue;
             }

@@ -91,6 +91,17 @@ impl LogBuffer {
         self.len
     }
 
+    /// Bytes of the task's own output (stdout and stderr, not the worker's
+    /// notes on the system stream): where an adopted container's output
+    /// resumes.
+    pub fn task_output_len(&self) -> u64 {
+        self.records
+            .iter()
+            .filter(|r| r.stream != LogStream::System)
+            .map(|r| u64::from(r.len))
+            .sum()
+    }
+
     /// Whether nothing was buffered.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -123,8 +123,10 @@ pub async fn connect(servers: &[String], register: &pb::Register) -> Result<Sess
     Err(errors.join("; "))
 }
 
-/// Exponential backoff with jitter for reconnecting: 200 ms doubling to 5 s,
-/// each delay drawn from its upper half.
+/// Exponential backoff with jitter for reconnecting: 200 ms doubling to 2 s,
+/// each delay drawn from its upper half. Short, because the lease keeps
+/// running while the worker is away: after an election it must find the
+/// new leader quickly.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
@@ -138,7 +140,7 @@ impl Default for Backoff {
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(200);
-    const MAX: Duration = Duration::from_secs(5);
+    const MAX: Duration = Duration::from_secs(2);
 
     /// The next delay.
     pub fn next_delay(&mut self) -> Duration {

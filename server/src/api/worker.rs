@@ -194,7 +194,7 @@ impl WorkerService for WorkerApi {
         let (tx, rx) = mpsc::channel(256);
         let lease = context.leases.lease;
         let registered = pb::Registered {
-            heartbeat_interval: Some(convert::duration(lease / 3)),
+            heartbeat_interval: Some(convert::duration(lease / 5)),
             lease: Some(convert::duration(lease)),
             stop: stop
                 .iter()

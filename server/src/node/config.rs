@@ -120,7 +120,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             request_timeout: Duration::from_secs(180),
             shutdown_timeout: Duration::from_secs(10),
-            worker_lease: Duration::from_secs(10),
+            worker_lease: Duration::from_secs(15),
             worker_lease_grace: Duration::from_secs(5),
             raft: RaftSettings::default(),
         }
