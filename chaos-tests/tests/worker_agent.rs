@@ -386,7 +386,7 @@ async fn a_worker_cut_off_from_every_server_kills_its_container_before_its_lease
         anyhow::ensure!(second.worker == rescuer, "{run:?}");
         // Retried only after lease + grace from the last renewal, which was
         // at most one heartbeat interval (LEASE / 3) before the cut.
-        let assigned = second.assigned_at.clone().map(SystemTime::try_from).transpose()?;
+        let assigned = second.assigned_at.map(SystemTime::try_from).transpose()?;
         let earliest = cut_wall + LEASE + LEASE_GRACE - LEASE / 3;
         anyhow::ensure!(
             assigned.is_some_and(|a| a >= earliest),
