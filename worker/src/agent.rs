@@ -3,7 +3,7 @@
 //! tick for heartbeats, log batches, self-fencing and reconnecting.
 //!
 //! Everything slow (connecting, starting and following tasks, talking to the
-//! engine) runs in tasks of its own that report back as [`Event`]s, so the
+//! engine) runs in tasks of its own that report back as events, so the
 //! agent never waits on the network: a stuck connection cannot delay the
 //! fencing that keeps `forbid` true.
 //!
