@@ -8,9 +8,14 @@ use rota_proto::v1::cluster_service_client::ClusterServiceClient;
 use rota_proto::v1::cluster_service_server::ClusterService;
 use tonic::{Request, Response, Status};
 
-use super::{ApiError, forward_if_follower, is_linearizable};
+use super::worker::{MAX_DRAIN, check_worker_id};
+use super::{ApiError, convert, forward_if_follower, is_linearizable};
 use crate::node::NodeHandle;
 use crate::raft::NodeId;
+use crate::state::{Op, Response as Answer};
+
+/// Drain deadline when the request gives none.
+const DEFAULT_DRAIN: Duration = Duration::from_secs(3600);
 
 /// How long `AddNode` waits for a new node to catch up before giving up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -199,6 +204,62 @@ impl ClusterService for ClusterApi {
         self.node.remove_node(node_id).await?;
         let (members, _) = self.members();
         Ok(Response::new(pb::RemoveNodeResponse { members }))
+    }
+
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        if is_linearizable(request.get_ref().consistency)? {
+            forward_if_follower!(self.node, request, ClusterServiceClient::list_workers);
+            self.node.ensure_linearizable().await?;
+        }
+        let applied = self.node.state.read();
+        let state = &applied.state;
+        let running = |id: &str| state.index().on_worker.get(id).map_or(0, |runs| runs.len());
+        let workers = state.workers().map(|w| convert::worker(w, running(&w.id))).collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+
+    async fn drain_worker(
+        &self,
+        request: Request<pb::DrainWorkerRequest>,
+    ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
+        let req = request.get_ref();
+        check_worker_id("worker_id", &req.worker_id)?;
+        let within = match &req.deadline {
+            Some(d) => convert::std_duration("deadline", d)?,
+            None => DEFAULT_DRAIN,
+        };
+        if within > MAX_DRAIN {
+            return Err(ApiError::invalid("deadline", format!("{within:?} is too long; accepted: 0s to 7d")).into());
+        }
+        forward_if_follower!(self.node, request, ClusterServiceClient::drain_worker);
+        let req = request.into_inner();
+        let op = Op::DrainWorker {
+            worker: req.worker_id.clone(),
+            within: (!req.disable).then_some(within),
+            by_operator: true,
+        };
+        tracing::info!(worker = %req.worker_id, disable = req.disable, ?within, "drain requested");
+        let worker = match self.node.propose(op).await? {
+            Answer::Worker(worker) => worker,
+            other => {
+                return Err(ApiError::Unavailable(format!("unexpected state machine answer {other:?}")).into());
+            }
+        };
+        let running = self
+            .node
+            .state
+            .read()
+            .state
+            .index()
+            .on_worker
+            .get(&worker.id)
+            .map_or(0, |runs| runs.len());
+        Ok(Response::new(pb::DrainWorkerResponse {
+            worker: Some(convert::worker(&worker, running)),
+        }))
     }
 
     async fn transfer_leadership(

@@ -6,7 +6,7 @@ use rota_proto::v1 as pb;
 
 use crate::spec;
 use crate::state::logs::LogStream;
-use crate::state::run::{Attempt, Cause, Run, RunState};
+use crate::state::run::{Attempt, Cause, Run, RunState, Worker};
 use crate::state::{ApplyOutcome, Job};
 
 /// A timestamp as protobuf.
@@ -140,6 +140,31 @@ pub fn run(run: &Run) -> pb::Run {
         log_bytes: run.log.kept_bytes,
         log_dropped_bytes: run.log.dropped_bytes,
     }
+}
+
+/// A worker as protobuf; `running` is how many attempts it holds.
+pub fn worker(worker: &Worker, running: usize) -> pb::WorkerInfo {
+    pb::WorkerInfo {
+        id: worker.id.clone(),
+        state: word(&worker.state),
+        labels: worker.labels.clone().into_iter().collect(),
+        drivers: worker.drivers.iter().map(word).collect(),
+        slots: worker.capacity.slots,
+        running: u32::try_from(running).unwrap_or(u32::MAX),
+        registered_at: Some(timestamp(worker.registered_at)),
+        lost_at: worker.lost_at.map(timestamp),
+        draining: worker.drain.is_some(),
+        drain_deadline: worker.drain.map(|d| timestamp(d.deadline)),
+        drain_by_operator: worker.drain.is_some_and(|d| d.by_operator),
+    }
+}
+
+/// A protobuf duration as a std one, for field `field`; negative or
+/// malformed ones are refused.
+pub fn std_duration(field: &str, d: &prost_types::Duration) -> Result<std::time::Duration, crate::api::ApiError> {
+    std::time::Duration::try_from(*d).map_err(|_| {
+        crate::api::ApiError::invalid(field, format!("{d:?} is not a valid duration; accepted: 0s or more"))
+    })
 }
 
 /// A duration as protobuf.

@@ -50,7 +50,11 @@ impl WorkerApi {
     }
 }
 
-fn check_worker_id(id: &str) -> Result<(), ApiError> {
+/// The longest drain deadline accepted.
+pub(super) const MAX_DRAIN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Checks a worker id given in `field`.
+pub(super) fn check_worker_id(field: &str, id: &str) -> Result<(), ApiError> {
     let valid = !id.is_empty()
         && id.len() <= 63
         && id
@@ -60,7 +64,7 @@ fn check_worker_id(id: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::invalid(
-            "register.worker_id",
+            field,
             format!("{id:?} is not a worker id; accepted: 1 to 63 characters of letters, digits, '.', '_', '-'"),
         ))
     }
@@ -68,7 +72,7 @@ fn check_worker_id(id: &str) -> Result<(), ApiError> {
 
 /// Checks a Register message and turns it into the command's parts.
 fn registration(register: pb::Register) -> Result<(String, WorkerInfo, Vec<HeldAttempt>), ApiError> {
-    check_worker_id(&register.worker_id)?;
+    check_worker_id("register.worker_id", &register.worker_id)?;
     if register.slots == 0 || register.slots > MAX_SLOTS {
         return Err(ApiError::invalid(
             "register.slots",
@@ -340,6 +344,7 @@ impl Session {
                             reason: match reason {
                                 StopReason::Timeout => "timeout",
                                 StopReason::Cancel => "cancel",
+                                StopReason::Drain => "drain",
                             }
                             .to_owned(),
                             kill_grace: Some(convert::duration(run.spec.kill_grace)),
@@ -430,6 +435,26 @@ impl Session {
                 },
                 log: None,
             },
+            Some(Message::Drain(drain)) => {
+                let within = match drain.within.as_ref().map(|d| convert::std_duration("drain.within", d)) {
+                    Some(Ok(within)) if within <= MAX_DRAIN => within,
+                    Some(Ok(_)) => {
+                        let error = format!("drain.within is longer than {MAX_DRAIN:?}");
+                        return self.send(server_message_ack(seq, Err((error, 0)))).await;
+                    }
+                    Some(Err(e)) => return self.send(server_message_ack(seq, Err((e.to_string(), 0)))).await,
+                    None => Duration::ZERO,
+                };
+                Report {
+                    seq,
+                    op: Op::DrainWorker {
+                        worker: self.worker.clone(),
+                        within: Some(within),
+                        by_operator: false,
+                    },
+                    log: None,
+                }
+            }
             Some(Message::Logs(batch)) => {
                 let next = next_log_offset(&self.node, &batch.run_id, batch.epoch);
                 let mut chunks = Vec::new();

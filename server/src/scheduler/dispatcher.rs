@@ -28,7 +28,7 @@ const IDLE: Duration = Duration::from_secs(5);
 pub fn plan(state: &State, leases: &Leases, now: DateTime<Utc>) -> (Vec<Placement>, Option<DateTime<Utc>>) {
     let mut free: BTreeMap<&WorkerId, i64> = state
         .workers()
-        .filter(|w| w.state == WorkerState::Alive && leases.is_live(&w.id))
+        .filter(|w| w.state == WorkerState::Alive && w.drain.is_none() && leases.is_live(&w.id))
         .map(|w| {
             let busy = state.index().on_worker.get(&w.id).map_or(0, |runs| runs.len());
             (&w.id, i64::from(w.capacity.slots) - busy as i64)

@@ -23,6 +23,7 @@ fn next_due(node: &NodeHandle) -> Option<DateTime<Utc>> {
         index.next_fire.first().map(|(at, _)| *at),
         index.deadlines.first().map(|(at, _)| *at),
         index.expiries.first().map(|(at, _)| *at),
+        index.drains.first().map(|(at, _)| *at),
     ]
     .into_iter()
     .flatten()

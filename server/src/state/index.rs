@@ -1,6 +1,6 @@
 //! Derived indexes over the state's tables.
 //!
-//! Everything here is a pure function of the jobs and runs tables: it is not
+//! Everything here is a pure function of the jobs, runs and workers tables: it is not
 //! persisted, it is rebuilt on load, and every change to a job or run goes
 //! through [`Index::remove_job`]/[`Index::insert_job`] (or the run
 //! equivalents) with the old and new rows, so the incremental index always
@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::job::Job;
-use super::run::{Cause, Run, RunId, RunState, WorkerId};
+use super::run::{Cause, Run, RunId, RunState, Worker, WorkerId, WorkerState};
 use super::{LogIndex, schedule};
 
 /// `at + d`, or `None` past the end of time.
@@ -87,6 +87,14 @@ pub struct Index {
     pub updated: BTreeSet<(LogIndex, RunId)>,
     /// Manual runs by (job uid, request id), for idempotent triggers.
     pub requests: HashMap<(String, String), RunId>,
+    /// Drain deadlines not yet handled, of alive workers.
+    pub drains: BTreeSet<(DateTime<Utc>, WorkerId)>,
+}
+
+/// When a `Tick` must hand back what a draining worker still runs.
+fn drain_deadline(worker: &Worker) -> Option<DateTime<Utc>> {
+    let drain = worker.drain.filter(|d| !d.handled)?;
+    (worker.state == WorkerState::Alive).then_some(drain.deadline)
 }
 
 impl Index {
@@ -101,6 +109,20 @@ impl Index {
     pub fn remove_job(&mut self, job: &Job) {
         if let Some(at) = job_next_fire(job) {
             self.next_fire.remove(&(at, job.name.clone()));
+        }
+    }
+
+    /// Adds a worker's entries.
+    pub fn insert_worker(&mut self, worker: &Worker) {
+        if let Some(at) = drain_deadline(worker) {
+            self.drains.insert((at, worker.id.clone()));
+        }
+    }
+
+    /// Removes a worker's entries (`worker` as it was when inserted).
+    pub fn remove_worker(&mut self, worker: &Worker) {
+        if let Some(at) = drain_deadline(worker) {
+            self.drains.remove(&(at, worker.id.clone()));
         }
     }
 

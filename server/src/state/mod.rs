@@ -37,6 +37,7 @@ mod tick;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -189,6 +190,17 @@ pub enum Op {
         /// worker registered again since, the command is refused.
         session: LogIndex,
     },
+    /// Starts (or ends) a worker's drain: it gets no new attempts, and those
+    /// it still runs when `within` has passed are stopped and handed back.
+    DrainWorker {
+        /// Its id.
+        worker: WorkerId,
+        /// How long its attempts may still run; `None` ends the drain.
+        within: Option<Duration>,
+        /// Asked for by an operator (kept across the worker's registrations)
+        /// rather than by the worker shutting down.
+        by_operator: bool,
+    },
     /// Place pending runs on workers; each placement is checked again and
     /// the ones no longer possible are refused individually.
     Assign {
@@ -279,6 +291,8 @@ pub enum Response {
         /// These were assigned to it but it does not hold them.
         lost: Vec<RunId>,
     },
+    /// The worker after the command.
+    Worker(Worker),
     /// The result of [`Op::Assign`].
     Assigned {
         /// Placements made, with the epoch of each new attempt.
@@ -410,6 +424,11 @@ pub fn apply(state: &mut State, index: LogIndex, command: &Command) -> ApplyResu
         Op::CancelRun { run } => state.cancel(run, now, index),
         Op::RegisterWorker { worker, info, held } => Ok(state.register_worker(worker, info, held, now, index)),
         Op::WorkerLost { worker, session } => state.worker_lost(worker, *session, now, index),
+        Op::DrainWorker {
+            worker,
+            within,
+            by_operator,
+        } => state.drain_worker(worker, *within, *by_operator, now, index),
         Op::Assign { placements } => Ok(state.assign(placements, now, index)),
         Op::AttemptStarted { worker, run, epoch } => state.attempt_started(worker, run, *epoch, now, index),
         Op::AttemptFinished {
@@ -551,6 +570,9 @@ impl State {
         }
         for (_, run) in self.runs.iter() {
             index.insert_run(run);
+        }
+        for (_, worker) in self.workers.iter() {
+            index.insert_worker(worker);
         }
         self.index = index;
     }

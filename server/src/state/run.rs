@@ -117,6 +117,8 @@ pub enum ReasonCode {
     AttemptFailed,
     /// Waiting to retry after a failed attempt.
     Retrying,
+    /// Waiting for another worker: a draining worker handed the attempt back.
+    HandedBack,
 }
 
 /// Why a run is where it is.
@@ -152,6 +154,10 @@ pub enum AttemptOutcome {
     Cancelled,
     /// Its worker was lost, or no longer held it.
     Lost,
+    /// Its worker was drained (or shut down) and stopped it before it ended:
+    /// the run waits for another worker; the attempt does not count against
+    /// `retry.max_attempts`.
+    HandedBack,
 }
 
 /// Why the server asked a worker to stop an attempt.
@@ -162,6 +168,8 @@ pub enum StopReason {
     Timeout,
     /// The run was cancelled (by a user, `replace`, or job deletion).
     Cancel,
+    /// Its worker is draining and the drain deadline passed: hand it back.
+    Drain,
 }
 
 /// Resource use of an attempt, as its worker measured it.
@@ -333,4 +341,20 @@ pub struct Worker {
     pub registered_at: DateTime<Utc>,
     /// Leader time it was declared lost.
     pub lost_at: Option<DateTime<Utc>>,
+    /// Set while it is draining: it gets no new attempts, and those it still
+    /// runs at the deadline are stopped and handed back.
+    #[serde(default)]
+    pub drain: Option<Drain>,
+}
+
+/// A worker's drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    /// Leader time by which its attempts are handed back.
+    pub deadline: DateTime<Utc>,
+    /// Asked for by an operator (kept until undone), or by the worker
+    /// itself on shutdown (ends with its next registration).
+    pub by_operator: bool,
+    /// Whether the deadline was handled (its attempts asked to stop).
+    pub handled: bool,
 }

@@ -383,6 +383,9 @@ impl State {
         if worker.state != WorkerState::Alive {
             return Err(format!("worker {} is lost", worker.id));
         }
+        if worker.drain.is_some() {
+            return Err(format!("worker {} is draining", worker.id));
+        }
         let busy = self.index.on_worker.get(&worker.id).map_or(0, |runs| runs.len());
         if busy >= worker.capacity.slots as usize {
             return Err(format!("worker {} has no free slot", worker.id));
@@ -485,13 +488,14 @@ impl State {
             // A repeated report (the worker resends after reconnecting).
             return Ok(Response::Run(run));
         }
+        let succeeded = report.error.is_none() && report.exit_code == Some(0) && !report.oom_killed;
         let outcome = match attempt.stop {
             Some(StopReason::Timeout) => AttemptOutcome::TimedOut,
             Some(StopReason::Cancel) => AttemptOutcome::Cancelled,
-            None if report.error.is_none() && report.exit_code == Some(0) && !report.oom_killed => {
-                AttemptOutcome::Succeeded
-            }
-            None => AttemptOutcome::Failed,
+            // Asked to stop for a drain: handed back, unless it finished anyway.
+            Some(StopReason::Drain) if !succeeded => AttemptOutcome::HandedBack,
+            Some(StopReason::Drain) | None if succeeded => AttemptOutcome::Succeeded,
+            Some(StopReason::Drain) | None => AttemptOutcome::Failed,
         };
         attempt.exit_code = report.exit_code;
         attempt.oom_killed = report.oom_killed;
@@ -588,17 +592,38 @@ pub(super) fn end_attempt(run: &mut Run, outcome: AttemptOutcome, message: Strin
     }
 }
 
+/// Attempts that count against `retry.max_attempts` (handed-back ones do not).
+pub(super) fn counted_attempts(run: &Run) -> u32 {
+    let counted = run
+        .attempts
+        .iter()
+        .filter(|a| a.outcome != Some(AttemptOutcome::HandedBack))
+        .count();
+    u32::try_from(counted).unwrap_or(u32::MAX)
+}
+
 /// Moves a run on after its driving attempt ended: retry if the policy says
 /// so and attempts remain, otherwise end the run by the outcome.
 pub(super) fn decide(run: &mut Run, outcome: AttemptOutcome, message: String, now: DateTime<Utc>) {
+    if outcome == AttemptOutcome::HandedBack {
+        // Not the attempt's fault: wait for another worker, no backoff, and
+        // it does not count against max_attempts.
+        run.state = RunState::Pending;
+        run.not_before = None;
+        run.reason = Some(Reason::new(
+            ReasonCode::HandedBack,
+            format!("{message}; waiting for another worker"),
+        ));
+        return;
+    }
     let retry = &run.spec.retry;
     let retryable = match outcome {
         AttemptOutcome::Failed => retry.on.contains(&RetryOn::Failed),
         AttemptOutcome::Lost => retry.on.contains(&RetryOn::Lost),
         AttemptOutcome::TimedOut => retry.on.contains(&RetryOn::TimedOut),
-        AttemptOutcome::Succeeded | AttemptOutcome::Cancelled => false,
+        AttemptOutcome::Succeeded | AttemptOutcome::Cancelled | AttemptOutcome::HandedBack => false,
     };
-    let made = u32::try_from(run.attempts.len()).unwrap_or(u32::MAX);
+    let made = counted_attempts(run);
     if retryable && made < retry.max_attempts {
         let delay = retry_delay(retry.backoff, retry.max_backoff, made);
         let at = add(now, delay).unwrap_or(now);
@@ -620,7 +645,8 @@ pub(super) fn decide(run: &mut Run, outcome: AttemptOutcome, message: String, no
         AttemptOutcome::Failed => (RunState::Failed, Some(ReasonCode::AttemptFailed)),
         AttemptOutcome::TimedOut => (RunState::TimedOut, Some(ReasonCode::Timeout)),
         AttemptOutcome::Cancelled => (RunState::Cancelled, Some(ReasonCode::CancelRequested)),
-        AttemptOutcome::Lost => (RunState::Lost, Some(ReasonCode::WorkerLost)),
+        // (HandedBack returned above.)
+        AttemptOutcome::Lost | AttemptOutcome::HandedBack => (RunState::Lost, Some(ReasonCode::WorkerLost)),
     };
     run.state = state;
     run.reason = code.map(|code| Reason::new(code, message));

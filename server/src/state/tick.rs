@@ -10,7 +10,9 @@
 //! 2. **deadlines**: attempts past their timeout are stopped (and their runs
 //!    retried or ended), scheduled runs not started within their starting
 //!    deadline become `Missed`;
-//! 3. **history expiry**: finished runs older than their `max_age` go.
+//! 3. **history expiry**: finished runs older than their `max_age` go;
+//! 4. **drains**: attempts a draining worker still runs at its drain
+//!    deadline are asked to stop, to be handed back.
 //!
 //! Which due slots run follows BRIEF §4. A slot more than the *on-time
 //! tolerance* behind the tick — [`DEFAULT_MISSED_AFTER`], or the job's
@@ -90,6 +92,9 @@ pub struct TickSummary {
     pub deadline_missed: u64,
     /// Finished runs removed for age.
     pub expired: u64,
+    /// Attempts of draining workers asked to stop at the drain deadline.
+    #[serde(default)]
+    pub handed_back: u64,
     /// Whether more work was already due when the tick stopped.
     pub more_due: bool,
 }
@@ -138,9 +143,23 @@ impl State {
             summary.expired += 1;
         }
 
+        let drained: Vec<String> = self
+            .index
+            .drains
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(MAX_RUNS_PER_TICK)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in drained {
+            summary.handed_back += self.drain_deadline(&id, now, index);
+        }
+
         let due = |first: Option<&(DateTime<Utc>, String)>| first.is_some_and(|(at, _)| *at <= now);
-        summary.more_due =
-            due(self.index.next_fire.first()) || due(self.index.deadlines.first()) || due(self.index.expiries.first());
+        summary.more_due = due(self.index.next_fire.first())
+            || due(self.index.deadlines.first())
+            || due(self.index.expiries.first())
+            || due(self.index.drains.first());
         summary
     }
 

@@ -711,6 +711,86 @@ fn registering_reconciles_what_the_worker_holds() {
 }
 
 #[test]
+fn a_draining_worker_gets_nothing_new_and_hands_back_what_it_runs_at_the_deadline() {
+    let mut sim = Sim::new();
+    let mut spec = every("nightly", 3600);
+    spec.schedule.trigger = None;
+    spec.concurrency = Concurrency::Allow;
+    // One attempt allowed: a hand-back must not use it up.
+    spec.retry.max_attempts = 1;
+    sim.job(spec);
+    sim.worker("w1", 2);
+    sim.worker("w2", 2);
+    let trigger = |sim: &mut Sim, r: &str| match sim.trigger("nightly", r, false) {
+        Ok(Response::Triggered { run, .. }) => run.id,
+        other => panic!("{other:?}"),
+    };
+    let (kept, handed) = (trigger(&mut sim, "a"), trigger(&mut sim, "b"));
+    let kept_epoch = sim.assign(&kept, "w1");
+    let handed_epoch = sim.assign(&handed, "w1");
+    let third = trigger(&mut sim, "c");
+
+    let drain = |within: Option<u64>| Op::DrainWorker {
+        worker: "w1".into(),
+        within: within.map(Duration::from_secs),
+        by_operator: true,
+    };
+    let Response::Worker(worker) = sim.ok(drain(Some(60))) else {
+        panic!("expected the worker")
+    };
+    assert!(worker.drain.is_some_and(|d| d.by_operator && d.deadline == at(60)));
+    assert!(sim.refused(&third, "w1").contains("draining"));
+    // Before the deadline, attempts finish normally.
+    sim.finish("w1", &kept, kept_epoch, 0).expect("finished");
+    assert_eq!(sim.run(&kept).state, RunState::Succeeded);
+    sim.advance(30);
+    assert_eq!(sim.tick().handed_back, 0);
+    sim.advance(30);
+    assert_eq!(sim.tick().handed_back, 1);
+    assert_eq!(sim.run(&handed).attempts[0].stop, Some(StopReason::Drain));
+    // Still running until the worker reports it stopped.
+    assert_eq!(sim.run(&handed).state, RunState::Assigned);
+    sim.finish("w1", &handed, handed_epoch, 143).expect("stopped");
+    let run = sim.run(&handed);
+    assert_eq!(run.attempts[0].outcome, Some(AttemptOutcome::HandedBack));
+    assert_eq!(run.state, RunState::Pending, "{run:?}");
+    assert_eq!(run.reason.as_ref().map(|r| r.code), Some(ReasonCode::HandedBack));
+    // Placed again elsewhere, as attempt 2, though max_attempts is 1.
+    let epoch = sim.assign(&handed, "w2");
+    sim.finish("w2", &handed, epoch, 0).expect("finished");
+    assert_eq!(sim.run(&handed).state, RunState::Succeeded);
+
+    // The operator's drain survives a reconnection; ending it restores w1.
+    sim.worker("w1", 2);
+    assert!(sim.refused(&third, "w1").contains("draining"));
+    sim.ok(drain(None));
+    sim.assign(&third, "w1");
+    let err = sim
+        .apply(Op::DrainWorker {
+            worker: "ghost".into(),
+            within: None,
+            by_operator: true,
+        })
+        .expect_err("unknown worker");
+    assert_eq!(err.kind, RejectionKind::NotFound);
+
+    // A worker's own drain (shutting down) ends when it registers again, and
+    // one due at once is handled at once.
+    sim.ok(Op::DrainWorker {
+        worker: "w2".into(),
+        within: Some(Duration::ZERO),
+        by_operator: false,
+    });
+    assert!(
+        sim.state
+            .worker("w2")
+            .is_some_and(|w| w.drain.is_some_and(|d| d.handled))
+    );
+    sim.worker("w2", 2);
+    assert!(sim.state.worker("w2").is_some_and(|w| w.drain.is_none()));
+}
+
+#[test]
 fn placement_respects_capacity_labels_and_drivers() {
     let mut sim = Sim::new();
     let mut spec = every("p", 3600);
@@ -914,6 +994,7 @@ enum Step {
     Finish(usize, i32),
     Log(usize),
     Suspend(usize, bool),
+    Drain(u8, Option<u64>, bool),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -929,6 +1010,7 @@ fn step() -> impl Strategy<Value = Step> {
         (0usize..50, 0i32..3).prop_map(|(r, c)| Step::Finish(r, c)),
         (0usize..50).prop_map(Step::Log),
         (0usize..3, any::<bool>()).prop_map(|(j, s)| Step::Suspend(j, s)),
+        (0u8..3, proptest::option::of(0u64..200), any::<bool>()).prop_map(|(w, s, o)| Step::Drain(w, s, o)),
     ]
 }
 
@@ -1069,6 +1151,11 @@ fn commands(steps: &[Step]) -> Vec<Command> {
             Step::Suspend(j, s) => Op::SetJobSuspended {
                 name: ["a", "b", "c"][*j].into(),
                 suspended: *s,
+            },
+            Step::Drain(w, secs, by_operator) => Op::DrainWorker {
+                worker: format!("w{w}"),
+                within: secs.map(Duration::from_secs),
+                by_operator: *by_operator,
             },
         };
         push(&mut sim, op, &mut out);
