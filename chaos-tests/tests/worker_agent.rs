@@ -457,3 +457,88 @@ async fn output_survives_a_change_of_leader_mid_run() {
         panic!("{e:#}");
     }
 }
+
+async fn rotactl_ok(cluster: &Cluster, args: &[&str]) -> anyhow::Result<String> {
+    let output = rotactl(&cluster.servers_arg(), args).await?;
+    anyhow::ensure!(output.status.success(), "rotactl {args:?}: {}", output_text(&output));
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_and_shut_down_workers_hand_their_runs_back() {
+    let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
+    cluster
+        .start_worker(WorkerSettings::new("drained", "exec"))
+        .expect("worker starts");
+    // Attempt 1 never ends by itself; later attempts do.
+    let script = "echo start-$ROTA_ATTEMPT; if [ \"$ROTA_ATTEMPT\" = 1 ]; then while true; do sleep 1; done; fi; echo end-$ROTA_ATTEMPT";
+    create_job(&cluster, "handed", "exec", script, "", "kill_grace: 2s\n").await;
+    let scenario = async {
+        let id = trigger(&cluster, "handed", &[]).await;
+        wait_for_output(&cluster, &id, "start-1").await?;
+        let list = rotactl_ok(&cluster, &["worker", "list"]).await?;
+        anyhow::ensure!(
+            list.lines()
+                .any(|l| l.starts_with("drained ") && l.contains("alive") && l.contains("1/2")),
+            "{list}"
+        );
+
+        // An operator drain: no new runs, and the running one is handed back
+        // at the deadline, to run elsewhere without using up its one attempt.
+        rotactl_ok(&cluster, &["worker", "drain", "drained", "--deadline", "2s"]).await?;
+        let mut rescuer = WorkerSettings::new("rescuer", "exec");
+        rescuer.env.push(("ROTA_SHUTDOWN_TIMEOUT".into(), "3s".into()));
+        cluster.start_worker(rescuer)?;
+        let run = wait_ended(&cluster, &id, Duration::from_secs(60)).await?;
+        anyhow::ensure!(run.state() == pb::RunState::Succeeded, "{run:?}");
+        anyhow::ensure!(run.attempts.len() == 2, "{run:?}");
+        anyhow::ensure!(
+            run.attempts[0].worker == "drained" && run.attempts[0].outcome == "handed_back",
+            "{run:?}"
+        );
+        anyhow::ensure!(run.attempts[1].worker == "rescuer", "{run:?}");
+        anyhow::ensure!(logs(&cluster, &id).await?.contains("end-2"));
+        let list = rotactl_ok(&cluster, &["worker", "list"]).await?;
+        anyhow::ensure!(
+            list.lines()
+                .any(|l| l.starts_with("drained ") && l.contains("drained until")),
+            "{list}"
+        );
+
+        // A graceful shutdown (SIGTERM) is a drain of the worker's own, with
+        // its shutdown_timeout (3 s) as deadline: the run (whose attempt 1
+        // loops; it goes to the rescuer, the only worker not drained) is
+        // handed back, the worker exits 0, and the run is picked up once the
+        // operator's drain of the other worker is lifted.
+        let quick = trigger(&cluster, "handed", &[]).await;
+        wait_for_output(&cluster, &quick, "start-1").await?;
+        cluster
+            .worker("rescuer")?
+            .process
+            .signal(nix::sys::signal::Signal::SIGTERM)?;
+        let status = cluster
+            .worker("rescuer")?
+            .process
+            .wait_exit(Duration::from_secs(90))
+            .await?;
+        anyhow::ensure!(
+            status.success(),
+            "the worker exits 0 after a graceful shutdown: {status}"
+        );
+        let handed = get_run(&cluster, &quick).await?;
+        anyhow::ensure!(
+            handed.state() == pb::RunState::Pending && last_attempt(&handed).outcome == "handed_back",
+            "{handed:?}"
+        );
+        rotactl_ok(&cluster, &["worker", "undrain", "drained"]).await?;
+        let run = wait_ended(&cluster, &quick, Duration::from_secs(60)).await?;
+        anyhow::ensure!(run.state() == pb::RunState::Succeeded, "{run:?}");
+        anyhow::ensure!(last_attempt(&run).worker == "drained", "{run:?}");
+        Ok(())
+    };
+    let result: anyhow::Result<()> = scenario.await;
+    if let Err(e) = result {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+}

@@ -604,6 +604,45 @@ impl Client {
         Ok(response.members)
     }
 
+    /// Workers, alive and lost.
+    pub async fn list_workers(&self, consistency: Consistency) -> Result<Vec<pb::WorkerInfo>, Error> {
+        let response = self
+            .call(true, |ch| {
+                let request = self.request(pb::ListWorkersRequest {
+                    consistency: consistency.to_proto(),
+                });
+                async move { Self::cluster(ch).list_workers(request).await }
+            })
+            .await?;
+        Ok(response.workers)
+    }
+
+    /// Drains worker `id`: no new attempts; those it still runs after
+    /// `deadline` (`None`: the server's default, 1 hour) are stopped and
+    /// handed back. With `disable`, ends its drain instead.
+    pub async fn drain_worker(
+        &self,
+        id: &str,
+        deadline: Option<Duration>,
+        disable: bool,
+    ) -> Result<pb::WorkerInfo, Error> {
+        let deadline = deadline.map(|d| prost_types::Duration {
+            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+        });
+        let response = self
+            .call(true, |ch| {
+                let request = self.request(pb::DrainWorkerRequest {
+                    worker_id: id.to_owned(),
+                    deadline,
+                    disable,
+                });
+                async move { Self::cluster(ch).drain_worker(request).await }
+            })
+            .await?;
+        response.worker.ok_or_else(missing("worker"))
+    }
+
     /// Moves leadership to `to_node_id` (0: any other voter); returns the new leader.
     pub async fn transfer_leadership(&self, to_node_id: u64) -> Result<u64, Error> {
         let response = self

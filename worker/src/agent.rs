@@ -40,6 +40,9 @@ const BATCH_MAX: usize = 256 << 10;
 const CHUNK_MAX: usize = 256 << 10;
 /// The agent's clock.
 const TICK: Duration = Duration::from_millis(100);
+/// How long past its shutdown deadline a connected worker waits for the
+/// cluster to stop its attempts before stopping them itself.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
 
 /// Something the agent reacts to.
 enum Event {
@@ -68,6 +71,7 @@ enum Event {
 #[derive(Debug)]
 enum Pending {
     Heartbeat(Instant),
+    Drain,
     Started(AttemptKey),
     Logs { key: AttemptKey, from: u64 },
     Finished(AttemptKey),
@@ -121,6 +125,8 @@ struct Attempt {
     stop_asked: Option<Duration>,
     /// Stopped by the worker itself because its lease was running out.
     fenced: bool,
+    /// Assigned during shutdown: never started, waits for the cluster's stop.
+    held_back: bool,
     started_in_flight: bool,
     logs_in_flight: bool,
     finished_in_flight: bool,
@@ -311,6 +317,7 @@ impl Agent {
                 orphan: false,
                 stop_asked: None,
                 fenced: false,
+                held_back: false,
                 started_in_flight: false,
                 logs_in_flight: false,
                 finished_in_flight: false,
@@ -388,6 +395,20 @@ impl Agent {
             "shutting down: taking no new runs, letting running ones finish"
         );
         self.shutdown = Some(Instant::now() + self.config.shutdown_timeout);
+        self.announce_shutdown();
+    }
+
+    /// Tells the cluster the worker is shutting down (a drain of its own):
+    /// it assigns nothing more, and stops and hands back what still runs at
+    /// the deadline. Repeated on every new session until the worker exits.
+    fn announce_shutdown(&mut self) {
+        let Some(deadline) = self.shutdown else { return };
+        let within = deadline.saturating_duration_since(Instant::now());
+        let within = prost_types::Duration::try_from(within).unwrap_or_default();
+        self.send(
+            pb::worker_message::Message::Drain(pb::Drain { within: Some(within) }),
+            Pending::Drain,
+        );
     }
 
     fn shutdown_done(&self) -> bool {
@@ -397,10 +418,12 @@ impl Agent {
         if self.attempts.is_empty() {
             return true;
         }
-        // Unreachable cluster: once every task is dead, the reports wait for
-        // the next start of the worker (the journal keeps them).
+        // Unreachable (or unresponsive) cluster: once every task is dead,
+        // the reports wait for the next start of the worker (the journal
+        // keeps them).
         let all_dead = self.attempts.values().all(|a| !a.running() && a.stop_asked.is_none());
-        all_dead && self.session.is_none() && Instant::now() >= deadline
+        let now = Instant::now();
+        all_dead && now >= deadline && (self.session.is_none() || now >= deadline + 2 * SHUTDOWN_SLACK)
     }
 
     fn on_event(&mut self, event: Event) {
@@ -588,11 +611,12 @@ impl Agent {
         }
     }
 
-    /// During a graceful shutdown: once the deadline passes, stop what still
-    /// runs.
+    /// During a graceful shutdown: once the deadline passes the cluster asks
+    /// for the running attempts (to hand them back); if it cannot be reached
+    /// — or has not asked a while later — the worker stops them itself.
     fn shutdown_step(&mut self, now: Instant) {
         let Some(deadline) = self.shutdown else { return };
-        if now < deadline {
+        if now < deadline || (self.session.is_some() && now < deadline + SHUTDOWN_SLACK) {
             return;
         }
         for attempt in self.attempts.values_mut() {
@@ -710,6 +734,7 @@ impl Agent {
             let key = (held.run_id, held.epoch);
             self.orphan(&key, "the cluster no longer assigns this attempt to the worker");
         }
+        self.announce_shutdown();
     }
 
     /// The cluster does not want `key` any more: stop it, forget it.
@@ -785,6 +810,13 @@ impl Agent {
                     {
                         tokio::spawn(async move { stopper.stop(grace).await });
                     }
+                    if attempt.held_back && attempt.record.exit.is_none() {
+                        let exit = Exit {
+                            error: Some("not started: the worker was shutting down".into()),
+                            ..Exit::default()
+                        };
+                        self.on_exited(key, exit);
+                    }
                 }
             }
             Some(Message::Ack(ack)) => self.on_ack(ack),
@@ -797,6 +829,11 @@ impl Agent {
             return;
         };
         match pending {
+            Pending::Drain => {
+                if !ack.accepted {
+                    tracing::warn!(error = %ack.error, "the cluster refused the shutdown drain");
+                }
+            }
             Pending::Heartbeat(sent) => {
                 if let Some(lease) = &mut self.lease
                     && ack.accepted
@@ -897,14 +934,22 @@ impl Agent {
             orphan: false,
             stop_asked: None,
             fenced: false,
+            held_back: false,
             started_in_flight: false,
             logs_in_flight: false,
             finished_in_flight: false,
             last_shipped: Instant::now(),
         };
-        let refusal = if self.shutdown.is_some() {
-            Some("the worker is shutting down".to_owned())
-        } else if !self.drivers.iter().any(|d| d == driver.name()) {
+        if self.shutdown.is_some() {
+            // Assigned before the cluster learnt of the shutdown: not
+            // started; the cluster stops it at the drain deadline and hands
+            // it back.
+            attempt.note("not started: the worker is shutting down");
+            attempt.held_back = true;
+            self.attempts.insert(key, attempt);
+            return;
+        }
+        let refusal = if !self.drivers.iter().any(|d| d == driver.name()) {
             Some(format!("this worker does not offer the {} driver", driver.name()))
         } else {
             None

@@ -39,7 +39,8 @@ Examples:
   rotactl job apply -f examples/nightly-build.yaml
   rotactl job list -o json
   rotactl job get nightly-build -o yaml
-  rotactl cluster add-node 4 127.0.0.1:7404";
+  rotactl cluster add-node 4 127.0.0.1:7404
+  rotactl worker drain build-1 --deadline 30m";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -52,6 +53,30 @@ enum Command {
     /// Runs of jobs: list, inspect, cancel, read logs.
     #[command(subcommand)]
     Run(RunCommand),
+    /// Workers: list, drain.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkerCommand {
+    /// List workers, alive and lost.
+    List,
+    /// Drain a worker: it gets no new runs; what it still runs after the
+    /// deadline is stopped and handed back to run elsewhere (without using
+    /// up a retry).
+    Drain {
+        /// Worker id.
+        id: String,
+        /// How long its runs may still finish, e.g. 30m (0s: hand back now).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        deadline: Duration,
+    },
+    /// End a worker's drain: it takes new runs again.
+    Undrain {
+        /// Worker id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,6 +239,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(command) => cluster(&client, command, cli.output, consistency).await,
         Command::Job(command) => job(&client, command, cli.output, consistency).await,
         Command::Run(command) => run_command(&client, command, cli.output, consistency).await,
+        Command::Worker(command) => worker(&client, command, cli.output, consistency).await,
+    }
+}
+
+async fn worker(
+    client: &Client,
+    command: WorkerCommand,
+    format: Format,
+    consistency: Consistency,
+) -> anyhow::Result<()> {
+    match command {
+        WorkerCommand::List => output::print_workers(&client.list_workers(consistency).await?, format),
+        WorkerCommand::Drain { id, deadline } => {
+            let worker = client.drain_worker(&id, Some(deadline), false).await?;
+            println!(
+                "worker/{} draining: {} running, handed back after {}",
+                worker.id,
+                worker.running,
+                humantime::format_duration(deadline)
+            );
+            Ok(())
+        }
+        WorkerCommand::Undrain { id } => {
+            let worker = client.drain_worker(&id, None, true).await?;
+            println!("worker/{} takes new runs again", worker.id);
+            Ok(())
+        }
     }
 }
 

@@ -211,6 +211,78 @@ pub fn print_members(members: &[pb::Member], format: Format) -> anyhow::Result<(
 }
 
 #[derive(Serialize)]
+struct WorkerView {
+    id: String,
+    state: String,
+    drivers: Vec<String>,
+    slots: u32,
+    running: u32,
+    labels: std::collections::BTreeMap<String, String>,
+    draining: bool,
+    drain_deadline: Option<DateTime<Utc>>,
+    drain_by_operator: bool,
+    registered_at: Option<DateTime<Utc>>,
+    lost_at: Option<DateTime<Utc>>,
+}
+
+/// Prints workers.
+pub fn print_workers(workers: &[pb::WorkerInfo], format: Format) -> anyhow::Result<()> {
+    let views: Vec<WorkerView> = workers
+        .iter()
+        .map(|w| WorkerView {
+            id: w.id.clone(),
+            state: w.state.clone(),
+            drivers: w.drivers.clone(),
+            slots: w.slots,
+            running: w.running,
+            labels: w.labels.clone().into_iter().collect(),
+            draining: w.draining,
+            drain_deadline: time(&w.drain_deadline),
+            drain_by_operator: w.drain_by_operator,
+            registered_at: time(&w.registered_at),
+            lost_at: time(&w.lost_at),
+        })
+        .collect();
+    match format {
+        Format::Table => {
+            let rows: Vec<Vec<String>> = views
+                .iter()
+                .map(|w| {
+                    let drain = match (w.draining, w.drain_by_operator) {
+                        (false, _) => "-".to_owned(),
+                        (true, by_operator) => format!(
+                            "{} until {}",
+                            if by_operator { "drained" } else { "shutting down" },
+                            w.drain_deadline.map(|d| d.to_rfc3339()).unwrap_or_default()
+                        ),
+                    };
+                    let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    vec![
+                        w.id.clone(),
+                        w.state.clone(),
+                        w.drivers.join(","),
+                        format!("{}/{}", w.running, w.slots),
+                        if labels.is_empty() {
+                            "-".into()
+                        } else {
+                            labels.join(",")
+                        },
+                        drain,
+                        age(w.registered_at),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["ID", "STATE", "DRIVERS", "RUNNING", "LABELS", "DRAIN", "REGISTERED"],
+                &rows,
+            );
+            Ok(())
+        }
+        _ => print_structured(&views, format),
+    }
+}
+
+#[derive(Serialize)]
 struct StatusView {
     endpoint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -361,6 +433,8 @@ struct AttemptView {
     outcome: String,
     exit_code: Option<i32>,
     oom_killed: bool,
+    peak_memory_bytes: u64,
+    cpu_time_ms: u64,
     stop: String,
     message: String,
 }
@@ -395,6 +469,8 @@ impl From<&pb::Run> for RunView {
                     outcome: a.outcome.clone(),
                     exit_code: a.exit_code,
                     oom_killed: a.oom_killed,
+                    peak_memory_bytes: a.peak_memory_bytes,
+                    cpu_time_ms: a.cpu_time_ms,
                     stop: a.stop.clone(),
                     message: a.message.clone(),
                 })
@@ -477,11 +553,27 @@ pub fn print_run(run: &pb::Run, format: Format) -> anyhow::Result<()> {
                 } else {
                     a.outcome.as_str()
                 };
-                let code = a.exit_code.map(|c| format!(" exit {c}")).unwrap_or_default();
+                let mut details = a.exit_code.map(|c| format!(" exit {c}")).unwrap_or_default();
+                if a.oom_killed {
+                    details.push_str(" (OOM-killed)");
+                }
+                if a.peak_memory_bytes > 0 || a.cpu_time_ms > 0 {
+                    details.push_str(&format!(
+                        ", peak memory {} KiB, cpu {} ms",
+                        a.peak_memory_bytes / 1024,
+                        a.cpu_time_ms
+                    ));
+                }
+                if !a.stop.is_empty() {
+                    details.push_str(&format!(", stop: {}", a.stop));
+                }
                 println!(
-                    "attempt {}: worker {} epoch {} {outcome}{code}",
+                    "attempt {}: worker {} epoch {} {outcome}{details}",
                     a.number, a.worker, a.epoch
                 );
+                if !a.message.is_empty() {
+                    println!("  {}", a.message);
+                }
             }
             Ok(())
         }
