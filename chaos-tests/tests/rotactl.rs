@@ -26,12 +26,12 @@ async fn rotactl_applies_lists_gets_and_deletes_jobs() {
         let out = rotactl(&servers, &["job", "apply", "-f", examples.to_str().unwrap_or_default()]).await?;
         anyhow::ensure!(out.status.success(), "{}", text(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        for name in ["every-minute", "nightly-build", "release-build"] {
+        for name in ["every-minute", "hello-container", "nightly-build", "release-build"] {
             anyhow::ensure!(stdout.contains(&format!("job/{name} created")), "{}", text(&out));
         }
         let out = rotactl(&servers, &["job", "apply", "-f", examples.to_str().unwrap_or_default()]).await?;
         anyhow::ensure!(
-            String::from_utf8_lossy(&out.stdout).matches("unchanged").count() == 3,
+            String::from_utf8_lossy(&out.stdout).matches("unchanged").count() == 4,
             "{}",
             text(&out)
         );
@@ -43,7 +43,10 @@ async fn rotactl_applies_lists_gets_and_deletes_jobs() {
             .as_array()
             .map(|a| a.iter().filter_map(|j| j["name"].as_str()).collect())
             .unwrap_or_default();
-        anyhow::ensure!(names == ["every-minute", "nightly-build", "release-build"], "{names:?}");
+        anyhow::ensure!(
+            names == ["every-minute", "hello-container", "nightly-build", "release-build"],
+            "{names:?}"
+        );
 
         // What `get -o yaml` (or json) prints applies back unchanged, as is.
         let dir = tempfile::tempdir()?;

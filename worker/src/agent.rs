@@ -489,6 +489,9 @@ impl Agent {
                 Some("the worker could not renew its lease, so it stopped the task before the lease ran out".into());
         }
         tracing::info!(run = %key.0, epoch = key.1, exit_code = ?exit.exit_code, oom = exit.oom_killed, error = ?exit.error, "attempt ended");
+        if let Some(error) = &exit.error {
+            attempt.note(error);
+        }
         attempt.record.exit = Some(exit);
         attempt.stop_asked = None;
         if let Err(e) = self.journal.put(attempt.record.clone()) {

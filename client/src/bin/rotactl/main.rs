@@ -206,6 +206,9 @@ enum JobCommand {
         /// the same run instead of starting another.
         #[arg(long)]
         request_id: Option<String>,
+        /// Follow the run's output until it ends; exit 1 unless it succeeded.
+        #[arg(short, long)]
+        follow: bool,
     },
 }
 
@@ -343,6 +346,7 @@ async fn job(client: &Client, command: JobCommand, format: Format, consistency: 
             params,
             force,
             request_id,
+            follow,
         } => {
             let (run, existing) = client
                 .trigger_run(&name, request_id.as_deref(), params.into_iter().collect(), force)
@@ -352,7 +356,17 @@ async fn job(client: &Client, command: JobCommand, format: Format, consistency: 
             } else {
                 ""
             };
-            println!("run/{} {}{note}", run.id, output::state_word(run.state));
+            if !follow {
+                println!("run/{} {}{note}", run.id, output::state_word(run.state));
+                return Ok(());
+            }
+            eprintln!("run/{} {}{note}", run.id, output::state_word(run.state));
+            print_logs(client, &run.id, true).await?;
+            let run = client.get_run(&run.id, Consistency::Linearizable).await?;
+            eprintln!("run/{} {}", run.id, output::state_word(run.state));
+            if run.state() != pb::RunState::Succeeded {
+                anyhow::bail!("run {} ended {}: {}", run.id, output::state_word(run.state), run.reason);
+            }
             Ok(())
         }
     }
@@ -402,17 +416,20 @@ async fn run_command(
             println!("run/{} {}", run.id, output::state_word(run.state));
             Ok(())
         }
-        RunCommand::Logs { id, follow } => {
-            use std::io::Write;
-            let mut stream = client.logs(&id, follow, 0).await?;
-            let mut stdout = std::io::stdout().lock();
-            while let Some(chunk) = stream.message().await.map_err(rota_client::Error::from)? {
-                stdout.write_all(&chunk.data)?;
-                stdout.flush()?;
-            }
-            Ok(())
-        }
+        RunCommand::Logs { id, follow } => print_logs(client, &id, follow).await,
     }
+}
+
+/// Writes a run's output to stdout (following it until the run ends).
+async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stream = client.logs(id, follow, 0).await?;
+    let mut stdout = std::io::stdout().lock();
+    while let Some(chunk) = stream.message().await.map_err(rota_client::Error::from)? {
+        stdout.write_all(&chunk.data)?;
+        stdout.flush()?;
+    }
+    Ok(())
 }
 
 async fn apply(client: &Client, path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
