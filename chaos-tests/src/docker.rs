@@ -84,3 +84,33 @@ pub fn remove_worker_containers(worker: &str) {
         let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
     }
 }
+
+fn docker(args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .with_context(|| format!("running docker {}", args.join(" ")))
+}
+
+/// Tags `source` as `target` too.
+pub fn tag(source: &str, target: &str) -> anyhow::Result<()> {
+    let output = docker(&["tag", source, target])?;
+    if !output.status.success() {
+        bail!("docker tag failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
+
+/// Whether the engine has image `name`.
+pub fn image_exists(name: &str) -> anyhow::Result<bool> {
+    let output = docker(&["images", "-q", name])?;
+    if !output.status.success() {
+        bail!("docker images failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(!output.stdout.trim_ascii().is_empty())
+}
+
+/// Removes image `name` if present (cleanup after a test).
+pub fn remove_image(name: &str) {
+    let _ = docker(&["rmi", name]);
+}

@@ -3,7 +3,7 @@
 //! locally built test image), their output through `rotactl run logs`, exit
 //! codes, OOM kills, timeouts, cancels and parameters; a worker SIGKILLed
 //! and restarted mid-run; a worker cut off from every server; and output
-//! that survives a change of leader.
+//! that survives a change of leader; image garbage collection.
 //!
 //! Container tests are skipped when no Docker engine answers, unless
 //! `ROTA_REQUIRE_DOCKER` is set (CI sets it; there they must run).
@@ -148,8 +148,8 @@ fn last_attempt(run: &pb::Run) -> pb::Attempt {
 
 /// The whole life of jobs on one driver: success with output and params,
 /// failure with its exit code, timeout, a cancel honoured by the task's
-/// SIGTERM handler, a cancel that needs SIGKILL after kill grace, and (for
-/// docker) an OOM kill.
+/// SIGTERM handler, a cancel that needs SIGKILL after kill grace, and an
+/// OOM kill under a memory limit.
 async fn jobs_run_end_to_end(driver: &str) {
     let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
     let worker = format!("{driver}-worker");
@@ -242,13 +242,15 @@ async fn jobs_run_end_to_end(driver: &str) {
             "a task ignoring SIGTERM gets SIGKILL after kill grace: {run:?}"
         );
 
-        if driver == "docker" {
+        {
+            // Over its memory limit, as another user than the worker's (who
+            // must still be able to join the attempt's cgroup, for exec).
             create_job(
                 &cluster,
                 "hungry",
                 driver,
                 "echo allocating; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
-                "  resources: { memory: 32Mi }\n",
+                "  resources: { memory: 32Mi }\n  user: \"65534\"\n",
                 "",
             )
             .await;
@@ -257,6 +259,12 @@ async fn jobs_run_end_to_end(driver: &str) {
             anyhow::ensure!(run.state() == pb::RunState::Failed, "hungry: {run:?}");
             anyhow::ensure!(last_attempt(&run).oom_killed, "hungry is reported OOM-killed: {run:?}");
             anyhow::ensure!(!logs(&cluster, &hungry).await?.contains("survived"));
+            if driver == "exec" {
+                // The attempt's cgroup measured it (docker's stats sampler
+                // may see no sample of so short a container).
+                let peak = last_attempt(&run).peak_memory_bytes;
+                anyhow::ensure!(peak >= 16 << 20, "hungry's peak memory is reported: {run:?}");
+            }
         }
         wait_task_gone(driver, &worker, &marker).await
     };
@@ -271,7 +279,7 @@ async fn jobs_run_end_to_end(driver: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_jobs_succeed_fail_time_out_and_cancel() {
+async fn exec_jobs_succeed_fail_time_out_cancel_and_get_oom_killed() {
     jobs_run_end_to_end("exec").await;
 }
 
@@ -452,6 +460,82 @@ async fn output_survives_a_change_of_leader_mid_run() {
         Ok(())
     };
     let result: anyhow::Result<()> = scenario.await;
+    if let Err(e) = result {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_no_run_used_for_the_gc_age_are_removed_but_never_one_in_use() {
+    if !docker_ready() {
+        return;
+    }
+    // Two names of the test image that only this test's worker uses.
+    let idle = format!("rota-test/gc-{}:idle", std::process::id());
+    let busy = format!("rota-test/gc-{}:busy", std::process::id());
+    for image in [&idle, &busy] {
+        docker::tag(docker::TEST_IMAGE, image).expect("docker tag");
+    }
+    let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
+    let worker = "gc-worker";
+    let mut worker_settings = WorkerSettings::new(worker, "docker");
+    worker_settings.env.push(("ROTA_IMAGE_GC_AGE".into(), "3s".into()));
+    worker_settings
+        .env
+        .push(("ROTA_RECONCILE_INTERVAL".into(), "1s".into()));
+    cluster.start_worker(worker_settings).expect("worker starts");
+    let job = |name: &str, image: &str, script: &str| {
+        format!("name: {name}\ntask:\n  image: {image}\n  pull: never\n  command: [\"sh\", \"-c\", \"{script}\"]\n")
+    };
+    for yaml in [
+        job("uses-busy", &busy, "echo ready; sleep 600"),
+        job("uses-idle", &idle, "echo done"),
+    ] {
+        let spec = SpecFile::parse_yaml(&yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+        cluster
+            .client()
+            .expect("client")
+            .create_job(spec[0].to_proto())
+            .await
+            .expect("job created");
+    }
+    let scenario = async {
+        // `busy` is in use from before `idle` was last used to after `idle`
+        // is collected: when the GC pass removes `idle` (unused for 3 s),
+        // `busy` is past the age too, and must be kept because a run uses it.
+        let long = trigger(&cluster, "uses-busy", &[]).await;
+        wait_for_output(&cluster, &long, "ready").await?;
+        let short = trigger(&cluster, "uses-idle", &[]).await;
+        let run = wait_ended(&cluster, &short, Duration::from_secs(60)).await?;
+        anyhow::ensure!(run.state() == pb::RunState::Succeeded, "{run:?}");
+        wait_for("the idle image to be collected", Duration::from_secs(60), || async {
+            Ok((!docker::image_exists(&idle).map_err(|e| e.to_string())?).then_some(()))
+        })
+        .await?;
+        anyhow::ensure!(docker::image_exists(&busy)?, "the image in use was removed");
+        anyhow::ensure!(
+            get_run(&cluster, &long).await?.state() == pb::RunState::Running,
+            "the run using the busy image still runs"
+        );
+        anyhow::ensure!(
+            docker::image_exists(docker::TEST_IMAGE)?,
+            "an image no run of this worker used is not the worker's to remove"
+        );
+
+        // Once its run ends, the busy image ages and goes too.
+        cluster.client()?.cancel_run(&long).await?;
+        wait_ended(&cluster, &long, Duration::from_secs(60)).await?;
+        wait_for("the busy image to be collected", Duration::from_secs(60), || async {
+            Ok((!docker::image_exists(&busy).map_err(|e| e.to_string())?).then_some(()))
+        })
+        .await
+    };
+    let result = scenario.await;
+    docker::remove_worker_containers(worker);
+    for image in [&idle, &busy] {
+        docker::remove_image(image);
+    }
     if let Err(e) = result {
         cluster.dump_logs();
         panic!("{e:#}");

@@ -341,6 +341,10 @@ impl Agent {
                         if let Some(pgid) = attempt.record.pgid {
                             driver::exec::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
                         }
+                        let cgroup = driver::exec::attempt_cgroup_name(&attempt.record.run_id, attempt.record.epoch);
+                        if let Ok(cgroup) = driver::cgroup::Cgroup::locate(&cgroup) {
+                            cgroup.remove().await;
+                        }
                         let exit = Exit {
                             error: Some(
                                 "the worker restarted; a host process cannot be taken over, so it was killed".into(),
@@ -494,6 +498,10 @@ impl Agent {
         }
         attempt.record.exit = Some(exit);
         attempt.stop_asked = None;
+        if let Some(image) = &attempt.record.image {
+            // Used until now: its age for image GC counts from here.
+            self.images.used(image);
+        }
         if let Err(e) = self.journal.put(attempt.record.clone()) {
             tracing::error!(error = %e, "cannot save the journal");
         }

@@ -7,8 +7,14 @@
 //! variables of the worker's own (`PATH`, `HOME`, `LANG`, `TZ`), so programs
 //! are found. `user` (`uid[:gid]` or a name) switches user when the worker may.
 //! Stopping signals the whole group; when the main process exits, anything
-//! left in its group is killed, so no process outlives its attempt. Resource
-//! limits are not enforced by this driver (there is no cgroup of its own).
+//! left in its group is killed, so no process outlives its attempt.
+//!
+//! A memory limit (`task.resources.memory`) puts the process in a cgroup of
+//! its own ([`super::cgroup`]) before the program runs; the kernel's OOM
+//! killer enforces it, and the cgroup gives the peak memory use and the OOM
+//! flag afterwards. A worker that cannot create cgroups refuses such a task
+//! with an error rather than run it unlimited. A CPU limit is not enforced
+//! by this driver (said in the attempt's system log).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -21,6 +27,7 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::cgroup::{Cgroup, joining_argv};
 use super::{Launch, Output, Started, Stopper, StopperKind, TaskId};
 use crate::journal::Exit;
 
@@ -84,14 +91,52 @@ async fn pump(mut pipe: impl AsyncReadExt + Unpin, stream: pb::LogStream, out: m
     }
 }
 
+/// The name of the cgroup of an attempt.
+pub fn cgroup_name(launch: &Launch<'_>) -> String {
+    attempt_cgroup_name(&launch.assignment.run_id, launch.assignment.epoch)
+}
+
+/// The name of the cgroup of attempt (`run_id`, `epoch`).
+pub fn attempt_cgroup_name(run_id: &str, epoch: u64) -> String {
+    format!("{run_id}-{epoch}")
+}
+
 /// Starts the task of `launch` as a process group.
 pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, String> {
     let task = launch.task();
     let mut argv = task.command.clone();
     argv.extend(task.args.iter().cloned());
-    let Some(program) = argv.first() else {
+    if argv.is_empty() {
         return Err("task.command is empty; the exec driver needs a program to run".into());
+    }
+    let user = match task.user.as_str() {
+        "" => None,
+        user => Some(resolve_user(user)?),
     };
+    let mut notes = Vec::new();
+    if task.resources.as_ref().is_some_and(|r| r.cpu > 0.0) {
+        notes.push("task.resources.cpu is not enforced by the exec driver; the process runs unthrottled\n");
+    }
+    let cgroup = match task.resources.as_ref().map(|r| r.memory.as_str()) {
+        None | Some("") => None,
+        Some(memory) => {
+            let limit = rota_proto::quantity::parse_bytes(memory)
+                .map_err(|e| format!("task.resources.memory {memory:?}: {e}"))?;
+            let cannot = |e: String| {
+                format!("task.resources.memory: the exec driver cannot enforce a memory limit on this worker: {e}")
+            };
+            let cgroup = Cgroup::create(&cgroup_name(launch), limit).map_err(cannot)?;
+            if let Some((uid, _)) = user
+                && let Err(e) = cgroup.allow(uid)
+            {
+                tokio::spawn(cgroup.remove());
+                return Err(cannot(e));
+            }
+            argv = joining_argv(&cgroup, &argv);
+            Some(cgroup)
+        }
+    };
+    let program = &argv[0];
     let mut command = Command::new(program);
     command.args(&argv[1..]).env_clear();
     for key in INHERITED {
@@ -103,8 +148,7 @@ pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, 
     if !task.working_dir.is_empty() {
         command.current_dir(&task.working_dir);
     }
-    if !task.user.is_empty() {
-        let (uid, gid) = resolve_user(&task.user)?;
+    if let Some((uid, gid)) = user {
         command.uid(uid);
         if let Some(gid) = gid {
             command.gid(gid);
@@ -116,7 +160,21 @@ pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    let mut child = command.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                tokio::spawn(cgroup.remove());
+            }
+            return Err(format!("cannot start {program:?}: {e}"));
+        }
+    };
+    for note in notes {
+        let _ = out.try_send(Output {
+            stream: pb::LogStream::System,
+            data: note.as_bytes().to_vec(),
+        });
+    }
     let pgid = child
         .id()
         .and_then(|pid| i32::try_from(pid).ok())
@@ -140,7 +198,7 @@ pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, 
         for pump in pumps {
             let _ = tokio::time::timeout(DRAIN, pump).await;
         }
-        let exit = match status {
+        let mut exit = match status {
             Ok(status) => {
                 use std::os::unix::process::ExitStatusExt;
                 Exit {
@@ -153,6 +211,10 @@ pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, 
                 ..Exit::default()
             },
         };
+        if let Some(cgroup) = cgroup {
+            (exit.peak_memory_bytes, exit.oom_killed) = cgroup.usage();
+            cgroup.remove().await;
+        }
         let _ = exit_tx.send(exit);
     });
     Ok(Started {

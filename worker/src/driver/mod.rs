@@ -6,6 +6,7 @@
 //! exit once it happens, and a [`Stopper`] that stops the task from anywhere
 //! — SIGTERM, then SIGKILL after a grace period, unless it exited first.
 
+pub mod cgroup;
 pub mod docker;
 pub mod exec;
 
