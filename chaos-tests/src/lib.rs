@@ -549,11 +549,29 @@ impl Drop for Cluster {
 }
 
 /// Runs the built `rotactl` with `args` against `servers`, off the async
-/// runtime.
+/// runtime, with no config file of the user's.
 pub async fn rotactl(servers: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    rotactl_with(&[("ROTA_SERVERS", servers)], args).await
+}
+
+/// Runs the built `rotactl` with `args` and environment `env` (nothing
+/// else of rota's from the caller's environment: no `ROTA_*`, no
+/// `NO_COLOR`, and a config file that does not exist unless `env` names
+/// one).
+pub async fn rotactl_with(env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<std::process::Output> {
     let bin = binary("rotactl")?;
     let mut command = tokio::process::Command::new(bin);
-    command.args(args).env("ROTA_SERVERS", servers).env_remove("NO_COLOR");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ROTA_") {
+            command.env_remove(key);
+        }
+    }
+    let no_config = std::env::temp_dir().join(format!("rota-test-no-config-{}.yaml", std::process::id()));
+    command
+        .args(args)
+        .env_remove("NO_COLOR")
+        .env("ROTA_CONFIG", no_config)
+        .envs(env.iter().copied());
     let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await??;
     Ok(output)
 }

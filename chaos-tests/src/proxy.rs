@@ -1,9 +1,12 @@
 //! A TCP proxy the test controls, for cutting a process off from a server
 //! without touching either: while cut, the proxy forwards nothing in either
 //! direction (connections stay open and stall, new ones are accepted and
-//! stall too) — what a network partition looks like to both ends.
+//! stall too) — what a network partition looks like to both ends. It can
+//! also cut only the replies (requests still arrive, answers are held
+//! back), which is how a response gets lost after the server acted on it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +19,8 @@ pub struct Proxy {
     /// Where to connect to reach the target through the proxy.
     pub addr: String,
     cut: Arc<watch::Sender<bool>>,
+    replies_cut: Arc<watch::Sender<bool>>,
+    forwarded: Arc<AtomicU64>,
     accept: JoinHandle<()>,
 }
 
@@ -24,14 +29,16 @@ impl Proxy {
     pub async fn start(target: &str) -> anyhow::Result<Proxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the proxy")?;
         let addr = listener.local_addr()?.to_string();
-        let (cut, _) = watch::channel(false);
-        let cut = Arc::new(cut);
+        let cut = Arc::new(watch::channel(false).0);
+        let replies_cut = Arc::new(watch::channel(false).0);
+        let forwarded = Arc::new(AtomicU64::new(0));
         let target = target.to_owned();
-        let relay_cut = cut.clone();
+        let (relay_cut, relay_replies_cut, relay_forwarded) = (cut.clone(), replies_cut.clone(), forwarded.clone());
         let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let target = target.clone();
-                let cut = relay_cut.subscribe();
+                let (cut, replies_cut) = (relay_cut.subscribe(), relay_replies_cut.subscribe());
+                let forwarded = relay_forwarded.clone();
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(&target).await else {
                         return;
@@ -39,13 +46,19 @@ impl Proxy {
                     let (in_read, in_write) = inbound.into_split();
                     let (out_read, out_write) = outbound.into_split();
                     tokio::select! {
-                        () = relay(in_read, out_write, cut.clone()) => {}
-                        () = relay(out_read, in_write, cut) => {}
+                        () = relay(in_read, out_write, cut.clone(), None, Some(forwarded)) => {}
+                        () = relay(out_read, in_write, cut, Some(replies_cut), None) => {}
                     }
                 });
             }
         });
-        Ok(Proxy { addr, cut, accept })
+        Ok(Proxy {
+            addr,
+            cut,
+            replies_cut,
+            forwarded,
+            accept,
+        })
     }
 
     /// Stops forwarding (until [`Proxy::restore`]).
@@ -53,9 +66,21 @@ impl Proxy {
         self.cut.send_replace(true);
     }
 
-    /// Forwards again.
+    /// Stops forwarding replies (target to client) only; requests still
+    /// arrive.
+    pub fn cut_replies(&self) {
+        self.replies_cut.send_replace(true);
+    }
+
+    /// Forwards again, both ways.
     pub fn restore(&self) {
         self.cut.send_replace(false);
+        self.replies_cut.send_replace(false);
+    }
+
+    /// Bytes forwarded from clients to the target so far.
+    pub fn forwarded_bytes(&self) -> u64 {
+        self.forwarded.load(Ordering::SeqCst)
     }
 }
 
@@ -67,15 +92,19 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to`, pausing while the proxy is cut.
+/// Copies `from` to `to`, pausing while the proxy (or this direction,
+/// `direction_cut`) is cut; counts the bytes written in `counter`.
 async fn relay(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut cut: watch::Receiver<bool>,
+    cut: watch::Receiver<bool>,
+    direction_cut: Option<watch::Receiver<bool>>,
+    counter: Option<Arc<AtomicU64>>,
 ) {
+    let mut gate = Gate { cut, direction_cut };
     let mut buf = vec![0u8; 16 << 10];
     loop {
-        if cut.wait_for(|c| !*c).await.is_err() {
+        if !gate.open().await {
             return;
         }
         let n = tokio::select! {
@@ -83,16 +112,57 @@ async fn relay(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             },
-            changed = cut.wait_for(|c| *c) => {
-                if changed.is_err() {
+            closed = gate.closed() => {
+                if !closed {
                     return;
                 }
                 continue;
             }
         };
         // Bytes read just before a cut are held back until the restore.
-        if cut.wait_for(|c| !*c).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+        if !gate.open().await || to.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+        if let Some(counter) = &counter {
+            counter.fetch_add(n as u64, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The cuts that apply to one direction.
+struct Gate {
+    cut: watch::Receiver<bool>,
+    direction_cut: Option<watch::Receiver<bool>>,
+}
+
+impl Gate {
+    /// Waits until neither cut is on; false if the proxy is gone.
+    async fn open(&mut self) -> bool {
+        loop {
+            if self.cut.wait_for(|c| !*c).await.is_err() {
+                return false;
+            }
+            let Some(direction) = &mut self.direction_cut else {
+                return true;
+            };
+            if direction.wait_for(|c| !*c).await.is_err() {
+                return false;
+            }
+            if !*self.cut.borrow() {
+                return true;
+            }
+        }
+    }
+
+    /// Waits until a cut comes on; false if the proxy is gone.
+    async fn closed(&mut self) -> bool {
+        let Gate { cut, direction_cut } = self;
+        match direction_cut {
+            None => cut.wait_for(|c| *c).await.is_ok(),
+            Some(direction) => tokio::select! {
+                r = cut.wait_for(|c| *c) => r.is_ok(),
+                r = direction.wait_for(|c| *c) => r.is_ok(),
+            },
         }
     }
 }

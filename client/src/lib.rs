@@ -207,10 +207,12 @@ impl Client {
     /// Runs `call` against the cluster: at the preferred server first, then
     /// at a leader named in a hint, then at each endpoint in turn, backing
     /// off between rounds. `UNAVAILABLE` (nothing was done) is always
-    /// retried. A call that broke in flight (`UNKNOWN`, or a connection reset)
-    /// may have been applied, so it is retried only when `idempotent`;
-    /// otherwise the caller gets [`Error::OutcomeUnknown`]. Every other error
-    /// is returned at once.
+    /// retried. A call that broke in flight (`UNKNOWN`, a connection reset)
+    /// or whose answer did not come within the deadline may have been
+    /// applied, so it is retried only when `idempotent` (reads, and writes
+    /// that carry a request id or whose repetition changes nothing);
+    /// otherwise the caller gets the error. Every other error is returned
+    /// at once.
     async fn call<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, Error>
     where
         F: Fn(Channel) -> Fut,
@@ -247,14 +249,17 @@ impl Client {
             let retryable = match status.code() {
                 // Nothing was done: not the leader, no leader, or no connection.
                 Code::Unavailable => true,
-                // The call broke in flight; it may have been applied.
-                Code::Unknown | Code::Cancelled => idempotent,
+                // The call broke in flight or its answer did not come in
+                // time; it may have been applied.
+                Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => idempotent,
                 _ => false,
             };
             if !retryable {
                 return Err(status.into());
             }
-            any_server_answered |= from_server;
+            // A call that timed out reached something that took it; the
+            // addresses are not simply wrong.
+            any_server_answered |= from_server || status.code() == Code::DeadlineExceeded;
             last_error = format!("{target}: {}", status.message());
             let hint = status
                 .metadata()
@@ -434,6 +439,29 @@ impl Client {
             })
             .await?;
         response.job.ok_or_else(missing("job"))
+    }
+
+    /// The next `count` fire times (0: ten) of a job's schedule, or of a
+    /// spec not applied yet, after `after` (default: now): in UTC, in the
+    /// job's zone, with notes on slots daylight saving time moves.
+    pub async fn explain_schedule(
+        &self,
+        source: pb::explain_schedule_request::Source,
+        count: u32,
+        after: Option<std::time::SystemTime>,
+        consistency: Consistency,
+    ) -> Result<pb::ExplainScheduleResponse, Error> {
+        let after = after.map(prost_types::Timestamp::from);
+        self.call(true, |ch| {
+            let request = self.request(pb::ExplainScheduleRequest {
+                source: Some(source.clone()),
+                count,
+                after,
+                consistency: consistency.to_proto(),
+            });
+            async move { Self::jobs(ch).explain_schedule(request).await }
+        })
+        .await
     }
 
     /// Runs job `job` now. `request_id` makes the trigger idempotent (a

@@ -18,6 +18,12 @@ pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// A protobuf timestamp as an instant (`None` if absent or out of range).
+pub fn instant(ts: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let ts = ts.as_ref()?;
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).unwrap_or(0))
+}
+
 /// A job as protobuf.
 pub fn job(job: &Job) -> pb::Job {
     pb::Job {

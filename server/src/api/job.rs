@@ -1,6 +1,6 @@
 //! `rota.v1.JobService`: job definitions.
 
-use chrono::Utc;
+use chrono::{DateTime, SecondsFormat, Utc};
 use rota_proto::v1 as pb;
 use rota_proto::v1::job_service_client::JobServiceClient;
 use rota_proto::v1::job_service_server::JobService;
@@ -9,11 +9,71 @@ use tonic::{Request, Response, Status};
 use super::{ApiError, convert, forward_if_follower, is_linearizable};
 use crate::node::NodeHandle;
 use crate::spec::{self, check_job_name};
+use crate::state::job::{Trigger, format_duration};
+use crate::state::schedule::{self, DstShift};
 use crate::state::{JobSpec, Op, Response as Answer};
 
 /// Default and largest page of `ListJobs`.
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
+
+/// Default and largest number of fire times of `ExplainSchedule`.
+const DEFAULT_FIRES: usize = 10;
+const MAX_FIRES: usize = 1000;
+
+/// `ExplainSchedule`'s answer for `spec`, anchored at `anchor`.
+fn explain(spec: &JobSpec, anchor: DateTime<Utc>, after: DateTime<Utc>, count: usize) -> pb::ExplainScheduleResponse {
+    let schedule = &spec.schedule;
+    let tz = schedule.timezone;
+    let Some(trigger) = &schedule.trigger else {
+        return pb::ExplainScheduleResponse {
+            schedule: "on demand".into(),
+            timezone: tz.name().into(),
+            fires: Vec::new(),
+            note: "the job has no schedule: it runs only when triggered".into(),
+        };
+    };
+    let words = match trigger {
+        Trigger::Cron(expr) => format!("cron {expr} in {}", tz.name()),
+        Trigger::Every(every) => format!("every {}", format_duration(*every)),
+        Trigger::At(at) => format!("at {}", at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+    };
+    let fires: Vec<pb::FireTime> = schedule::upcoming(trigger, tz, anchor, after, count)
+        .into_iter()
+        .map(|(at, shift)| {
+            let day = at.with_timezone(&tz).format("%Y-%m-%d");
+            let dst_note = match shift {
+                None => String::new(),
+                Some(DstShift::Gap(local)) => format!(
+                    "{} does not exist in {} on {day} (clocks go forward); fires at the first instant after the gap",
+                    local.format("%H:%M:%S"),
+                    tz.name()
+                ),
+                Some(DstShift::Fold(local)) => format!(
+                    "{} occurs twice in {} on {day} (clocks go back); fires once, at the first occurrence",
+                    local.format("%H:%M:%S"),
+                    tz.name()
+                ),
+            };
+            pb::FireTime {
+                at: Some(convert::timestamp(at)),
+                local_time: at.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, false),
+                dst_note,
+            }
+        })
+        .collect();
+    let note = if fires.len() < count {
+        format!("the schedule fires only {} more time(s)", fires.len())
+    } else {
+        String::new()
+    };
+    pb::ExplainScheduleResponse {
+        schedule: words,
+        timezone: tz.name().into(),
+        fires,
+        note,
+    }
+}
 
 /// Serves `JobService` on a node.
 #[derive(Clone)]
@@ -210,5 +270,58 @@ impl JobService for JobApi {
         Ok(Response::new(pb::ResumeJobResponse {
             job: Some(expect_job(answer)?),
         }))
+    }
+
+    async fn explain_schedule(
+        &self,
+        request: Request<pb::ExplainScheduleRequest>,
+    ) -> Result<Response<pb::ExplainScheduleResponse>, Status> {
+        let req = request.get_ref().clone();
+        let count = match req.count as usize {
+            0 => DEFAULT_FIRES,
+            n if n > MAX_FIRES => {
+                return Err(ApiError::invalid("count", format!("must be at most {MAX_FIRES}")).into());
+            }
+            n => n,
+        };
+        let after = match &req.after {
+            None => Utc::now(),
+            Some(_) => {
+                convert::instant(&req.after).ok_or_else(|| ApiError::invalid("after", "is not a valid instant"))?
+            }
+        };
+        match &req.source {
+            Some(pb::explain_schedule_request::Source::Spec(spec)) => {
+                let spec = validate(Some(spec))?;
+                Ok(Response::new(explain(&spec, after, after, count)))
+            }
+            Some(pb::explain_schedule_request::Source::Job(name)) => {
+                check_name(name)?;
+                let linearizable = is_linearizable(req.consistency)?;
+                if linearizable {
+                    forward_if_follower!(self.node, request, JobServiceClient::explain_schedule);
+                }
+                self.read_barrier(linearizable).await?;
+                let (spec, anchor, suspended) = {
+                    let state = self.node.state.read();
+                    let job = state
+                        .state
+                        .job(name)
+                        .ok_or_else(|| ApiError::NotFound(format!("job {name:?} not found")))?;
+                    (job.spec.clone(), job.anchor, job.suspended)
+                };
+                let mut answer = explain(&spec, anchor, after, count);
+                if suspended {
+                    answer.note = format!(
+                        "the job is suspended: these times fire only once it is resumed. {}",
+                        answer.note
+                    )
+                    .trim_end()
+                    .to_owned();
+                }
+                Ok(Response::new(answer))
+            }
+            None => Err(ApiError::invalid("source", "give a job name (job) or a job spec (spec)").into()),
+        }
     }
 }

@@ -51,11 +51,6 @@ fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn time(ts: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    let ts = ts.as_ref()?;
-    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).unwrap_or(0))
-}
-
 fn expect_run(answer: Answer) -> Result<pb::Run, ApiError> {
     match answer {
         Answer::Run(run) => Ok(convert::run(&run)),
@@ -172,7 +167,7 @@ impl RunService for RunApi {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let (since, until) = (time(&req.since), time(&req.until));
+        let (since, until) = (convert::instant(&req.since), convert::instant(&req.until));
         let linearizable = is_linearizable(req.consistency)?;
         if linearizable {
             forward_if_follower!(self.node, request, RunServiceClient::list_runs);

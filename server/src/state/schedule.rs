@@ -94,22 +94,67 @@ pub fn next_fire_after(
             let periods = elapsed / step + 1;
             anchor.checked_add_signed(ChronoDuration::nanoseconds(periods.checked_mul(step)?))
         }
-        Trigger::Cron(expr) => {
-            let cron = parse_cron(expr).ok()?;
-            // Local times after `after`'s own local time resolve, by
-            // monotonicity, to instants at or after it; only those inside a
-            // repeated hour can resolve to `after` or earlier, and are passed.
-            let mut local = after.with_timezone(&tz).naive_local();
-            for _ in 0..MAX_CANDIDATES {
-                local = cron.find_next_occurrence(&local, false).ok()?;
-                let at = resolve_local(tz, local)?;
-                if at > after {
-                    return Some(at);
-                }
-            }
-            None
+        Trigger::Cron(expr) => next_cron_fire(expr, tz, after).map(|(_, at)| at),
+    }
+}
+
+/// The first fire of cron `expr` strictly after `after`: the matching local
+/// time that produced it, and the instant.
+fn next_cron_fire(expr: &str, tz: Tz, after: DateTime<Utc>) -> Option<(NaiveDateTime, DateTime<Utc>)> {
+    let cron = parse_cron(expr).ok()?;
+    // Local times after `after`'s own local time resolve, by monotonicity,
+    // to instants at or after it; only those inside a repeated hour can
+    // resolve to `after` or earlier, and are passed.
+    let mut local = after.with_timezone(&tz).naive_local();
+    for _ in 0..MAX_CANDIDATES {
+        local = cron.find_next_occurrence(&local, false).ok()?;
+        let at = resolve_local(tz, local)?;
+        if at > after {
+            return Some((local, at));
         }
     }
+    None
+}
+
+/// How daylight saving time moved a cron slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DstShift {
+    /// The matching wall-clock time does not exist that day (clocks went
+    /// forward); the slot fires at the first instant after the gap.
+    Gap(NaiveDateTime),
+    /// The matching wall-clock time occurs twice (clocks went back); the
+    /// slot fires once, at the first occurrence.
+    Fold(NaiveDateTime),
+}
+
+/// The next `count` fire instants strictly after `after`, each with how
+/// daylight saving time moved it (cron schedules only).
+pub fn upcoming(
+    trigger: &Trigger,
+    tz: Tz,
+    anchor: DateTime<Utc>,
+    after: DateTime<Utc>,
+    count: usize,
+) -> Vec<(DateTime<Utc>, Option<DstShift>)> {
+    let mut fires = Vec::new();
+    let mut cursor = after;
+    while fires.len() < count {
+        let fire = match trigger {
+            Trigger::Cron(expr) => next_cron_fire(expr, tz, cursor).map(|(local, at)| {
+                let shift = match tz.from_local_datetime(&local) {
+                    LocalResult::None => Some(DstShift::Gap(local)),
+                    LocalResult::Ambiguous(..) => Some(DstShift::Fold(local)),
+                    LocalResult::Single(_) => None,
+                };
+                (at, shift)
+            }),
+            _ => next_fire_after(trigger, tz, anchor, cursor).map(|at| (at, None)),
+        };
+        let Some((at, shift)) = fire else { break };
+        fires.push((at, shift));
+        cursor = at;
+    }
+    fires
 }
 
 /// Fire instants in `(after, until]`, in order, at most `limit` of them.

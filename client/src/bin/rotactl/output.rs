@@ -2,9 +2,19 @@
 //! scripts. JSON and YAML show jobs with their spec in spec-file form, so
 //! `rotactl job get NAME -o yaml` can be edited and applied back.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::IsTerminal;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use rota_client::{Error, SpecFile, proto as pb};
 use serde::Serialize;
+
+use crate::config::Config;
+
+/// How often `--watch` lists again.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -17,29 +27,178 @@ pub enum Format {
     Yaml,
 }
 
-/// Prints rows as aligned columns under a header.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+/// Colours, for terminals.
+#[derive(Debug, Clone, Copy)]
+pub enum Color {
+    /// Failures.
+    Red,
+    /// Success, health.
+    Green,
+    /// Things in progress or held.
+    Yellow,
+}
+
+/// `text` in `color` when `enabled` and `NO_COLOR` is unset or empty.
+pub fn paint(text: &str, color: Color, enabled: bool) -> String {
+    if !enabled || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        return text.to_owned();
+    }
+    let code = match color {
+        Color::Red => 31,
+        Color::Green => 32,
+        Color::Yellow => 33,
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// The colour of a state word in a STATE column.
+fn state_color(word: &str) -> Option<Color> {
+    match word {
+        "succeeded" | "active" | "alive" | "leader" => Some(Color::Green),
+        "failed" | "timed_out" | "lost" | "missed" | "unreachable" => Some(Color::Red),
+        "pending" | "assigned" | "running" | "cancelled" | "skipped" | "suspended" | "draining" | "candidate" => {
+            Some(Color::Yellow)
+        }
+        _ => None,
+    }
+}
+
+/// Aligned columns under a header; cells of a STATE (or ROLE) column are
+/// coloured on a terminal.
+struct Table {
+    header: &'static [&'static str],
+    widths: Vec<usize>,
+    color: bool,
+}
+
+impl Table {
+    fn new(header: &'static [&'static str], rows: &[Vec<String>]) -> Table {
+        let mut table = Table {
+            header,
+            widths: header.iter().map(|h| h.len()).collect(),
+            color: std::io::stdout().is_terminal(),
+        };
+        table.widen(rows);
+        table
+    }
+
+    fn widen(&mut self, rows: &[Vec<String>]) {
+        for row in rows {
+            for (width, cell) in self.widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
         }
     }
-    let line = |cells: Vec<&str>| {
+
+    fn line(&self, cells: &[String], colored: bool) {
         let mut out = String::new();
-        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<width$}   "));
+        for (i, (cell, width)) in cells.iter().zip(&self.widths).enumerate() {
+            let column = self.header.get(i).copied().unwrap_or_default();
+            let color = (colored && matches!(column, "STATE" | "ROLE"))
+                .then(|| state_color(cell))
+                .flatten();
+            match color {
+                Some(color) => out.push_str(&paint(cell, color, self.color)),
+                None => out.push_str(cell),
+            }
+            if i + 1 < cells.len() {
+                out.push_str(&" ".repeat(width.saturating_sub(cell.chars().count()) + 3));
             }
         }
         println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
     }
+
+    fn print_header(&self) {
+        let header: Vec<String> = self.header.iter().map(|h| (*h).to_owned()).collect();
+        self.line(&header, false);
+    }
+
+    fn print_rows(&self, rows: &[Vec<String>]) {
+        for row in rows {
+            self.line(row, true);
+        }
+    }
+}
+
+/// Prints rows as aligned columns under a header.
+fn print_table(header: &'static [&'static str], rows: &[Vec<String>]) {
+    let table = Table::new(header, rows);
+    table.print_header();
+    table.print_rows(rows);
+}
+
+/// Something `list` commands print: a row in a table, a view in JSON/YAML.
+pub trait Listing: PartialEq {
+    /// The table's column names.
+    const HEADER: &'static [&'static str];
+    /// What to say when there is nothing (on stderr).
+    const NONE: &'static str;
+    /// What JSON and YAML show.
+    type View: Serialize;
+    /// Identity, for `--watch`.
+    fn key(&self) -> String;
+    /// The table row.
+    fn row(&self) -> Vec<String>;
+    /// The JSON/YAML view.
+    fn view(&self) -> Self::View;
+}
+
+/// Prints what `fetch` lists; with `watch`, keeps listing and prints what
+/// changed (table rows without the header; one JSON object per line; one
+/// YAML document each) until interrupted.
+pub async fn list<T, F, Fut>(fetch: F, format: Format, watch: bool) -> anyhow::Result<()>
+where
+    T: Listing,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Vec<T>, Error>>,
+{
+    let items = fetch().await?;
+    let rows: Vec<Vec<String>> = items.iter().map(T::row).collect();
+    let mut table = Table::new(T::HEADER, &rows);
+    match format {
+        Format::Table if items.is_empty() && !watch => eprintln!("{}", T::NONE),
+        Format::Table => {
+            table.print_header();
+            table.print_rows(&rows);
+        }
+        _ if watch => items.iter().try_for_each(|item| print_event(&item.view(), format))?,
+        _ => print_structured(&items.iter().map(T::view).collect::<Vec<_>>(), format)?,
+    }
+    if !watch {
+        return Ok(());
+    }
+    let mut seen: HashMap<String, T> = items.into_iter().map(|item| (item.key(), item)).collect();
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let items = match fetch().await {
+            Ok(items) => items,
+            Err(e) => {
+                eprintln!("warning: {e}; listing again in {}s", WATCH_INTERVAL.as_secs());
+                continue;
+            }
+        };
+        let changed: Vec<T> = items
+            .into_iter()
+            .filter(|item| seen.get(&item.key()) != Some(item))
+            .collect();
+        if format == Format::Table {
+            let rows: Vec<Vec<String>> = changed.iter().map(T::row).collect();
+            table.widen(&rows);
+            table.print_rows(&rows);
+        } else {
+            changed.iter().try_for_each(|item| print_event(&item.view(), format))?;
+        }
+        seen.extend(changed.into_iter().map(|item| (item.key(), item)));
+    }
+}
+
+/// One changed object of a watch: a line of JSON, or a YAML document.
+fn print_event<T: Serialize>(value: &T, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Yaml => print!("---\n{}", serde_norway::to_string(value)?),
+        _ => println!("{}", serde_json::to_string(value)?),
+    }
+    Ok(())
 }
 
 fn print_structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<()> {
@@ -133,39 +292,36 @@ pub fn print_job(job: &JobView, format: Format) -> anyhow::Result<()> {
     }
 }
 
-/// Prints jobs.
-pub fn print_jobs(jobs: &[pb::Job], format: Format) -> anyhow::Result<()> {
-    match format {
-        Format::Table => {
-            let rows: Vec<Vec<String>> = jobs
-                .iter()
-                .map(|job| {
-                    let task = job.spec.as_ref().and_then(|s| s.task.as_ref());
-                    vec![
-                        job.name.clone(),
-                        schedule_text(job),
-                        if job.suspended { "suspended" } else { "active" }.into(),
-                        task.map(|t| {
-                            if t.image.is_empty() {
-                                t.command.join(" ")
-                            } else {
-                                t.image.clone()
-                            }
-                        })
-                        .unwrap_or_default(),
-                        job.generation.to_string(),
-                        age(time(&job.created_at)),
-                    ]
-                })
-                .collect();
-            if rows.is_empty() {
-                eprintln!("no jobs");
-            } else {
-                print_table(&["NAME", "SCHEDULE", "STATE", "TASK", "GEN", "AGE"], &rows);
-            }
-            Ok(())
-        }
-        _ => print_structured(&jobs.iter().map(JobView::from).collect::<Vec<_>>(), format),
+impl Listing for pb::Job {
+    const HEADER: &'static [&'static str] = &["NAME", "SCHEDULE", "STATE", "TASK", "GEN", "AGE"];
+    const NONE: &'static str = "no jobs";
+    type View = JobView;
+
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+
+    fn row(&self) -> Vec<String> {
+        let task = self.spec.as_ref().and_then(|s| s.task.as_ref());
+        vec![
+            self.name.clone(),
+            schedule_text(self),
+            if self.suspended { "suspended" } else { "active" }.into(),
+            task.map(|t| {
+                if t.image.is_empty() {
+                    t.command.join(" ")
+                } else {
+                    t.image.clone()
+                }
+            })
+            .unwrap_or_default(),
+            self.generation.to_string(),
+            age(time(&self.created_at)),
+        ]
+    }
+
+    fn view(&self) -> JobView {
+        JobView::from(self)
     }
 }
 
@@ -210,8 +366,9 @@ pub fn print_members(members: &[pb::Member], format: Format) -> anyhow::Result<(
     }
 }
 
+/// A worker for JSON/YAML output.
 #[derive(Serialize)]
-struct WorkerView {
+pub struct WorkerView {
     id: String,
     state: String,
     drivers: Vec<String>,
@@ -225,60 +382,57 @@ struct WorkerView {
     lost_at: Option<DateTime<Utc>>,
 }
 
-/// Prints workers.
-pub fn print_workers(workers: &[pb::WorkerInfo], format: Format) -> anyhow::Result<()> {
-    let views: Vec<WorkerView> = workers
-        .iter()
-        .map(|w| WorkerView {
-            id: w.id.clone(),
-            state: w.state.clone(),
-            drivers: w.drivers.clone(),
-            slots: w.slots,
-            running: w.running,
-            labels: w.labels.clone().into_iter().collect(),
-            draining: w.draining,
-            drain_deadline: time(&w.drain_deadline),
-            drain_by_operator: w.drain_by_operator,
-            registered_at: time(&w.registered_at),
-            lost_at: time(&w.lost_at),
-        })
-        .collect();
-    match format {
-        Format::Table => {
-            let rows: Vec<Vec<String>> = views
-                .iter()
-                .map(|w| {
-                    let drain = match (w.draining, w.drain_by_operator) {
-                        (false, _) => "-".to_owned(),
-                        (true, by_operator) => format!(
-                            "{} until {}",
-                            if by_operator { "drained" } else { "shutting down" },
-                            w.drain_deadline.map(|d| d.to_rfc3339()).unwrap_or_default()
-                        ),
-                    };
-                    let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    vec![
-                        w.id.clone(),
-                        w.state.clone(),
-                        w.drivers.join(","),
-                        format!("{}/{}", w.running, w.slots),
-                        if labels.is_empty() {
-                            "-".into()
-                        } else {
-                            labels.join(",")
-                        },
-                        drain,
-                        age(w.registered_at),
-                    ]
-                })
-                .collect();
-            print_table(
-                &["ID", "STATE", "DRIVERS", "RUNNING", "LABELS", "DRAIN", "REGISTERED"],
-                &rows,
-            );
-            Ok(())
+impl Listing for pb::WorkerInfo {
+    const HEADER: &'static [&'static str] = &["ID", "STATE", "DRIVERS", "RUNNING", "LABELS", "DRAIN", "REGISTERED"];
+    const NONE: &'static str = "no workers";
+    type View = WorkerView;
+
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+
+    fn row(&self) -> Vec<String> {
+        let w = self.view();
+        let drain = match (w.draining, w.drain_by_operator) {
+            (false, _) => "-".to_owned(),
+            (true, by_operator) => format!(
+                "{} until {}",
+                if by_operator { "drained" } else { "shutting down" },
+                w.drain_deadline
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default()
+            ),
+        };
+        let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        vec![
+            w.id,
+            w.state,
+            w.drivers.join(","),
+            format!("{}/{}", w.running, w.slots),
+            if labels.is_empty() {
+                "-".into()
+            } else {
+                labels.join(",")
+            },
+            drain,
+            age(w.registered_at),
+        ]
+    }
+
+    fn view(&self) -> WorkerView {
+        WorkerView {
+            id: self.id.clone(),
+            state: self.state.clone(),
+            drivers: self.drivers.clone(),
+            slots: self.slots,
+            running: self.running,
+            labels: self.labels.clone().into_iter().collect(),
+            draining: self.draining,
+            drain_deadline: time(&self.drain_deadline),
+            drain_by_operator: self.drain_by_operator,
+            registered_at: time(&self.registered_at),
+            lost_at: time(&self.lost_at),
         }
-        _ => print_structured(&views, format),
     }
 }
 
@@ -398,7 +552,7 @@ fn rfc3339(ts: &Option<prost_types::Timestamp>) -> String {
 
 /// A run for JSON/YAML output.
 #[derive(Debug, Serialize)]
-struct RunView {
+pub struct RunView {
     id: String,
     job: String,
     state: &'static str,
@@ -481,41 +635,45 @@ impl From<&pb::Run> for RunView {
     }
 }
 
-/// Prints runs.
-pub fn print_runs(runs: &[pb::Run], format: Format) -> anyhow::Result<()> {
-    match format {
-        Format::Table => {
-            if runs.is_empty() {
-                eprintln!("no runs");
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = runs
-                .iter()
-                .map(|run| {
-                    let slot = if run.slot_count > 1 {
-                        format!("{} (+{} slots)", rfc3339(&run.nominal_time), run.slot_count - 1)
-                    } else {
-                        rfc3339(&run.nominal_time)
-                    };
-                    vec![
-                        run.id.clone(),
-                        run.job.clone(),
-                        state_word(run.state).to_owned(),
-                        run.cause.clone(),
-                        slot,
-                        run.attempts.len().to_string(),
-                        age(time(&run.created_at)),
-                        run.reason_code.clone(),
-                    ]
-                })
-                .collect();
-            print_table(
-                &["ID", "JOB", "STATE", "CAUSE", "SLOT", "ATTEMPTS", "AGE", "REASON"],
-                &rows,
-            );
-            Ok(())
-        }
-        _ => print_structured(&runs.iter().map(RunView::from).collect::<Vec<_>>(), format),
+impl Listing for pb::Run {
+    const HEADER: &'static [&'static str] = &["ID", "JOB", "STATE", "CAUSE", "SLOT", "ATTEMPTS", "AGE", "REASON"];
+    const NONE: &'static str = "no runs";
+    type View = RunView;
+
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+
+    fn row(&self) -> Vec<String> {
+        let slot = if self.slot_count > 1 {
+            format!("{} (+{} slots)", rfc3339(&self.nominal_time), self.slot_count - 1)
+        } else {
+            rfc3339(&self.nominal_time)
+        };
+        vec![
+            self.id.clone(),
+            self.job.clone(),
+            state_word(self.state).to_owned(),
+            self.cause.clone(),
+            slot,
+            self.attempts.len().to_string(),
+            age(time(&self.created_at)),
+            self.reason_code.clone(),
+        ]
+    }
+
+    fn view(&self) -> RunView {
+        RunView::from(self)
+    }
+}
+
+/// One line on where a run is, for `wait` on a terminal.
+pub fn progress_line(run: &pb::Run) -> String {
+    let state = state_word(run.state);
+    match run.attempts.last() {
+        Some(a) if a.outcome.is_empty() => format!("{state}: attempt {} on worker {}", a.number, a.worker),
+        Some(a) => format!("{state}: attempt {} {}", a.number, a.outcome),
+        None => state.to_owned(),
     }
 }
 
@@ -579,4 +737,178 @@ pub fn print_run(run: &pb::Run, format: Format) -> anyhow::Result<()> {
         }
         _ => print_structured(&view, format),
     }
+}
+
+/// How long until `at`: `in 5s`, `in 3h10m`; `now` for the past.
+fn until(at: Option<DateTime<Utc>>) -> String {
+    let Some(at) = at else { return "-".into() };
+    let secs = (at - Utc::now()).num_seconds();
+    if secs <= 0 {
+        return "now".into();
+    }
+    let text = match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{}s", secs / 60, secs % 60),
+        3600..86_400 => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{}h", secs / 86_400, secs % 86_400 / 3600),
+    };
+    format!("in {text}")
+}
+
+#[derive(Serialize)]
+struct ExplainView<'a> {
+    job: &'a str,
+    schedule: &'a str,
+    timezone: &'a str,
+    fires: Vec<FireView<'a>>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    note: &'a str,
+}
+
+#[derive(Serialize)]
+struct FireView<'a> {
+    at: Option<DateTime<Utc>>,
+    local_time: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    dst_note: &'a str,
+}
+
+/// Prints the next fire times of each job.
+pub fn print_explained(explained: &[(String, pb::ExplainScheduleResponse)], format: Format) -> anyhow::Result<()> {
+    let views: Vec<ExplainView<'_>> = explained
+        .iter()
+        .map(|(job, e)| ExplainView {
+            job,
+            schedule: &e.schedule,
+            timezone: &e.timezone,
+            fires: e
+                .fires
+                .iter()
+                .map(|f| FireView {
+                    at: time(&f.at),
+                    local_time: &f.local_time,
+                    dst_note: &f.dst_note,
+                })
+                .collect(),
+            note: &e.note,
+        })
+        .collect();
+    if format != Format::Table {
+        return print_structured(&views, format);
+    }
+    for (i, view) in views.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        println!("job/{}: {}", view.job, view.schedule);
+        if !view.fires.is_empty() {
+            let rows: Vec<Vec<String>> = view
+                .fires
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.local_time.to_owned(),
+                        f.at.map_or_else(
+                            || "-".to_owned(),
+                            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        ),
+                        until(f.at),
+                        f.dst_note.to_owned(),
+                    ]
+                })
+                .collect();
+            print_table(&["LOCAL", "UTC", "WHEN", "DST"], &rows);
+        }
+        if !view.note.is_empty() {
+            println!("note: {}", view.note);
+        }
+    }
+    Ok(())
+}
+
+/// The change from `previous`'s spec to `job`'s, as indented `-`/`+`
+/// lines of their YAML with one line of context.
+pub fn spec_diff(previous: &pb::Job, job: &pb::Job, color: bool) -> String {
+    let yaml = |job: &pb::Job| {
+        job.spec
+            .as_ref()
+            .map(SpecFile::from_proto)
+            .unwrap_or_default()
+            .to_yaml()
+    };
+    let (old, new) = (yaml(previous), yaml(job));
+    let diff = similar::TextDiff::from_lines(&old, &new);
+    let mut out = String::new();
+    for (i, group) in diff.grouped_ops(1).iter().enumerate() {
+        if i > 0 {
+            out.push_str("    ...\n");
+        }
+        for op in group {
+            for change in diff.iter_changes(op) {
+                let (sign, paint_with) = match change.tag() {
+                    similar::ChangeTag::Delete => ("-", Some(Color::Red)),
+                    similar::ChangeTag::Insert => ("+", Some(Color::Green)),
+                    similar::ChangeTag::Equal => (" ", None),
+                };
+                let line = format!("  {sign} {}", change.value().trim_end_matches('\n'));
+                match paint_with {
+                    Some(c) => out.push_str(&paint(&line, c, color)),
+                    None => out.push_str(&line),
+                }
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Prints the config file (YAML unless JSON is asked for).
+pub fn print_config(config: &Config, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => print_structured(config, format),
+        _ => print_structured(config, Format::Yaml),
+    }
+}
+
+#[derive(Serialize)]
+struct ContextView<'a> {
+    name: &'a str,
+    current: bool,
+    servers: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+}
+
+/// Prints the contexts of the config file.
+pub fn print_contexts(config: &Config, format: Format) -> anyhow::Result<()> {
+    let views: Vec<ContextView<'_>> = config
+        .contexts
+        .iter()
+        .map(|(name, context)| ContextView {
+            name,
+            current: config.current_context.as_deref() == Some(name),
+            servers: &context.servers,
+            timeout: context.timeout.map(|t| humantime::format_duration(t).to_string()),
+        })
+        .collect();
+    if format != Format::Table {
+        return print_structured(&views, format);
+    }
+    if views.is_empty() {
+        eprintln!("no contexts; add one with `rotactl config set-context NAME HOST:PORT...`");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                if v.current { "*" } else { "" }.to_owned(),
+                v.name.to_owned(),
+                v.servers.join(","),
+                v.timeout.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print_table(&["CURRENT", "NAME", "SERVERS", "TIMEOUT"], &rows);
+    Ok(())
 }

@@ -362,3 +362,56 @@ proptest! {
         prop_assert!(ra <= rb, "{tz}: {a} -> {ra:?} but {b} -> {rb:?}");
     }
 }
+
+#[test]
+fn upcoming_notes_the_slots_daylight_saving_time_moves() {
+    let tz = chrono_tz::Europe::Berlin;
+    let anchor = utc("2000-01-01T00:00:00Z");
+    let local = |text: &str| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").expect("local time");
+    let spring = upcoming(&cron("30 2 * * *"), tz, anchor, utc("2026-03-27T12:00:00Z"), 3);
+    assert_eq!(
+        spring,
+        [
+            (utc("2026-03-28T01:30:00Z"), None),
+            (
+                utc("2026-03-29T01:00:00Z"),
+                Some(DstShift::Gap(local("2026-03-29 02:30")))
+            ),
+            (utc("2026-03-30T00:30:00Z"), None),
+        ]
+    );
+    let autumn = upcoming(&cron("30 2 * * *"), tz, anchor, utc("2026-10-24T12:00:00Z"), 2);
+    assert_eq!(
+        autumn,
+        [
+            (
+                utc("2026-10-25T00:30:00Z"),
+                Some(DstShift::Fold(local("2026-10-25 02:30")))
+            ),
+            (utc("2026-10-26T01:30:00Z"), None),
+        ]
+    );
+    // Hourly across the gap: 02:00 does not exist and is one slot with 03:00.
+    let hourly = upcoming(&cron("0 * * * *"), tz, anchor, utc("2026-03-29T00:30:00Z"), 2);
+    assert_eq!(
+        hourly,
+        [
+            (
+                utc("2026-03-29T01:00:00Z"),
+                Some(DstShift::Gap(local("2026-03-29 02:00")))
+            ),
+            (utc("2026-03-29T02:00:00Z"), None),
+        ]
+    );
+    // Intervals and one-shots have no wall-clock time to move.
+    let every = Trigger::Every(Duration::from_secs(3600));
+    assert_eq!(
+        upcoming(&every, tz, utc("2026-03-29T00:10:00Z"), utc("2026-03-29T00:30:00Z"), 2),
+        [(utc("2026-03-29T01:10:00Z"), None), (utc("2026-03-29T02:10:00Z"), None)]
+    );
+    let at = Trigger::At(utc("2026-03-29T01:30:00Z"));
+    assert_eq!(
+        upcoming(&at, tz, anchor, utc("2026-03-29T00:30:00Z"), 5),
+        [(utc("2026-03-29T01:30:00Z"), None)]
+    );
+}
