@@ -555,14 +555,15 @@ pub async fn rotactl(servers: &str, args: &[&str]) -> anyhow::Result<std::proces
 }
 
 /// Runs the built `rotactl` with `args` and environment `env` (nothing
-/// else of rota's from the caller's environment: no `ROTA_*`, no
+/// else of rota's from the caller's environment: no `ROTA_*` or
+/// `ROTACTL_*`, no
 /// `NO_COLOR`, and a config file that does not exist unless `env` names
 /// one).
 pub async fn rotactl_with(env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<std::process::Output> {
     let bin = binary("rotactl")?;
     let mut command = tokio::process::Command::new(bin);
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ROTA_") {
+        if key.to_string_lossy().starts_with("ROTA") {
             command.env_remove(key);
         }
     }
@@ -570,7 +571,7 @@ pub async fn rotactl_with(env: &[(&str, &str)], args: &[&str]) -> anyhow::Result
     command
         .args(args)
         .env_remove("NO_COLOR")
-        .env("ROTA_CONFIG", no_config)
+        .env("ROTACTL_CONFIG", no_config)
         .envs(env.iter().copied());
     let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await??;
     Ok(output)

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use rota_chaos::{Cluster, ServerSettings, output_text as text, rotactl};
+use rota_chaos::{Cluster, ServerSettings, output_text as text, rotactl, rotactl_with};
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -173,4 +173,234 @@ async fn rotactl_applies_lists_gets_and_deletes_jobs() {
         panic!("{e:#}");
     }
     assert!(cluster.ids().into_iter().all(|id| cluster.is_running(id)));
+}
+
+/// Specs of the CLI tests: one job that succeeds with output, one that
+/// fails with exit code 3, one with a schedule in a zone with DST.
+const SPECS: &[(&str, &str)] = &[
+    (
+        "greet.yaml",
+        "name: greet\ntask:\n  driver: exec\n  command: [sh, -c, 'echo hello; sleep 1; echo bye']\n",
+    ),
+    (
+        "broken.yaml",
+        "name: broken\ntask:\n  driver: exec\n  command: [sh, -c, 'echo trying; exit 3']\n",
+    ),
+    (
+        "nightly.yaml",
+        "name: nightly\nschedule:\n  cron: '30 2 * * *'\n  timezone: Europe/Berlin\ntask:\n  driver: exec\n  command: [make, nightly]\n",
+    ),
+];
+
+fn write_specs(dir: &std::path::Path) -> anyhow::Result<()> {
+    for (file, text) in SPECS {
+        std::fs::write(dir.join(file), text)?;
+    }
+    Ok(())
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `rotactl` and requires exit status `code`.
+async fn expect(servers: &str, args: &[&str], code: i32) -> anyhow::Result<std::process::Output> {
+    let out = rotactl(servers, args).await?;
+    anyhow::ensure!(
+        out.status.code() == Some(code),
+        "rotactl {}: {}",
+        args.join(" "),
+        text(&out)
+    );
+    Ok(out)
+}
+
+/// The id of the newest run of `job`.
+async fn newest_run(servers: &str, job: &str) -> anyhow::Result<String> {
+    let out = expect(servers, &["run", "list", "--job", job, "-o", "json"], 0).await?;
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    runs[0]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no run of {job}: {runs}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_shows_diffs_prunes_and_dry_runs_change_nothing_and_wait_exits_with_the_run_code() {
+    let mut cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    cluster
+        .start_worker(rota_chaos::WorkerSettings::new("cli-worker", "exec"))
+        .expect("worker starts");
+    let result: anyhow::Result<()> = async {
+        let servers = cluster.servers_arg();
+        let dir = tempfile::tempdir()?;
+        write_specs(dir.path())?;
+        let path = dir.path().to_str().unwrap_or_default();
+
+        let out = expect(&servers, &["apply", "-f", path], 0).await?;
+        for name in ["broken", "greet", "nightly"] {
+            anyhow::ensure!(stdout(&out).contains(&format!("job/{name} created")), "{}", text(&out));
+        }
+        // Applying again changes nothing.
+        let out = expect(&servers, &["apply", "-f", path], 0).await?;
+        anyhow::ensure!(stdout(&out).matches("unchanged").count() == 3, "{}", text(&out));
+
+        // A changed spec: the dry run shows the diff and changes nothing.
+        std::fs::write(
+            dir.path().join("nightly.yaml"),
+            SPECS[2].1.replace("30 2 * * *", "0 3 * * *"),
+        )?;
+        let out = expect(&servers, &["apply", "-f", path, "--dry-run"], 0).await?;
+        let shown = stdout(&out);
+        anyhow::ensure!(
+            shown.contains("job/nightly configured (generation 2) (dry run)")
+                && shown.contains("  -   cron: 30 2 * * *")
+                && shown.contains("  +   cron: 0 3 * * *"),
+            "{}",
+            text(&out)
+        );
+        let out = expect(&servers, &["job", "get", "nightly", "-o", "json"], 0).await?;
+        let job: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        anyhow::ensure!(
+            job["generation"] == 1 && job["spec"]["schedule"]["cron"] == "30 2 * * *",
+            "a dry run changed the job: {job}"
+        );
+        let out = expect(&servers, &["apply", "-f", path], 0).await?;
+        anyhow::ensure!(
+            stdout(&out).contains("job/nightly configured (generation 2)"),
+            "{}",
+            text(&out)
+        );
+
+        // Prune: a job the files no longer define goes (not on a dry run).
+        std::fs::remove_file(dir.path().join("nightly.yaml"))?;
+        let out = expect(&servers, &["apply", "-f", path, "--prune", "--dry-run"], 0).await?;
+        anyhow::ensure!(stdout(&out).contains("job/nightly pruned (dry run)"), "{}", text(&out));
+        expect(&servers, &["job", "get", "nightly"], 0).await?;
+        let out = expect(&servers, &["apply", "-f", path, "--prune"], 0).await?;
+        anyhow::ensure!(stdout(&out).contains("job/nightly pruned"), "{}", text(&out));
+        let out = expect(&servers, &["job", "get", "nightly"], 1).await?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stderr).contains("not found"),
+            "{}",
+            text(&out)
+        );
+
+        // `job run --wait` and `run wait` exit with the run's code.
+        expect(&servers, &["job", "run", "broken", "--wait"], 3).await?;
+        let broken = newest_run(&servers, "broken").await?;
+        expect(&servers, &["run", "wait", &broken], 3).await?;
+        expect(&servers, &["job", "run", "greet", "--wait"], 0).await?;
+
+        // `run logs -f` of a running run ends when the run does, with all of
+        // its output.
+        let out = expect(&servers, &["job", "run", "greet"], 0).await?;
+        let greet = stdout(&out)
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.strip_prefix("run/"))
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no run id: {}", text(&out)))?;
+        let out = expect(&servers, &["run", "logs", &greet, "--follow"], 0).await?;
+        anyhow::ensure!(stdout(&out) == "hello\nbye\n", "{}", text(&out));
+        let out = expect(&servers, &["run", "get", &greet, "-o", "json"], 0).await?;
+        let run: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        anyhow::ensure!(run["state"] == "succeeded", "logs -f ended before the run: {run}");
+        // `job run --follow` prints the output and exits with the code too.
+        let out = expect(&servers, &["job", "run", "broken", "--follow"], 3).await?;
+        anyhow::ensure!(stdout(&out) == "trying\n", "{}", text(&out));
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_in_the_config_file_choose_the_cluster() {
+    let cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    let result: anyhow::Result<()> = async {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("config.yaml");
+        let config = config.to_str().unwrap_or_default();
+        let servers = cluster.servers_arg();
+        let env = [("ROTACTL_CONFIG", config)];
+        let with_config = |args: &'static [&'static str]| rotactl_with(&env, args);
+        let mut set = vec!["config", "set-context", "test"];
+        set.extend(servers.split(','));
+        let out = rotactl_with(&[("ROTACTL_CONFIG", config)], &set).await?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out));
+        let out = rotactl_with(
+            &[("ROTACTL_CONFIG", config)],
+            &["config", "set-context", "nowhere", "127.0.0.1:1"],
+        )
+        .await?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out));
+        let out = with_config(&["config", "get-contexts"]).await?;
+        let table = stdout(&out);
+        anyhow::ensure!(
+            table.lines().any(|l| l.starts_with('*') && l.contains("test"))
+                && table.lines().any(|l| l.contains("nowhere") && !l.starts_with('*')),
+            "the first context is current: {}",
+            text(&out)
+        );
+        // No --servers: the current context's are used.
+        let out = with_config(&["cluster", "members"]).await?;
+        anyhow::ensure!(
+            out.status.success() && stdout(&out).contains("leader"),
+            "{}",
+            text(&out)
+        );
+        // Another context by flag: its servers are tried, and named.
+        let out = with_config(&["--context", "nowhere", "job", "list"]).await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(
+            out.status.code() == Some(1) && stderr.contains("127.0.0.1:1") && stderr.contains("context \"nowhere\""),
+            "{}",
+            text(&out)
+        );
+        let out = with_config(&["config", "use-context", "nowhere"]).await?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out));
+        let out = with_config(&["config", "current-context"]).await?;
+        anyhow::ensure!(stdout(&out) == "nowhere\n", "{}", text(&out));
+        // --servers wins over the context.
+        let out = rotactl_with(
+            &[("ROTACTL_CONFIG", config), ("ROTA_SERVERS", &servers)],
+            &["cluster", "members"],
+        )
+        .await?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out));
+        let out = with_config(&["config", "use-context", "elsewhere"]).await?;
+        anyhow::ensure!(
+            out.status.code() == Some(1) && String::from_utf8_lossy(&out.stderr).contains("defined: nowhere, test"),
+            "{}",
+            text(&out)
+        );
+        // Completion scripts for the three shells.
+        for shell in ["bash", "zsh", "fish"] {
+            let out = with_config(match shell {
+                "bash" => &["completion", "bash"],
+                "zsh" => &["completion", "zsh"],
+                _ => &["completion", "fish"],
+            })
+            .await?;
+            anyhow::ensure!(
+                out.status.success() && stdout(&out).contains("rotactl"),
+                "{}",
+                text(&out)
+            );
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
 }

@@ -12,10 +12,10 @@
 //!     timeout: 5s
 //! ```
 //!
-//! The file is `--config`, else `ROTA_CONFIG`, else
+//! The file is `--config`, else `ROTACTL_CONFIG`, else
 //! `$XDG_CONFIG_HOME/rota/config.yaml` (`~/.config/rota/config.yaml`).
 //! Where the servers come from, first match wins: `--servers` or
-//! `ROTA_SERVERS`; the context named by `--context` or `ROTA_CONTEXT`; the
+//! `ROTA_SERVERS`; the context named by `--context` or `ROTACTL_CONTEXT`; the
 //! file's current context; `127.0.0.1:7400`.
 
 use std::collections::BTreeMap;

@@ -27,11 +27,11 @@ struct Cli {
     #[arg(long, env = "ROTA_SERVERS", value_delimiter = ',', global = true)]
     servers: Vec<String>,
     /// Use this context of the config file instead of its current one.
-    #[arg(long, env = "ROTA_CONTEXT", global = true)]
+    #[arg(long, env = "ROTACTL_CONTEXT", global = true)]
     context: Option<String>,
     /// The config file (default: $XDG_CONFIG_HOME/rota/config.yaml, i.e.
     /// ~/.config/rota/config.yaml).
-    #[arg(long, env = "ROTA_CONFIG", global = true)]
+    #[arg(long, env = "ROTACTL_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Output format of read commands.
     #[arg(short = 'o', long, value_enum, global = true, default_value = "table")]
@@ -59,7 +59,7 @@ Examples:
 
 Exit codes: 0 ok, 1 error, 2 usage; `run wait` and `job run --wait` exit
 with the run's code. Servers come from --servers, ROTA_SERVERS, the
-context (--context, ROTA_CONTEXT, or the config file's current one), or
+context (--context, ROTACTL_CONTEXT, or the config file's current one), or
 127.0.0.1:7400. Colour only on a terminal; NO_COLOR turns it off.";
 
 #[derive(Debug, Subcommand)]
@@ -387,6 +387,7 @@ Examples:
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    quiet_panics();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
@@ -401,6 +402,25 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A closed stdout (`rotactl run list | head`) ends the program quietly,
+/// with the status a shell shows for SIGPIPE, as other Unix tools do; any
+/// other panic prints one line, not a backtrace.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown");
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
+            std::process::exit(141);
+        }
+        let location = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
+        eprintln!("error: rotactl failed unexpectedly ({message}{location}); please report this");
+    }));
 }
 
 /// An error with a hint on what to do about it.
