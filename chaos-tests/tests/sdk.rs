@@ -112,3 +112,70 @@ async fn a_trigger_retried_after_its_answer_was_lost_starts_one_run() {
         panic!("{e:#}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_of_the_crate_docs_work_against_a_real_cluster() {
+    let mut cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    cluster
+        .start_worker(rota_chaos::WorkerSettings::new("docs-worker", "exec"))
+        .expect("worker starts");
+    let scenario = async {
+        // The first example: parse a spec, apply it, list jobs.
+        let client = Client::connect(cluster.servers_arg().split(','))?;
+        let spec = rota_client::SpecFile::parse_yaml(
+            "name: nightly-build\ntask: { driver: exec, command: [sh, -c, 'echo building; echo built'] }\n",
+        )?;
+        let applied = client.apply_job(spec[0].to_proto(), false).await?;
+        anyhow::ensure!(applied.job.generation == 1);
+        let jobs = client.list_jobs(Consistency::Linearizable).await?;
+        anyhow::ensure!(jobs.iter().any(|j| j.name == "nightly-build"));
+
+        // The second: trigger, follow the output, read the end, watch, errors.
+        let mut changes = client.watch_runs("nightly-build", false).await?;
+        let (run, existing) = client
+            .trigger_run("nightly-build", Some("nightly-2026-11-28"), Default::default(), false)
+            .await?;
+        anyhow::ensure!(!existing);
+        let mut output = client.logs(&run.id, true, 0).await?;
+        let mut text = String::new();
+        while let Some(chunk) = output.message().await? {
+            text.push_str(&String::from_utf8_lossy(&chunk.data));
+        }
+        anyhow::ensure!(text == "building\nbuilt\n", "{text:?}");
+        let ended = client.get_run(&run.id, Consistency::Linearizable).await?;
+        anyhow::ensure!(ended.state() == pb::RunState::Succeeded, "{ended:?}");
+        let change = changes.message().await?.and_then(|c| c.run).unwrap_or_default();
+        anyhow::ensure!(change.id == run.id, "{change:?}");
+        let (again, existing) = client
+            .trigger_run("nightly-build", Some("nightly-2026-11-28"), Default::default(), false)
+            .await?;
+        anyhow::ensure!(existing && again.id == run.id, "the request id makes the trigger idempotent");
+        match client.get_job("no-such-job", Consistency::Linearizable).await {
+            Err(rota_client::Error::NotFound(message)) => anyhow::ensure!(message.contains("no-such-job")),
+            other => anyhow::bail!("expected NotFound: {other:?}"),
+        }
+        let nowhere = Client::with_options(
+            ["127.0.0.1:1"],
+            ClientOptions {
+                max_attempts: 3,
+                ..Default::default()
+            },
+        )?;
+        match nowhere.get_job("x", Consistency::Linearizable).await {
+            Err(rota_client::Error::Unreachable { endpoints, .. }) => {
+                anyhow::ensure!(endpoints == ["127.0.0.1:1"], "{endpoints:?}");
+            }
+            other => anyhow::bail!("expected Unreachable: {other:?}"),
+        }
+        // A per-call deadline: a quick read with another timeout.
+        let quick = client.with_timeout(Duration::from_secs(2));
+        anyhow::ensure!(quick.members(Consistency::Stale).await?.members.len() == 3);
+        Ok(())
+    };
+    if let Err(e) = scenario.await {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+}

@@ -23,8 +23,45 @@
 //! # }
 //! ```
 //!
-//! The integration tests of `chaos-tests` run this example's calls against
-//! a real three-server cluster.
+//! Running a job and following it: trigger (idempotent by request id),
+//! stream the output until the run ends, read how it ended; watch a job's
+//! runs as they change; match on errors.
+//!
+//! ```no_run
+//! # async fn example(client: rota_client::Client) -> Result<(), rota_client::Error> {
+//! use rota_client::{Consistency, Error, proto::RunState};
+//!
+//! let (run, _existing) = client
+//!     .trigger_run("nightly-build", Some("nightly-2026-11-28"), Default::default(), false)
+//!     .await?;
+//! let mut output = client.logs(&run.id, true, 0).await?;
+//! while let Some(chunk) = output.message().await? {
+//!     print!("{}", String::from_utf8_lossy(&chunk.data));
+//! }
+//! let run = client.get_run(&run.id, Consistency::Linearizable).await?;
+//! if run.state() != RunState::Succeeded {
+//!     eprintln!("{}: {}", run.id, run.reason);
+//! }
+//!
+//! let mut changes = client.watch_runs("nightly-build", false).await?;
+//! if let Some(change) = changes.message().await? {
+//!     let run = change.run.unwrap_or_default();
+//!     println!("{} is now {:?}", run.id, run.state());
+//! }
+//!
+//! match client.get_job("no-such-job", Consistency::Linearizable).await {
+//!     Ok(job) => println!("{}", job.name),
+//!     Err(Error::NotFound(message)) => eprintln!("{message}"),
+//!     Err(Error::Unreachable { endpoints, .. }) => eprintln!("no server answers at {endpoints:?}"),
+//!     Err(other) => return Err(other),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The examples are `no_run` (they need a cluster); the integration test
+//! `chaos-tests/tests/sdk.rs` makes the same calls against a real
+//! three-server cluster and a worker.
 
 mod error;
 pub mod spec_file;
@@ -111,11 +148,11 @@ pub struct Applied {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    options: ClientOptions,
 }
 
 struct Inner {
     endpoints: Vec<String>,
-    options: ClientOptions,
     channels: Mutex<HashMap<String, Channel>>,
     /// The address calls go to first: the last leader learned, or the last
     /// endpoint that answered.
@@ -159,9 +196,9 @@ impl Client {
             list.push(DEFAULT_ENDPOINT.to_owned());
         }
         let client = Client {
+            options,
             inner: Arc::new(Inner {
                 endpoints: list,
-                options,
                 channels: Mutex::new(HashMap::new()),
                 preferred: Mutex::new(None),
             }),
@@ -170,6 +207,24 @@ impl Client {
             endpoint_for(endpoint)?;
         }
         Ok(client)
+    }
+
+    /// The same client (sharing connections and the remembered leader) with
+    /// another deadline for each attempt of its calls — for one slow call,
+    /// or a quick check:
+    ///
+    /// ```no_run
+    /// # async fn example(client: rota_client::Client) -> Result<(), rota_client::Error> {
+    /// use std::time::Duration;
+    /// let quick = client.with_timeout(Duration::from_secs(2));
+    /// let members = quick.members(rota_client::Consistency::Stale).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        let mut client = self.clone();
+        client.options.timeout = timeout;
+        client
     }
 
     /// The endpoints this client was given.
@@ -183,7 +238,7 @@ impl Client {
             return Ok(channel.clone());
         }
         let channel = endpoint_for(addr)?
-            .connect_timeout(self.inner.options.connect_timeout)
+            .connect_timeout(self.options.connect_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
@@ -200,7 +255,7 @@ impl Client {
 
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
-        request.set_timeout(self.inner.options.timeout);
+        request.set_timeout(self.options.timeout);
         request
     }
 
@@ -218,7 +273,7 @@ impl Client {
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let options = &self.inner.options;
+        let options = &self.options;
         let endpoints = &self.inner.endpoints;
         let mut next_endpoint = 0usize;
         let mut backoff = options.initial_backoff;
@@ -576,7 +631,7 @@ impl Client {
         let addr = normalize(endpoint);
         let channel = self.channel(&addr)?;
         let request = self.request(pb::GetStatusRequest {});
-        match tokio::time::timeout(self.inner.options.timeout, Self::cluster(channel).get_status(request)).await {
+        match tokio::time::timeout(self.options.timeout, Self::cluster(channel).get_status(request)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) if status.code() == Code::Unavailable && status.metadata().is_empty() => {
                 Err(Error::Unreachable {
@@ -587,7 +642,7 @@ impl Client {
             Ok(Err(status)) => Err(status.into()),
             Err(_) => Err(Error::DeadlineExceeded(format!(
                 "{addr} did not answer within {:?}",
-                self.inner.options.timeout
+                self.options.timeout
             ))),
         }
     }
@@ -614,7 +669,7 @@ impl Client {
                     learner_only,
                 });
                 // Catching up may take a while on a big state.
-                request.set_timeout(self.inner.options.timeout.max(Duration::from_secs(150)));
+                request.set_timeout(self.options.timeout.max(Duration::from_secs(150)));
                 async move { Self::cluster(ch).add_node(request).await }
             })
             .await?;
