@@ -151,7 +151,10 @@ async fn the_calls_of_the_crate_docs_work_against_a_real_cluster() {
         let (again, existing) = client
             .trigger_run("nightly-build", Some("nightly-2026-11-28"), Default::default(), false)
             .await?;
-        anyhow::ensure!(existing && again.id == run.id, "the request id makes the trigger idempotent");
+        anyhow::ensure!(
+            existing && again.id == run.id,
+            "the request id makes the trigger idempotent"
+        );
         match client.get_job("no-such-job", Consistency::Linearizable).await {
             Err(rota_client::Error::NotFound(message)) => anyhow::ensure!(message.contains("no-such-job")),
             other => anyhow::bail!("expected NotFound: {other:?}"),

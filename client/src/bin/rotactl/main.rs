@@ -118,10 +118,13 @@ struct ApplyArgs {
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Show the config file and where it is.
+    #[command(after_help = "Examples:\n  rotactl config view\n  rotactl --config ./ci-rota.yaml config view -o json")]
     View,
     /// List the contexts; * marks the current one.
+    #[command(after_help = "Example:\n  rotactl config get-contexts")]
     GetContexts,
     /// Print the current context's name.
+    #[command(after_help = "Example:\n  rotactl config current-context")]
     CurrentContext,
     /// Make a context the current one.
     #[command(after_help = "Example:\n  rotactl config use-context prod")]
@@ -148,6 +151,7 @@ Examples:
         make_current: bool,
     },
     /// Remove a context.
+    #[command(after_help = "Example:\n  rotactl config delete-context staging")]
     DeleteContext {
         /// Context name.
         name: String,
