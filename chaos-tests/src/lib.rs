@@ -560,6 +560,13 @@ pub async fn rotactl(servers: &str, args: &[&str]) -> anyhow::Result<std::proces
 /// `NO_COLOR`, and a config file that does not exist unless `env` names
 /// one).
 pub async fn rotactl_with(env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let mut command = rotactl_command(env, args)?;
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await??;
+    Ok(output)
+}
+
+/// The command [`rotactl_with`] runs, to spawn it (killed when dropped).
+pub fn rotactl_command(env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<tokio::process::Command> {
     let bin = binary("rotactl")?;
     let mut command = tokio::process::Command::new(bin);
     for (key, _) in std::env::vars_os() {
@@ -572,9 +579,9 @@ pub async fn rotactl_with(env: &[(&str, &str)], args: &[&str]) -> anyhow::Result
         .args(args)
         .env_remove("NO_COLOR")
         .env("ROTACTL_CONFIG", no_config)
-        .envs(env.iter().copied());
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await??;
-    Ok(output)
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    Ok(command)
 }
 
 /// A command's status and output, for assertion messages.

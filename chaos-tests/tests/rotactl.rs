@@ -404,3 +404,121 @@ async fn contexts_in_the_config_file_choose_the_cluster() {
         panic!("{e:#}");
     }
 }
+
+/// Reads lines of `lines` until one satisfies `wanted`, within a minute.
+async fn line_matching(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .map_err(|_| anyhow::anyhow!("no line with {what} within a minute"))??
+            .ok_or_else(|| anyhow::anyhow!("the watch ended before {what}"))?;
+        let value: serde_json::Value = serde_json::from_str(&line)?;
+        if wanted(&value) {
+            return Ok(());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_explain_and_the_limits_of_waiting() {
+    use tokio::io::AsyncBufReadExt;
+
+    let cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    let result: anyhow::Result<()> = async {
+        let servers = cluster.servers_arg();
+        let dir = tempfile::tempdir()?;
+        write_specs(dir.path())?;
+        expect(&servers, &["apply", "-f", dir.path().to_str().unwrap_or_default()], 0).await?;
+
+        // `--watch -o json`: every job once, then each change, then what went away.
+        let mut watch =
+            rota_chaos::rotactl_command(&[("ROTA_SERVERS", &servers)], &["job", "list", "--watch", "-o", "json"])?
+                .stdout(std::process::Stdio::piped())
+                .spawn()?;
+        let watched = watch.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut lines = tokio::io::BufReader::new(watched).lines();
+        line_matching(&mut lines, "greet", |v| v["name"] == "greet" && v["suspended"] == false).await?;
+        expect(&servers, &["job", "suspend", "greet"], 0).await?;
+        line_matching(&mut lines, "greet suspended", |v| {
+            v["name"] == "greet" && v["suspended"] == true
+        })
+        .await?;
+        expect(&servers, &["job", "delete", "broken"], 0).await?;
+        line_matching(&mut lines, "broken gone", |v| v["gone"] == "broken").await?;
+        drop(watch);
+
+        // Explaining a file: its spec, not applied; a bad --after is a usage error.
+        let nightly = dir.path().join("nightly.yaml");
+        let nightly = nightly.to_str().unwrap_or_default();
+        let args = [
+            "job",
+            "explain",
+            "-f",
+            nightly,
+            "--after",
+            "2027-10-30T12:00:00+02:00",
+            "--count",
+            "2",
+            "-o",
+            "json",
+        ];
+        let out = expect(&servers, &args, 0).await?;
+        let explained: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let fires = &explained[0]["fires"];
+        anyhow::ensure!(
+            fires[0]["at"] == "2027-10-31T00:30:00Z"
+                && fires[0]["local_time"] == "2027-10-31T02:30:00+02:00"
+                && fires[0]["dst_note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("occurs twice"))
+                && fires[1]["at"] == "2027-11-01T01:30:00Z",
+            "the repeated hour fires once, at its first occurrence: {explained}"
+        );
+        expect(&servers, &["job", "explain", "nightly", "--after", "tomorrow"], 2).await?;
+        expect(&servers, &["job", "explain", "nightly", "--count", "0"], 2).await?;
+
+        // No worker here: the run stays pending, and `--for` gives up with 124.
+        let out = expect(&servers, &["job", "run", "greet", "--force"], 0).await?;
+        let id = stdout(&out)
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.strip_prefix("run/"))
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no run id: {}", text(&out)))?;
+        let out = expect(&servers, &["run", "wait", &id, "--for", "1s"], 124).await?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stderr).contains("still pending"),
+            "{}",
+            text(&out)
+        );
+
+        // Pruning is all or nothing: a bad spec beside the others prunes nothing.
+        std::fs::write(dir.path().join("zz-bad.yaml"), "name: bad\ntask: { driver: exec }\n")?;
+        std::fs::remove_file(dir.path().join("nightly.yaml"))?;
+        let out = expect(
+            &servers,
+            &["apply", "-f", dir.path().to_str().unwrap_or_default(), "--prune"],
+            1,
+        )
+        .await?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stderr).contains("nothing was pruned"),
+            "{}",
+            text(&out)
+        );
+        expect(&servers, &["job", "get", "nightly"], 0).await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+}

@@ -90,13 +90,17 @@ async fn a_trigger_retried_after_its_answer_was_lost_starts_one_run() {
             Ok((!runs.is_empty()).then_some(()))
         })
         .await?;
-        // ...the client gave up on the answer and sent the request again...
+        // ...the client gives up on the answer (its deadline is 1 s) and
+        // sends more: the retry, or at least the abandoned call's reset...
         let sent = proxy.forwarded_bytes();
-        wait_for("the client to retry", Duration::from_secs(30), || async {
-            Ok((proxy.forwarded_bytes() > sent).then_some(()))
-        })
+        wait_for(
+            "the client to give up on the answer",
+            Duration::from_secs(30),
+            || async { Ok((proxy.forwarded_bytes() > sent).then_some(())) },
+        )
         .await?;
-        // ...and once answers flow, its retry finds the run it started.
+        // ...and once answers flow, its retry (the only way to a second
+        // answer: the first call was abandoned) finds the run it started.
         proxy.restore();
         let (run, existing) = trigger.await??;
         anyhow::ensure!(existing, "the retry is answered with the existing run: {run:?}");
@@ -172,9 +176,33 @@ async fn the_calls_of_the_crate_docs_work_against_a_real_cluster() {
             }
             other => anyhow::bail!("expected Unreachable: {other:?}"),
         }
-        // A per-call deadline: a quick read with another timeout.
-        let quick = client.with_timeout(Duration::from_secs(2));
-        anyhow::ensure!(quick.members(Consistency::Stale).await?.members.len() == 3);
+        // A per-call deadline: through a proxy that stops forwarding, a call
+        // with a short deadline gives up long before the default 15 s.
+        let proxy = Proxy::start(&cluster.addr(1)?).await?;
+        let through = Client::with_options(
+            [proxy.addr.clone()],
+            ClientOptions {
+                max_attempts: 1,
+                ..Default::default()
+            },
+        )?;
+        anyhow::ensure!(through.members(Consistency::Stale).await?.members.len() == 3);
+        proxy.cut();
+        let asked = std::time::Instant::now();
+        let answer = through
+            .with_timeout(Duration::from_millis(300))
+            .members(Consistency::Stale)
+            .await;
+        anyhow::ensure!(
+            matches!(
+                answer,
+                Err(rota_client::Error::DeadlineExceeded(_)
+                    | rota_client::Error::Unavailable(_)
+                    | rota_client::Error::Unreachable { .. })
+            ),
+            "{answer:?}"
+        );
+        anyhow::ensure!(asked.elapsed() < Duration::from_secs(10), "took {:?}", asked.elapsed());
         Ok(())
     };
     if let Err(e) = scenario.await {

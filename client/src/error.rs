@@ -51,8 +51,9 @@ pub enum Error {
     /// The call did not finish in time; a write may or may not have happened.
     #[error("{0}")]
     DeadlineExceeded(String),
-    /// The connection broke while the cluster handled the call: a write may
-    /// or may not have taken effect. Read the object before retrying.
+    /// The connection broke while the cluster handled the call, or its
+    /// answer did not come in time: a write may or may not have taken
+    /// effect. Read the object before retrying.
     #[error("{0}")]
     OutcomeUnknown(String),
     /// The cluster could not serve the call (no leader, no quorum), even

@@ -97,7 +97,8 @@ pub enum Consistency {
 }
 
 impl Consistency {
-    fn to_proto(self) -> i32 {
+    /// As the `consistency` field of a request (`rota.v1.ReadConsistency`).
+    pub fn to_proto(self) -> i32 {
         match self {
             Consistency::Linearizable => pb::ReadConsistency::Linearizable as i32,
             Consistency::Stale => pb::ReadConsistency::Stale as i32,
@@ -296,6 +297,12 @@ impl Client {
                     return Ok(response.into_inner());
                 }
                 Ok(Err(status)) => status,
+                Err(_) if !idempotent => {
+                    return Err(Error::OutcomeUnknown(format!(
+                        "no answer from {target} within {:?}; the call may or may not have taken effect",
+                        options.timeout
+                    )));
+                }
                 Err(_) => Status::deadline_exceeded(format!("no answer from {target} within {:?}", options.timeout)),
             };
             // A server's own status carries response headers; a transport
@@ -462,11 +469,18 @@ impl Client {
 
     /// Deletes a job; returns it as it was.
     pub async fn delete_job(&self, name: &str) -> Result<pb::Job, Error> {
+        self.delete_job_if_uid(name, "").await
+    }
+
+    /// Deletes job `name` only if its uid is `uid` (not a job re-created
+    /// under the same name meanwhile: [`Error::FailedPrecondition`]); an
+    /// empty `uid` deletes whatever job has the name.
+    pub async fn delete_job_if_uid(&self, name: &str, uid: &str) -> Result<pb::Job, Error> {
         let response = self
             .call(false, |ch| {
                 let request = self.request(pb::DeleteJobRequest {
                     name: name.to_owned(),
-                    expected_uid: String::new(),
+                    expected_uid: uid.to_owned(),
                 });
                 async move { Self::jobs(ch).delete_job(request).await }
             })
@@ -661,15 +675,15 @@ impl Client {
     /// Adds a running, unjoined server to the cluster (learner, then voter
     /// unless `learner_only`). Waits until it has caught up.
     pub async fn add_node(&self, node_id: u64, addr: &str, learner_only: bool) -> Result<Vec<pb::Member>, Error> {
-        let response = self
+        // Catching up may take a while on a big state.
+        let patient = self.with_timeout(self.options.timeout.max(Duration::from_secs(150)));
+        let response = patient
             .call(false, |ch| {
-                let mut request = Request::new(pb::AddNodeRequest {
+                let request = patient.request(pb::AddNodeRequest {
                     node_id,
                     addr: addr.to_owned(),
                     learner_only,
                 });
-                // Catching up may take a while on a big state.
-                request.set_timeout(self.options.timeout.max(Duration::from_secs(150)));
                 async move { Self::cluster(ch).add_node(request).await }
             })
             .await?;

@@ -313,7 +313,7 @@ impl JobService for JobApi {
                 let mut answer = explain(&spec, anchor, after, count);
                 if suspended {
                     answer.note = format!(
-                        "the job is suspended: these times fire only once it is resumed. {}",
+                        "the job is suspended: none of these fire unless it is resumed before them. {}",
                         answer.note
                     )
                     .trim_end()

@@ -71,15 +71,6 @@ impl Config {
                 path.display()
             )
         })?;
-        if let Some(current) = &config.current_context
-            && !config.contexts.contains_key(current)
-        {
-            bail!(
-                "{}: current-context {current:?} is not among the contexts ({})",
-                path.display(),
-                config.names()
-            );
-        }
         Ok(config)
     }
 
@@ -97,7 +88,7 @@ impl Config {
     /// The context names, for messages.
     pub fn names(&self) -> String {
         if self.contexts.is_empty() {
-            "none defined; add one with `rotactl config set-context NAME --servers HOST:PORT,...`".to_owned()
+            "none defined; add one with `rotactl config set-context NAME HOST:PORT...`".to_owned()
         } else {
             self.contexts.keys().cloned().collect::<Vec<_>>().join(", ")
         }
@@ -105,12 +96,18 @@ impl Config {
 
     /// The context `name`, or the current one when `name` is `None`.
     pub fn context(&self, name: Option<&str>) -> anyhow::Result<Option<(&str, &Context)>> {
-        match name.or(self.current_context.as_deref()) {
-            None => Ok(None),
-            Some(name) => match self.contexts.get_key_value(name) {
-                Some((name, context)) => Ok(Some((name.as_str(), context))),
-                None => bail!("no context {name:?} in the config file; defined: {}", self.names()),
-            },
+        let (wanted, what) = match (name, self.current_context.as_deref()) {
+            (Some(name), _) => (name, "no context"),
+            (None, Some(current)) => (current, "the current context is"),
+            (None, None) => return Ok(None),
+        };
+        match self.contexts.get_key_value(wanted) {
+            Some((name, context)) => Ok(Some((name.as_str(), context))),
+            None => bail!(
+                "{what} {wanted:?}, which the config file does not define; defined: {} \
+                 (rotactl config use-context NAME)",
+                self.names()
+            ),
         }
     }
 }
@@ -150,11 +147,17 @@ mod tests {
         std::fs::write(&path, "contexts:\n  a: { server: [x] }\n").expect("written");
         let error = Config::load(&path).expect_err("unknown field");
         assert!(error.to_string().contains("servers"), "{error}");
+        // A dangling current context is an error only when used, so the
+        // config commands can still repair the file.
         std::fs::write(&path, "current-context: b\ncontexts:\n  a: { servers: [x] }\n").expect("written");
-        let error = Config::load(&path).expect_err("dangling current context");
+        let config = Config::load(&path).expect("loads");
+        let error = config.context(None).expect_err("dangling current context");
         assert!(
-            error.to_string().contains("\"b\" is not among the contexts (a)"),
+            error
+                .to_string()
+                .contains("\"b\", which the config file does not define; defined: a"),
             "{error}"
         );
+        assert!(config.context(Some("a")).expect("named").is_some());
     }
 }

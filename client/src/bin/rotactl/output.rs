@@ -2,19 +2,13 @@
 //! scripts. JSON and YAML show jobs with their spec in spec-file form, so
 //! `rotactl job get NAME -o yaml` can be edited and applied back.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::io::IsTerminal;
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use rota_client::{Error, SpecFile, proto as pb};
 use serde::Serialize;
 
 use crate::config::Config;
-
-/// How often `--watch` lists again.
-const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+use crate::listing::print_table;
+pub use crate::listing::{Color, Listing, list, paint};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,181 +21,7 @@ pub enum Format {
     Yaml,
 }
 
-/// Colours, for terminals.
-#[derive(Debug, Clone, Copy)]
-pub enum Color {
-    /// Failures.
-    Red,
-    /// Success, health.
-    Green,
-    /// Things in progress or held.
-    Yellow,
-}
-
-/// `text` in `color` when `enabled` and `NO_COLOR` is unset or empty.
-pub fn paint(text: &str, color: Color, enabled: bool) -> String {
-    if !enabled || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
-        return text.to_owned();
-    }
-    let code = match color {
-        Color::Red => 31,
-        Color::Green => 32,
-        Color::Yellow => 33,
-    };
-    format!("\x1b[{code}m{text}\x1b[0m")
-}
-
-/// The colour of a state word in a STATE column.
-fn state_color(word: &str) -> Option<Color> {
-    match word {
-        "succeeded" | "active" | "alive" | "leader" => Some(Color::Green),
-        "failed" | "timed_out" | "lost" | "missed" | "unreachable" => Some(Color::Red),
-        "pending" | "assigned" | "running" | "cancelled" | "skipped" | "suspended" | "draining" | "candidate" => {
-            Some(Color::Yellow)
-        }
-        _ => None,
-    }
-}
-
-/// Aligned columns under a header; cells of a STATE (or ROLE) column are
-/// coloured on a terminal.
-struct Table {
-    header: &'static [&'static str],
-    widths: Vec<usize>,
-    color: bool,
-}
-
-impl Table {
-    fn new(header: &'static [&'static str], rows: &[Vec<String>]) -> Table {
-        let mut table = Table {
-            header,
-            widths: header.iter().map(|h| h.len()).collect(),
-            color: std::io::stdout().is_terminal(),
-        };
-        table.widen(rows);
-        table
-    }
-
-    fn widen(&mut self, rows: &[Vec<String>]) {
-        for row in rows {
-            for (width, cell) in self.widths.iter_mut().zip(row) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
-    }
-
-    fn line(&self, cells: &[String], colored: bool) {
-        let mut out = String::new();
-        for (i, (cell, width)) in cells.iter().zip(&self.widths).enumerate() {
-            let column = self.header.get(i).copied().unwrap_or_default();
-            let color = (colored && matches!(column, "STATE" | "ROLE"))
-                .then(|| state_color(cell))
-                .flatten();
-            match color {
-                Some(color) => out.push_str(&paint(cell, color, self.color)),
-                None => out.push_str(cell),
-            }
-            if i + 1 < cells.len() {
-                out.push_str(&" ".repeat(width.saturating_sub(cell.chars().count()) + 3));
-            }
-        }
-        println!("{}", out.trim_end());
-    }
-
-    fn print_header(&self) {
-        let header: Vec<String> = self.header.iter().map(|h| (*h).to_owned()).collect();
-        self.line(&header, false);
-    }
-
-    fn print_rows(&self, rows: &[Vec<String>]) {
-        for row in rows {
-            self.line(row, true);
-        }
-    }
-}
-
-/// Prints rows as aligned columns under a header.
-fn print_table(header: &'static [&'static str], rows: &[Vec<String>]) {
-    let table = Table::new(header, rows);
-    table.print_header();
-    table.print_rows(rows);
-}
-
-/// Something `list` commands print: a row in a table, a view in JSON/YAML.
-pub trait Listing: PartialEq {
-    /// The table's column names.
-    const HEADER: &'static [&'static str];
-    /// What to say when there is nothing (on stderr).
-    const NONE: &'static str;
-    /// What JSON and YAML show.
-    type View: Serialize;
-    /// Identity, for `--watch`.
-    fn key(&self) -> String;
-    /// The table row.
-    fn row(&self) -> Vec<String>;
-    /// The JSON/YAML view.
-    fn view(&self) -> Self::View;
-}
-
-/// Prints what `fetch` lists; with `watch`, keeps listing and prints what
-/// changed (table rows without the header; one JSON object per line; one
-/// YAML document each) until interrupted.
-pub async fn list<T, F, Fut>(fetch: F, format: Format, watch: bool) -> anyhow::Result<()>
-where
-    T: Listing,
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<Vec<T>, Error>>,
-{
-    let items = fetch().await?;
-    let rows: Vec<Vec<String>> = items.iter().map(T::row).collect();
-    let mut table = Table::new(T::HEADER, &rows);
-    match format {
-        Format::Table if items.is_empty() && !watch => eprintln!("{}", T::NONE),
-        Format::Table => {
-            table.print_header();
-            table.print_rows(&rows);
-        }
-        _ if watch => items.iter().try_for_each(|item| print_event(&item.view(), format))?,
-        _ => print_structured(&items.iter().map(T::view).collect::<Vec<_>>(), format)?,
-    }
-    if !watch {
-        return Ok(());
-    }
-    let mut seen: HashMap<String, T> = items.into_iter().map(|item| (item.key(), item)).collect();
-    loop {
-        tokio::time::sleep(WATCH_INTERVAL).await;
-        let items = match fetch().await {
-            Ok(items) => items,
-            Err(e) => {
-                eprintln!("warning: {e}; listing again in {}s", WATCH_INTERVAL.as_secs());
-                continue;
-            }
-        };
-        let changed: Vec<T> = items
-            .into_iter()
-            .filter(|item| seen.get(&item.key()) != Some(item))
-            .collect();
-        if format == Format::Table {
-            let rows: Vec<Vec<String>> = changed.iter().map(T::row).collect();
-            table.widen(&rows);
-            table.print_rows(&rows);
-        } else {
-            changed.iter().try_for_each(|item| print_event(&item.view(), format))?;
-        }
-        seen.extend(changed.into_iter().map(|item| (item.key(), item)));
-    }
-}
-
-/// One changed object of a watch: a line of JSON, or a YAML document.
-fn print_event<T: Serialize>(value: &T, format: Format) -> anyhow::Result<()> {
-    match format {
-        Format::Yaml => print!("---\n{}", serde_norway::to_string(value)?),
-        _ => println!("{}", serde_json::to_string(value)?),
-    }
-    Ok(())
-}
-
-fn print_structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<()> {
+pub fn print_structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Format::Yaml => print!("{}", serde_norway::to_string(value)?),
@@ -739,12 +559,12 @@ pub fn print_run(run: &pb::Run, format: Format) -> anyhow::Result<()> {
     }
 }
 
-/// How long until `at`: `in 5s`, `in 3h10m`; `now` for the past.
+/// How long until `at`: `in 5s`, `in 3h10m`; `2d ago` for the past.
 fn until(at: Option<DateTime<Utc>>) -> String {
     let Some(at) = at else { return "-".into() };
     let secs = (at - Utc::now()).num_seconds();
     if secs <= 0 {
-        return "now".into();
+        return format!("{} ago", age(Some(at)));
     }
     let text = match secs {
         0..60 => format!("{secs}s"),
