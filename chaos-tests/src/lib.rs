@@ -518,6 +518,18 @@ impl Cluster {
         self.start_worker(settings)
     }
 
+    /// The outcome of a test scenario: on an error, prints every log tail
+    /// and panics with the error.
+    pub fn settle<T>(&self, result: anyhow::Result<T>) -> T {
+        match result {
+            Ok(value) => value,
+            Err(e) => {
+                self.dump_logs();
+                panic!("{e:#}");
+            }
+        }
+    }
+
     /// Prints every server's and worker's log tail (for failing tests).
     pub fn dump_logs(&self) {
         for server in self.servers.values() {

@@ -5,6 +5,16 @@ use std::path::PathBuf;
 
 use rota_chaos::{Cluster, ServerSettings, output_text as text, rotactl, rotactl_with};
 
+/// The id in `run/ID ...`, the first word `job run` prints.
+fn run_id_of(out: &std::process::Output) -> anyhow::Result<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.strip_prefix("run/"))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no run id: {}", text(out)))
+}
+
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
@@ -112,13 +122,7 @@ async fn rotactl_applies_lists_gets_and_deletes_jobs() {
         ];
         let out = rotactl(&servers, &run_args).await?;
         anyhow::ensure!(out.status.success(), "{}", text(&out));
-        let first = String::from_utf8_lossy(&out.stdout).to_string();
-        let run_id = first
-            .split_whitespace()
-            .next()
-            .and_then(|w| w.strip_prefix("run/"))
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("no run id in {first:?}"))?;
+        let run_id = run_id_of(&out)?;
         let out = rotactl(&servers, &run_args).await?;
         anyhow::ensure!(
             String::from_utf8_lossy(&out.stdout).contains(&format!("run/{run_id}"))
@@ -168,10 +172,7 @@ async fn rotactl_applies_lists_gets_and_deletes_jobs() {
         Ok(())
     }
     .await;
-    if let Err(e) = result {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    cluster.settle(result);
     assert!(cluster.ids().into_iter().all(|id| cluster.is_running(id)));
 }
 
@@ -297,12 +298,7 @@ async fn apply_shows_diffs_prunes_and_dry_runs_change_nothing_and_wait_exits_wit
         // `run logs -f` of a running run ends when the run does, with all of
         // its output.
         let out = expect(&servers, &["job", "run", "greet"], 0).await?;
-        let greet = stdout(&out)
-            .split_whitespace()
-            .next()
-            .and_then(|w| w.strip_prefix("run/"))
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("no run id: {}", text(&out)))?;
+        let greet = run_id_of(&out)?;
         let out = expect(&servers, &["run", "logs", &greet, "--follow"], 0).await?;
         anyhow::ensure!(stdout(&out) == "hello\nbye\n", "{}", text(&out));
         let out = expect(&servers, &["run", "get", &greet, "-o", "json"], 0).await?;
@@ -314,10 +310,7 @@ async fn apply_shows_diffs_prunes_and_dry_runs_change_nothing_and_wait_exits_wit
         Ok(())
     }
     .await;
-    if let Err(e) = result {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    cluster.settle(result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,10 +392,7 @@ async fn contexts_in_the_config_file_choose_the_cluster() {
         Ok(())
     }
     .await;
-    if let Err(e) = result {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    cluster.settle(result);
 }
 
 /// Reads lines of `lines` until one satisfies `wanted`, within a minute.
@@ -486,12 +476,7 @@ async fn watch_explain_and_the_limits_of_waiting() {
 
         // No worker here: the run stays pending, and `--for` gives up with 124.
         let out = expect(&servers, &["job", "run", "greet", "--force"], 0).await?;
-        let id = stdout(&out)
-            .split_whitespace()
-            .next()
-            .and_then(|w| w.strip_prefix("run/"))
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("no run id: {}", text(&out)))?;
+        let id = run_id_of(&out)?;
         let out = expect(&servers, &["run", "wait", &id, "--for", "1s"], 124).await?;
         anyhow::ensure!(
             String::from_utf8_lossy(&out.stderr).contains("still pending"),
@@ -517,8 +502,5 @@ async fn watch_explain_and_the_limits_of_waiting() {
         Ok(())
     }
     .await;
-    if let Err(e) = result {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    cluster.settle(result);
 }

@@ -76,10 +76,7 @@ async fn every_slot_has_exactly_one_record_while_the_leader_is_killed_repeatedly
         Ok(())
     }
     .await;
-    if let Err(e) = result {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    cluster.settle(result);
 }
 
 /// Checks that every slot of job `name` from its anchor to `end_of_window`

@@ -53,10 +53,8 @@ async fn calls_succeed_while_the_leader_is_killed_under_a_connected_client() {
         anyhow::ensure!(now != leader, "the dead node {leader} leads");
         Ok(())
     };
-    if let Err(e) = scenario.await {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    let result = scenario.await;
+    cluster.settle(result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,10 +109,8 @@ async fn a_trigger_retried_after_its_answer_was_lost_starts_one_run() {
         );
         Ok(())
     };
-    if let Err(e) = scenario.await {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    let result = scenario.await;
+    cluster.settle(result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,8 +201,6 @@ async fn the_calls_of_the_crate_docs_work_against_a_real_cluster() {
         anyhow::ensure!(asked.elapsed() < Duration::from_secs(10), "took {:?}", asked.elapsed());
         Ok(())
     };
-    if let Err(e) = scenario.await {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    let result = scenario.await;
+    cluster.settle(result);
 }

@@ -52,14 +52,22 @@ fn task_yaml(driver: &str, script: &str, extra: &str) -> String {
 }
 
 async fn create_job(cluster: &Cluster, name: &str, driver: &str, script: &str, task_extra: &str, job_extra: &str) {
-    let yaml = format!("name: {name}\n{}{job_extra}", task_yaml(driver, script, task_extra));
-    let spec = SpecFile::parse_yaml(&yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+    create_job_from(
+        cluster,
+        &format!("name: {name}\n{}{job_extra}", task_yaml(driver, script, task_extra)),
+    )
+    .await;
+}
+
+/// Creates the job of spec file text `yaml`.
+async fn create_job_from(cluster: &Cluster, yaml: &str) {
+    let spec = SpecFile::parse_yaml(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
     cluster
         .client()
         .expect("client")
         .create_job(spec[0].to_proto())
         .await
-        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+        .unwrap_or_else(|e| panic!("creating {yaml}: {e}"));
 }
 
 async fn trigger(cluster: &Cluster, job: &str, params: &[(&str, &str)]) -> String {
@@ -272,10 +280,7 @@ async fn jobs_run_end_to_end(driver: &str) {
     if driver == "docker" {
         docker::remove_worker_containers(&worker);
     }
-    if let Err(e) = result {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    cluster.settle(result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,10 +343,7 @@ async fn a_worker_killed_mid_run_takes_its_container_over_after_a_restart() {
     };
     let result: anyhow::Result<()> = scenario.await;
     docker::remove_worker_containers(worker);
-    if let Err(e) = result {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    cluster.settle(result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,10 +425,7 @@ async fn a_worker_cut_off_from_every_server_kills_its_container_before_its_lease
     let result: anyhow::Result<()> = scenario.await;
     docker::remove_worker_containers(cut_off);
     docker::remove_worker_containers(rescuer);
-    if let Err(e) = result {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    cluster.settle(result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,10 +459,7 @@ async fn output_survives_a_change_of_leader_mid_run() {
         Ok(())
     };
     let result: anyhow::Result<()> = scenario.await;
-    if let Err(e) = result {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    cluster.settle(result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,18 +484,8 @@ async fn images_no_run_used_for_the_gc_age_are_removed_but_never_one_in_use() {
     let job = |name: &str, image: &str, script: &str| {
         format!("name: {name}\ntask:\n  image: {image}\n  pull: never\n  command: [\"sh\", \"-c\", \"{script}\"]\n")
     };
-    for yaml in [
-        job("uses-busy", &busy, "echo ready; sleep 600"),
-        job("uses-idle", &idle, "echo done"),
-    ] {
-        let spec = SpecFile::parse_yaml(&yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
-        cluster
-            .client()
-            .expect("client")
-            .create_job(spec[0].to_proto())
-            .await
-            .expect("job created");
-    }
+    create_job_from(&cluster, &job("uses-busy", &busy, "echo ready; sleep 600")).await;
+    create_job_from(&cluster, &job("uses-idle", &idle, "echo done")).await;
     let scenario = async {
         // `busy` is in use from before `idle` was last used to after `idle`
         // is collected: when the GC pass removes `idle` (unused for 3 s),
@@ -536,10 +522,7 @@ async fn images_no_run_used_for_the_gc_age_are_removed_but_never_one_in_use() {
     for image in [&idle, &busy] {
         docker::remove_image(image);
     }
-    if let Err(e) = result {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    cluster.settle(result);
 }
 
 async fn rotactl_ok(cluster: &Cluster, args: &[&str]) -> anyhow::Result<String> {
@@ -621,8 +604,5 @@ async fn drained_and_shut_down_workers_hand_their_runs_back() {
         Ok(())
     };
     let result: anyhow::Result<()> = scenario.await;
-    if let Err(e) = result {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
+    cluster.settle(result);
 }
