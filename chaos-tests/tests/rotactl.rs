@@ -362,10 +362,24 @@ async fn contexts_in_the_config_file_choose_the_cluster() {
         anyhow::ensure!(out.status.success(), "{}", text(&out));
         let out = with_config(&["config", "current-context"]).await?;
         anyhow::ensure!(stdout(&out) == "nowhere\n", "{}", text(&out));
-        // --servers wins over the context.
+        // ROTA_SERVERS wins over the current context...
         let out = rotactl_with(
             &[("ROTACTL_CONFIG", config), ("ROTA_SERVERS", &servers)],
             &["cluster", "members"],
+        )
+        .await?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out));
+        // ...but not over a context named with --context...
+        let out = rotactl_with(
+            &[("ROTACTL_CONFIG", config), ("ROTA_SERVERS", "127.0.0.1:1")],
+            &["--context", "test", "cluster", "members"],
+        )
+        .await?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out));
+        // ...and --servers on the command line wins over everything.
+        let out = rotactl_with(
+            &[("ROTACTL_CONFIG", config)],
+            &["--context", "nowhere", "--servers", &servers, "cluster", "members"],
         )
         .await?;
         anyhow::ensure!(out.status.success(), "{}", text(&out));
@@ -477,6 +491,17 @@ async fn watch_explain_and_the_limits_of_waiting() {
         // No worker here: the run stays pending, and `--for` gives up with 124.
         let out = expect(&servers, &["job", "run", "greet", "--force"], 0).await?;
         let id = run_id_of(&out)?;
+        anyhow::ensure!(
+            stdout(&out).contains("waiting: no worker is connected"),
+            "{}",
+            text(&out)
+        );
+        let out = expect(&servers, &["run", "get", &id], 0).await?;
+        anyhow::ensure!(
+            stdout(&out).contains("waiting:   no worker is connected"),
+            "{}",
+            text(&out)
+        );
         let out = expect(&servers, &["run", "wait", &id, "--for", "1s"], 124).await?;
         anyhow::ensure!(
             String::from_utf8_lossy(&out.stderr).contains("still pending"),

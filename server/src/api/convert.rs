@@ -145,6 +145,7 @@ pub fn run(run: &Run) -> pb::Run {
         finished_at: run.finished_at.map(timestamp),
         log_bytes: run.log.kept_bytes,
         log_dropped_bytes: run.log.dropped_bytes,
+        waiting: String::new(),
     }
 }
 

@@ -51,6 +51,13 @@ fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A run as protobuf, with why it waits if it is pending.
+fn view(state: &State, run: &Run) -> pb::Run {
+    let mut view = convert::run(run);
+    view.waiting = state.waiting_reason(run, Utc::now()).unwrap_or_default();
+    view
+}
+
 fn expect_run(answer: Answer) -> Result<pb::Run, ApiError> {
     match answer {
         Answer::Run(run) => Ok(convert::run(&run)),
@@ -114,7 +121,7 @@ fn list(state: &State, filter: &Filter, after: Option<(u64, String)>, page_size:
                     .unwrap_or_default(),
             );
         }
-        runs.push(convert::run(run));
+        runs.push(view(state, run));
         last = Some(key.clone());
     }
     (runs, String::new())
@@ -133,14 +140,13 @@ impl RunService for RunApi {
             self.node.ensure_linearizable().await?;
         }
         let id = &request.get_ref().id;
-        let run = self
-            .node
-            .state
-            .read()
+        let guard = self.node.state.read();
+        let run = guard
             .state
             .run(id)
-            .map(convert::run)
+            .map(|run| view(&guard.state, run))
             .ok_or_else(|| ApiError::NotFound(format!("run {id:?} not found")))?;
+        drop(guard);
         Ok(Response::new(pb::GetRunResponse { run: Some(run) }))
     }
 
@@ -231,7 +237,11 @@ impl RunService for RunApi {
                     for run in &changed {
                         seen = seen.max(run.updated_index);
                     }
-                    changed.into_iter().filter(|r| wanted(r)).map(convert::run).collect()
+                    changed
+                        .into_iter()
+                        .filter(|r| wanted(r))
+                        .map(|r| view(state, r))
+                        .collect()
                 };
                 for run in batch {
                     if tx.send(Ok(pb::WatchRunsResponse { run: Some(run) })).await.is_err() {
@@ -283,7 +293,7 @@ impl RunService for RunApi {
             .await?;
         match answer {
             Answer::Triggered { run, existing } => Ok(Response::new(pb::TriggerRunResponse {
-                run: Some(convert::run(&run)),
+                run: Some(view(&self.node.state.read().state, &run)),
                 existing,
             })),
             other => Err(ApiError::Unavailable(format!("unexpected state machine answer {other:?}")).into()),

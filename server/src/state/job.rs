@@ -134,6 +134,16 @@ pub enum Driver {
     Exec,
 }
 
+impl Driver {
+    /// The driver's name in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Docker => "docker",
+            Driver::Exec => "exec",
+        }
+    }
+}
+
 /// Image pull policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -15,7 +15,7 @@ use super::index::add;
 use super::job::{Concurrency, Job, RetryOn};
 use super::logs::{self, LOG_CAP_BYTES, MAX_CHUNK_BYTES};
 use super::run::{
-    Attempt, AttemptOutcome, Cause, LogMeta, Reason, ReasonCode, Run, RunId, RunState, StopReason, WorkerState,
+    Attempt, AttemptOutcome, Cause, LogMeta, Reason, ReasonCode, Run, RunId, RunState, StopReason, Worker, WorkerState,
 };
 use super::{ApplyResult, AttemptReport, LogAppend, LogIndex, Placement, Rejection, RejectionKind, Response, State};
 
@@ -322,6 +322,68 @@ impl State {
         let run = self.runs.get(id).cloned();
         self.settle(id);
         Ok(run.map_or(Response::Empty, Response::Run))
+    }
+
+    /// Why pending run `run` has no worker yet, as far as the state can
+    /// tell at `now` (it does not know which workers are connected to the
+    /// leader); `None` when it can be placed or is not pending.
+    pub fn waiting_reason(&self, run: &Run, now: DateTime<Utc>) -> Option<String> {
+        if run.state != RunState::Pending {
+            return None;
+        }
+        if let Err(reason) = self.dispatchable(&run.id, now) {
+            return Some(match run.not_before {
+                Some(at) if at > now => format!("waiting to retry until {}", at.to_rfc3339()),
+                _ => reason,
+            });
+        }
+        let driver = run.spec.task.driver.as_str();
+        let alive: Vec<&Worker> = self
+            .workers
+            .iter()
+            .map(|(_, w)| w)
+            .filter(|w| w.state == WorkerState::Alive)
+            .collect();
+        if alive.is_empty() {
+            return Some("no worker is connected".to_owned());
+        }
+        let with_driver: Vec<&&Worker> = alive
+            .iter()
+            .filter(|w| w.drivers.contains(&run.spec.task.driver))
+            .collect();
+        if with_driver.is_empty() {
+            let offered: Vec<String> = alive
+                .iter()
+                .take(5)
+                .map(|w| {
+                    let drivers: Vec<&str> = w.drivers.iter().map(|d| d.as_str()).collect();
+                    format!("{} [{}]", w.id, drivers.join(","))
+                })
+                .collect();
+            return Some(format!(
+                "no alive worker offers the {driver} driver (alive: {})",
+                offered.join(", ")
+            ));
+        }
+        let fitting: Vec<&&&Worker> = with_driver
+            .iter()
+            .filter(|w| run.spec.constraints.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+            .collect();
+        if fitting.is_empty() {
+            let wanted: Vec<String> = run.spec.constraints.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            return Some(format!(
+                "no alive worker with the {driver} driver has the labels {}",
+                wanted.join(",")
+            ));
+        }
+        if fitting.iter().all(|w| w.drain.is_some()) {
+            return Some("every worker that fits is draining".to_owned());
+        }
+        let full = fitting.iter().filter(|w| w.drain.is_none()).all(|w| {
+            let busy = self.index.on_worker.get(&w.id).map_or(0, |runs| runs.len());
+            busy >= w.capacity.slots as usize
+        });
+        full.then(|| "every worker that fits is busy (no free slot)".to_owned())
     }
 
     /// Whether run `id` may be placed now. The dispatcher and

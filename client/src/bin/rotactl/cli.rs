@@ -28,7 +28,7 @@ pub struct Cli {
     #[arg(short = 'o', long, value_enum, global = true, default_value = "table")]
     pub output: Format,
     /// Deadline of each request attempt, e.g. 5s (default: the context's, else 15s).
-    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Read whatever the answering server has (faster, may lag; works without a leader).
     #[arg(long, global = true)]
@@ -49,9 +49,10 @@ Examples:
   rotactl worker drain build-1 --deadline 30m
 
 Exit codes: 0 ok, 1 error, 2 usage; `run wait` and `job run --wait` exit
-with the run's code (124: `run wait --for` gave up). Servers come from --servers, ROTA_SERVERS, the
-context (--context, ROTACTL_CONTEXT, or the config file's current one), or
-127.0.0.1:7400. Colour only on a terminal; NO_COLOR turns it off.";
+with the run's code (124: `run wait --for` gave up). Servers come from
+--servers, the context named by --context (or ROTACTL_CONTEXT),
+ROTA_SERVERS, the config file's current context, or 127.0.0.1:7400.
+Colour only on a terminal; NO_COLOR turns it off.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -59,13 +60,13 @@ pub enum Command {
     /// kubectl apply, showing what changes.
     #[command(after_help = APPLY_EXAMPLES)]
     Apply(ApplyArgs),
-    /// Job definitions: list, get, explain, run, suspend, delete.
+    /// Job definitions: list, get, explain, run, suspend, resume, delete.
     #[command(subcommand)]
     Job(JobCommand),
     /// Runs of jobs: list, inspect, wait for, cancel, read logs.
     #[command(subcommand)]
     Run(RunCommand),
-    /// Workers: list, drain.
+    /// Workers: list, drain, undrain.
     #[command(subcommand)]
     Worker(WorkerCommand),
     /// Cluster status and membership.
@@ -135,7 +136,7 @@ Examples:
         #[arg(id = "context_servers", value_name = "HOST:PORT", required = true)]
         servers: Vec<String>,
         /// Deadline of each request attempt with this context, e.g. 5s.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_duration)]
         request_timeout: Option<Duration>,
         /// Also make it the current context.
         #[arg(long = "use")]
@@ -170,7 +171,7 @@ pub enum WorkerCommand {
         /// Worker id.
         id: String,
         /// How long its runs may still finish, e.g. 30m (0s: hand back now).
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
         deadline: Duration,
     },
     /// End a worker's drain: it takes new runs again.
@@ -197,8 +198,8 @@ Examples:
         /// succeeded, failed, timed_out, cancelled, lost, skipped, missed.
         #[arg(long = "state", value_parser = parse_state)]
         states: Vec<pb::RunState>,
-        /// Only runs created within this long, e.g. 1h.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// Only runs created within this long, e.g. 1h, 24h, 7d.
+        #[arg(long, value_parser = parse_duration)]
         since: Option<Duration>,
         /// At most this many runs (1 to 100000).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -220,7 +221,7 @@ Examples:
         /// Run id.
         id: String,
         /// Give up (exit 124) after this long, e.g. 30m; default: no limit.
-        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        #[arg(long = "for", value_parser = parse_duration)]
         max_wait: Option<Duration>,
     },
     /// Cancel a run (its running attempt is stopped: SIGTERM, then SIGKILL).
@@ -247,6 +248,12 @@ fn parse_state(text: &str) -> Result<pb::RunState, String> {
     pb::RunState::from_str_name(&name).ok_or_else(|| {
         format!("{text:?} is not a run state; accepted: pending, assigned, running, succeeded, failed, timed_out, cancelled, lost, skipped, missed")
     })
+}
+
+/// A duration such as `30s`, `5m`, `1h30m`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}); e.g. 30s, 5m, 1h30m, 24h, 7d"))
 }
 
 fn parse_instant(text: &str) -> Result<std::time::SystemTime, String> {

@@ -14,9 +14,9 @@
 //!
 //! The file is `--config`, else `ROTACTL_CONFIG`, else
 //! `$XDG_CONFIG_HOME/rota/config.yaml` (`~/.config/rota/config.yaml`).
-//! Where the servers come from, first match wins: `--servers` or
-//! `ROTA_SERVERS`; the context named by `--context` or `ROTACTL_CONTEXT`; the
-//! file's current context; `127.0.0.1:7400`.
+//! Where the servers come from, first match wins: `--servers`; the context
+//! named by `--context` or `ROTACTL_CONTEXT`; `ROTA_SERVERS`; the file's
+//! current context; `127.0.0.1:7400`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

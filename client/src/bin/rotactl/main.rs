@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, ClusterCommand, Command, ConfigCommand, JobCommand, RunCommand, WorkerCommand};
 use output::{Format, JobView, print_members, print_statuses};
 use rota_client::{Client, ClientOptions, Consistency, SpecFile, proto as pb};
@@ -26,8 +26,15 @@ use rota_client::{Client, ClientOptions, Consistency, SpecFile, proto as pb};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     quiet_panics();
-    let cli = Cli::parse();
-    match run(cli).await {
+    let matches = Cli::command().get_matches();
+    // `--servers` on the command line outranks a context; ROTA_SERVERS
+    // from the environment does not outrank an explicit --context.
+    let servers_flag = matches.value_source("servers") == Some(clap::parser::ValueSource::CommandLine);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli, servers_flag).await {
         Ok(code) => code,
         Err(e)
             if e.downcast_ref::<std::io::Error>()
@@ -73,9 +80,9 @@ fn quiet_panics() {
 
 /// An error with a hint on what to do about it.
 #[derive(Debug, thiserror::Error)]
-#[error("{error}")]
+#[error("{message}")]
 struct Failure {
-    error: rota_client::Error,
+    message: String,
     hint: String,
 }
 
@@ -99,12 +106,29 @@ pub struct Session {
 impl Session {
     /// Adds a hint to errors that need one.
     pub fn explain(&self, error: rota_client::Error) -> anyhow::Error {
+        let text = error.to_string();
         match error {
             rota_client::Error::Unreachable { .. } => Failure {
-                error,
+                message: text,
                 hint: unreachable_hint(&self.servers_from),
             }
             .into(),
+            // Something answered, but not in gRPC: another service on the port.
+            rota_client::Error::Other { .. }
+                if ["h2 protocol error", "grpc-status header missing", "http2 error"]
+                    .iter()
+                    .any(|sign| text.contains(sign)) =>
+            {
+                Failure {
+                    message: text,
+                    hint: format!(
+                        "the servers were {}; something answered there, but not a rota server \
+                         (a wrong port?). Give the servers' gRPC addresses with --servers HOST:PORT,...",
+                        self.servers_from
+                    ),
+                }
+                .into()
+            }
             error => error.into(),
         }
     }
@@ -117,7 +141,7 @@ fn config_path(cli: &Cli) -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("no config file: set HOME or XDG_CONFIG_HOME, or give --config PATH"))
 }
 
-async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(mut cli: Cli, servers_flag: bool) -> anyhow::Result<ExitCode> {
     let path = config_path(&cli);
     cli.command = match cli.command {
         Command::Completion { shell } => {
@@ -130,27 +154,28 @@ async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         }
         command => command,
     };
-    // Servers: the flag (or ROTA_SERVERS), the context, the default.
+    // Servers: the --servers flag; the context named by --context (or
+    // ROTACTL_CONTEXT); ROTA_SERVERS; the current context; the default.
     let config = match path {
         Ok(path) => config::Config::load(&path)?,
         Err(_) if cli.context.is_none() => config::Config::default(),
         Err(e) => return Err(e),
     };
-    // A context matters when it gives the servers, or is named.
-    let context = if cli.servers.is_empty() || cli.context.is_some() {
-        config.context(cli.context.as_deref())?
-    } else {
+    let named = cli.context.is_some();
+    let from_env = !cli.servers.is_empty() && !servers_flag;
+    let context = if servers_flag || (from_env && !named) {
         None
-    };
-    let (servers, servers_from) = if !cli.servers.is_empty() {
-        (cli.servers.clone(), "given with --servers or ROTA_SERVERS".to_owned())
-    } else if let Some((name, context)) = context {
-        (context.servers.clone(), format!("those of context {name:?}"))
     } else {
-        (
+        config.context(cli.context.as_deref())?
+    };
+    let (servers, servers_from) = match context {
+        _ if servers_flag => (cli.servers.clone(), "given with --servers".to_owned()),
+        Some((name, context)) => (context.servers.clone(), format!("those of context {name:?}")),
+        None if from_env => (cli.servers.clone(), "given by ROTA_SERVERS".to_owned()),
+        None => (
             vec![rota_client::DEFAULT_ENDPOINT.to_owned()],
             format!("the default ({}), as none were given", rota_client::DEFAULT_ENDPOINT),
-        )
+        ),
     };
     let timeout = cli
         .timeout
@@ -193,7 +218,8 @@ fn config_command(path: &std::path::Path, command: ConfigCommand, format: Format
         }
         ConfigCommand::GetContexts => output::print_contexts(&config, format)?,
         ConfigCommand::CurrentContext => match &config.current_context {
-            Some(name) => println!("{name}"),
+            Some(name) if format == Format::Table => println!("{name}"),
+            Some(name) => output::print_structured(name, format)?,
             None => anyhow::bail!(
                 "no current context in {}; set one with `rotactl config use-context NAME`",
                 path.display()
@@ -250,11 +276,19 @@ fn config_command(path: &std::path::Path, command: ConfigCommand, format: Format
             if config.contexts.remove(&name).is_none() {
                 anyhow::bail!("no context {name:?} in {}; defined: {}", path.display(), config.names());
             }
-            if config.current_context.as_deref() == Some(&name) {
+            let was_current = config.current_context.as_deref() == Some(&name);
+            if was_current {
                 config.current_context = None;
             }
             config.save(path)?;
             println!("context {name} deleted");
+            if was_current {
+                eprintln!(
+                    "warning: it was the current context; there is none now (defined: {}); \
+                     pick one with `rotactl config use-context NAME`",
+                    config.names()
+                );
+            }
         }
     }
     Ok(())
@@ -296,7 +330,11 @@ async fn cluster(session: &Session, command: ClusterCommand) -> anyhow::Result<(
             let unreachable = rows.iter().filter(|(_, status)| status.is_err()).count();
             print_statuses(&rows, format)?;
             if unreachable > 0 {
-                anyhow::bail!("{unreachable} of {} servers did not answer", rows.len());
+                return Err(Failure {
+                    message: format!("{unreachable} of {} servers did not answer", rows.len()),
+                    hint: unreachable_hint(&session.servers_from),
+                }
+                .into());
             }
         }
         ClusterCommand::Members => {
@@ -380,13 +418,20 @@ async fn job(session: &Session, command: JobCommand) -> anyhow::Result<ExitCode>
             let (run, existing) = client
                 .trigger_run(&name, request_id.as_deref(), params.into_iter().collect(), force)
                 .await?;
-            let note = if existing {
-                " (already triggered with this request id)"
+            let mut note = if existing {
+                " (already triggered with this request id)".to_owned()
             } else {
-                ""
+                String::new()
             };
+            if !run.waiting.is_empty() {
+                note.push_str(&format!("; waiting: {}", run.waiting));
+            }
             if !wait && !follow {
-                println!("run/{} {}{note}", run.id, output::state_word(run.state));
+                if format == Format::Table {
+                    println!("run/{} {}{note}", run.id, output::state_word(run.state));
+                } else {
+                    output::print_run(&run, format)?;
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             eprintln!("run/{} {}{note}", run.id, output::state_word(run.state));

@@ -213,15 +213,17 @@ impl Listing for pb::WorkerInfo {
 
     fn row(&self) -> Vec<String> {
         let w = self.view();
+        // Drained stays drained (until undrained); what the deadline ends is
+        // the time its runs have before they are handed back.
         let drain = match (w.draining, w.drain_by_operator) {
             (false, _) => "-".to_owned(),
-            (true, by_operator) => format!(
-                "{} until {}",
-                if by_operator { "drained" } else { "shutting down" },
-                w.drain_deadline
-                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default()
-            ),
+            (true, by_operator) => {
+                let what = if by_operator { "drained" } else { "shutting down" };
+                match w.drain_deadline {
+                    Some(deadline) if deadline > Utc::now() => format!("{what}, hands back {}", until(Some(deadline))),
+                    _ => what.to_owned(),
+                }
+            }
         };
         let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         vec![
@@ -387,6 +389,8 @@ pub struct RunView {
     reason_code: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    waiting: String,
     created_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     not_before: Option<DateTime<Utc>>,
@@ -426,6 +430,7 @@ impl From<&pb::Run> for RunView {
             slot_count: run.slot_count,
             reason_code: run.reason_code.clone(),
             reason: run.reason.clone(),
+            waiting: run.waiting.clone(),
             created_at: time(&run.created_at),
             finished_at: time(&run.finished_at),
             not_before: time(&run.not_before),
@@ -492,6 +497,7 @@ pub fn progress_line(run: &pb::Run) -> String {
     let state = state_word(run.state);
     match run.attempts.last() {
         Some(a) if a.outcome.is_empty() => format!("{state}: attempt {} on worker {}", a.number, a.worker),
+        _ if !run.waiting.is_empty() => format!("{state}: {}", run.waiting),
         Some(a) => format!("{state}: attempt {} {}", a.number, a.outcome),
         None => state.to_owned(),
     }
@@ -516,6 +522,9 @@ pub fn print_run(run: &pb::Run, format: Format) -> anyhow::Result<()> {
             }
             if !view.reason.is_empty() {
                 println!("reason:    {} ({})", view.reason, view.reason_code);
+            }
+            if !view.waiting.is_empty() {
+                println!("waiting:   {}", view.waiting);
             }
             println!("created:   {} ago", age(view.created_at));
             if !view.params.is_empty() {

@@ -822,6 +822,57 @@ fn placement_respects_capacity_labels_and_drivers() {
 }
 
 #[test]
+fn a_pending_run_says_why_no_worker_has_it() {
+    let mut sim = Sim::new();
+    let mut spec = every("why", 3600);
+    spec.schedule.trigger = None;
+    sim.job(spec);
+    let Ok(Response::Triggered { run: first, .. }) = sim.trigger("why", "1", false) else {
+        panic!()
+    };
+    let waiting = |sim: &Sim, id: &str| {
+        let run = sim.state.run(id).expect("run exists");
+        sim.state.waiting_reason(run, sim.now)
+    };
+    assert_eq!(waiting(&sim, &first.id).as_deref(), Some("no worker is connected"));
+    let register = |sim: &mut Sim, id: &str, arch: &str, drivers: &[Driver]| {
+        sim.ok(Op::RegisterWorker {
+            worker: id.into(),
+            info: WorkerInfo {
+                labels: BTreeMap::from([("arch".into(), arch.into())]),
+                capacity: Capacity {
+                    slots: 1,
+                    ..Capacity::default()
+                },
+                drivers: drivers.iter().copied().collect(),
+            },
+            held: vec![],
+        });
+    };
+    register(&mut sim, "hosts", "amd64", &[Driver::Exec]);
+    assert_eq!(
+        waiting(&sim, &first.id).as_deref(),
+        Some("no alive worker offers the docker driver (alive: hosts [exec])")
+    );
+    register(&mut sim, "arm", "arm64", &[Driver::Docker]);
+    assert_eq!(
+        waiting(&sim, &first.id).as_deref(),
+        Some("no alive worker with the docker driver has the labels arch=amd64")
+    );
+    sim.worker("w1", 1);
+    assert_eq!(waiting(&sim, &first.id), None, "it can be placed");
+    let Ok(Response::Triggered { run: second, .. }) = sim.trigger("why", "2", false) else {
+        panic!()
+    };
+    sim.assign(&first.id, "w1");
+    assert_eq!(waiting(&sim, &first.id), None, "not pending");
+    assert_eq!(
+        waiting(&sim, &second.id).as_deref(),
+        Some("every worker that fits is busy (no free slot)")
+    );
+}
+
+#[test]
 fn logs_are_deduplicated_by_offset_capped_at_the_tail_and_refused_when_huge() {
     let mut sim = Sim::new();
     let mut spec = every("logs", 3600);
