@@ -242,14 +242,32 @@ impl SpecFile {
         };
         for document in serde_norway::Deserializer::from_str(text) {
             let value = serde_norway::Value::deserialize(document).map_err(invalid)?;
-            // A job as `rotactl job get -o yaml` prints it: the spec is under `spec:`.
-            let value = match value.get("spec") {
-                Some(spec) if value.get("uid").is_some() => spec.clone(),
-                _ => value,
+            // A list of specs or jobs (`rotactl job list -o yaml`), or one.
+            let items = match value {
+                serde_norway::Value::Sequence(items) => items,
+                value => vec![value],
             };
-            let spec = SpecFile::deserialize(value).map_err(invalid)?;
-            spec.check()?;
-            specs.push(spec);
+            for value in items {
+                // A job as `rotactl job get -o yaml` prints it: the spec is under `spec:`.
+                let value = match value.get("spec") {
+                    Some(spec) if value.get("uid").is_some() => spec.clone(),
+                    _ => value,
+                };
+                let spec: SpecFile = serde_path_to_error::deserialize(value).map_err(|e| {
+                    let path = e.path().to_string();
+                    let message = e.into_inner().to_string();
+                    Error::InvalidArgument {
+                        message: if path == "." {
+                            message
+                        } else {
+                            format!("{path}: {message}")
+                        },
+                        violations: vec![],
+                    }
+                })?;
+                spec.check()?;
+                specs.push(spec);
+            }
         }
         Ok(specs)
     }
@@ -596,6 +614,23 @@ GIT_REF = "main"
         assert!(err.to_string().contains("forbid"), "lists the accepted words: {err}");
         let err = SpecFile::parse_toml("name = 'a'\n[task]\ncommand = 'make'\n").expect_err("string for array");
         assert!(err.to_string().contains("command"), "{err}");
+        // YAML mistakes name the path of the field.
+        let err = SpecFile::parse_yaml("name: a\ntask: { command: 'sh -c hi' }\n").expect_err("string for array");
+        assert!(
+            err.to_string().starts_with("task.command: invalid type: string"),
+            "{err}"
+        );
+        let err = SpecFile::parse_yaml("name: a\nschedule: { every: 5 }\ntask: {}\n").expect_err("number");
+        assert!(err.to_string().starts_with("schedule.every: "), "{err}");
+    }
+
+    #[test]
+    fn a_list_of_jobs_as_printed_by_list_applies_back() {
+        let printed =
+            "- name: a\n  uid: u1\n  spec: { name: a, task: { image: x } }\n- name: b\n  task: { image: y }\n";
+        let specs = SpecFile::parse_yaml(printed).expect("parses");
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[test]
