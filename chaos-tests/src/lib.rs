@@ -15,6 +15,7 @@
 //! time even when the harness runs tests in parallel.
 
 pub mod docker;
+pub mod oracle;
 pub mod protocol;
 pub mod proxy;
 
