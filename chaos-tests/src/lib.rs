@@ -18,6 +18,7 @@ pub mod docker;
 pub mod oracle;
 pub mod protocol;
 pub mod proxy;
+pub mod record;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -605,6 +606,17 @@ pub fn output_text(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// The seed of a randomized scenario: `ROTA_CHAOS_SEED` if set (to repeat
+/// a run), else a fresh one; printed so a failure can be repeated.
+pub fn scenario_seed(scenario: &str) -> u64 {
+    let seed = std::env::var("ROTA_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{scenario}: seed {seed} (repeat with ROTA_CHAOS_SEED={seed})");
+    seed
 }
 
 /// Client options for tests: patient enough for elections on a loaded machine.
