@@ -58,6 +58,20 @@ pub fn require() -> anyhow::Result<bool> {
     }
 }
 
+/// For a container test: whether to run it. `false` (with a note) when no
+/// engine answers and none is required; panics when the engine is required
+/// but unusable.
+pub fn ready_or_skip() -> bool {
+    match require() {
+        Ok(true) => true,
+        Ok(false) => {
+            eprintln!("skipped: no Docker engine (set ROTA_REQUIRE_DOCKER to make this a failure)");
+            false
+        }
+        Err(e) => panic!("{e:#}"),
+    }
+}
+
 /// Ids of worker `worker`'s containers (by label): the running ones, or
 /// all of them with `include_stopped`.
 pub fn containers(worker: &str, include_stopped: bool) -> anyhow::Result<Vec<String>> {

@@ -116,3 +116,152 @@ async fn leader_killed_just_before_cron_slots() {
     let result = scenario.await;
     cluster.settle(result);
 }
+
+/// A container job that prints `start`, works for `secs` seconds, prints
+/// `done`; `forbid`, retried once when lost.
+fn container_job(name: &str, secs: u32) -> anyhow::Result<pb::JobSpec> {
+    let yaml = format!(
+        "name: {name}\nconcurrency: forbid\nretry: {{ max_attempts: 2, backoff: 1s }}\n\
+         task: {{ image: '{}', pull: never, command: [sh, -c, 'echo start; sleep {secs}; echo done'] }}\n",
+        rota_chaos::docker::TEST_IMAGE
+    );
+    Ok(SpecFile::parse_yaml(&yaml)?[0].to_proto())
+}
+
+/// Waits until run `id` has printed `text`.
+async fn wait_for_output(client: &rota_client::Client, id: &str, text: &str) -> anyhow::Result<()> {
+    wait_for(&format!("{text:?} from run {id}"), Duration::from_secs(60), || async {
+        let mut stream = client.logs(id, false, 0).await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(|e| e.to_string())? {
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(String::from_utf8_lossy(&out).contains(text).then_some(()))
+    })
+    .await
+}
+
+/// Waits until run `id` has ended.
+async fn wait_ended(client: &rota_client::Client, id: &str, within: Duration) -> anyhow::Result<pb::Run> {
+    wait_for(&format!("run {id} to end"), within, || async {
+        let run = client
+            .get_run(id, rota_client::Consistency::Linearizable)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(run.finished_at.is_some().then_some(run))
+    })
+    .await
+}
+
+/// Scenario 5: the worker is SIGKILLed while its container runs, then
+/// restarted on its data directory: it takes the container over, the run
+/// ends once with its whole output, nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_while_its_container_runs_then_restarted() {
+    if !rota_chaos::docker::ready_or_skip() {
+        return;
+    }
+    let seed = scenario_seed("worker_killed_while_its_container_runs_then_restarted");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    cluster
+        .start_worker(WorkerSettings::new("phoenix", "docker"))
+        .expect("worker starts");
+    let scenario = async {
+        let client = cluster.client()?;
+        let recorder = Recorder::default();
+        let containers = rota_chaos::record::ContainerWatch::start()?;
+        recorder.apply_job(&client, container_job("rises", 6)?).await?;
+        let run = recorder.trigger(&client, "rises", "once").await?;
+        wait_for_output(&client, &run.id, "start").await?;
+        // Somewhere in the container's life.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..2000))).await;
+        cluster.worker("phoenix")?.process.kill()?;
+        cluster.restart_worker("phoenix")?;
+        let ended = wait_ended(&client, &run.id, Duration::from_secs(90)).await?;
+        anyhow::ensure!(
+            ended.state() == pb::RunState::Succeeded && ended.attempts.len() == 1,
+            "taken over, not retried: {ended:?}"
+        );
+        let history = collect(
+            &cluster,
+            &recorder,
+            Some(&containers),
+            Expectations {
+                forbid: ["rises".to_owned()].into(),
+                workers: vec!["phoenix".into()],
+                lease_and_grace: LEASE_AND_GRACE,
+                ..Expectations::default()
+            },
+        )
+        .await?;
+        let log = String::from_utf8_lossy(history.logs.get(&run.id).map_or(&[][..], Vec::as_slice)).into_owned();
+        // The task's output once, whole (the worker adds its own note).
+        anyhow::ensure!(
+            log.matches("start\n").count() == 1 && log.matches("done\n").count() == 1 && log.ends_with("done\n"),
+            "the whole output: {log:?}"
+        );
+        verdict(&history, seed)
+    };
+    let result = scenario.await;
+    rota_chaos::docker::remove_worker_containers("phoenix");
+    cluster.settle(result);
+}
+
+/// Scenario 7: the worker dies for good mid-run (the process SIGKILLed and
+/// its containers gone, as when its host is lost): the run is `lost` within
+/// lease + grace and retried on the other worker, never both at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_lost_for_good_mid_run() {
+    if !rota_chaos::docker::ready_or_skip() {
+        return;
+    }
+    let seed = scenario_seed("worker_lost_for_good_mid_run");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    cluster
+        .start_worker(WorkerSettings::new("doomed", "docker"))
+        .expect("worker starts");
+    let scenario = async {
+        let client = cluster.client()?;
+        let recorder = Recorder::default();
+        let containers = rota_chaos::record::ContainerWatch::start()?;
+        recorder.apply_job(&client, container_job("outlives", 4)?).await?;
+        let run = recorder.trigger(&client, "outlives", "once").await?;
+        wait_for_output(&client, &run.id, "start").await?;
+        cluster.start_worker(WorkerSettings::new("survivor", "docker"))?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+        cluster.worker("doomed")?.process.kill()?;
+        rota_chaos::docker::remove_worker_containers("doomed");
+        let died = now_nanos();
+        let ended = wait_ended(&client, &run.id, Duration::from_secs(120)).await?;
+        anyhow::ensure!(
+            ended.state() == pb::RunState::Succeeded
+                && ended.attempts.len() == 2
+                && ended.attempts[0].outcome == "lost"
+                && ended.attempts[1].worker == "survivor",
+            "lost on the dead worker, then run on the other: {ended:?}"
+        );
+        let history = collect(
+            &cluster,
+            &recorder,
+            Some(&containers),
+            Expectations {
+                forbid: ["outlives".to_owned()].into(),
+                workers: vec!["doomed".into(), "survivor".into()],
+                dead_workers: [("doomed".to_owned(), died)].into(),
+                lease_and_grace: LEASE_AND_GRACE,
+                ..Expectations::default()
+            },
+        )
+        .await?;
+        verdict(&history, seed)
+    };
+    let result = scenario.await;
+    rota_chaos::docker::remove_worker_containers("survivor");
+    cluster.settle(result);
+}

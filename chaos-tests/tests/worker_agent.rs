@@ -31,14 +31,7 @@ fn settings() -> ServerSettings {
 
 /// Whether container tests run here (see the module docs).
 fn docker_ready() -> bool {
-    match docker::require() {
-        Ok(true) => true,
-        Ok(false) => {
-            eprintln!("skipped: no Docker engine (set ROTA_REQUIRE_DOCKER to make this a failure)");
-            false
-        }
-        Err(e) => panic!("{e:#}"),
-    }
+    docker::ready_or_skip()
 }
 
 /// The `task:` block of a job running `script` with `sh -c` on `driver`.
