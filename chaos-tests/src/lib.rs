@@ -436,18 +436,21 @@ impl Cluster {
             .filter(|(_, s)| s.process.child.is_some() && s.initial_cluster.is_some())
             .map(|(id, _)| *id)
             .collect();
-        wait_for("a leader all running founding servers agree on", timeout, || {
-            let running = running.clone();
-            async move {
-                let mut leaders = Vec::new();
-                for &id in &running {
-                    let status = self.status(id).await.map_err(|e| format!("server {id}: {e}"))?;
-                    leaders.push(status.leader_id);
-                }
-                let first = leaders.first().copied().unwrap_or(0);
-                let agreed = first != 0 && leaders.iter().all(|&l| l == first);
-                Ok((agreed && running.contains(&first)).then_some(first))
+        self.wait_for_leader_among(&running, timeout).await
+    }
+
+    /// Waits until servers `ids` all name the same leader, one of them (the
+    /// others may be paused or cut off), and returns it.
+    pub async fn wait_for_leader_among(&self, ids: &[u64], timeout: Duration) -> anyhow::Result<u64> {
+        wait_for("a leader the given servers agree on", timeout, || async move {
+            let mut leaders = Vec::new();
+            for &id in ids {
+                let status = self.status(id).await.map_err(|e| format!("server {id}: {e}"))?;
+                leaders.push(status.leader_id);
             }
+            let first = leaders.first().copied().unwrap_or(0);
+            let agreed = first != 0 && leaders.iter().all(|&l| l == first);
+            Ok((agreed && ids.contains(&first)).then_some(first))
         })
         .await
     }

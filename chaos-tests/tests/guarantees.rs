@@ -265,3 +265,164 @@ async fn worker_lost_for_good_mid_run() {
     rota_chaos::docker::remove_worker_containers("survivor");
     cluster.settle(result);
 }
+
+/// Waits until the records of `job` reach past `until` (the cluster has
+/// handled every slot up to then).
+async fn wait_slots_handled(client: &rota_client::Client, job: &str, until: i128, period: i128) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{job}'s slots up to {until}"),
+        Duration::from_secs(60),
+        || async {
+            let runs = client
+                .list_runs(&pb::ListRunsRequest {
+                    job: job.into(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let latest = runs
+                .iter()
+                .filter_map(|r| {
+                    let first = rota_chaos::oracle::nanos(&r.nominal_time);
+                    rota_chaos::oracle::nanos(&r.last_nominal_time).max(first)
+                })
+                .max()
+                .unwrap_or(0);
+            Ok((latest + period > until).then_some(()))
+        },
+    )
+    .await
+}
+
+/// Scenario 4: the leader is paused (SIGSTOP) past the election timeout
+/// while triggers arrive, then resumed (SIGCONT), twice. The paused leader
+/// wakes to a newer term and must not act on its old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_paused_past_the_election_timeout_then_resumed() {
+    let seed = scenario_seed("leader_paused_past_the_election_timeout_then_resumed");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    cluster
+        .start_worker(WorkerSettings::new("steady", "exec"))
+        .expect("worker starts");
+    let scenario = async {
+        let client = cluster.client()?;
+        let recorder = Recorder::default();
+        let specs = SpecFile::parse_yaml(
+            "name: every-two\nschedule: { cron: '*/2 * * * * *' }\nconcurrency: forbid\n\
+             task: { driver: exec, command: [sh, -c, 'echo slot $ROTA_SCHEDULED_AT'] }\n\
+             ---\nname: manual\ntask: { driver: exec, command: [sh, -c, 'echo manual'] }\n",
+        )?;
+        for spec in &specs {
+            recorder.apply_job(&client, spec.to_proto()).await?;
+        }
+        let from = now_nanos();
+        for round in 0..2 {
+            let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+            cluster.signal(leader, nix::sys::signal::Signal::SIGSTOP)?;
+            for t in 0..2 {
+                let _ = recorder.trigger(&client, "manual", &format!("p{round}-t{t}")).await;
+            }
+            let others: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != leader).collect();
+            cluster.wait_for_leader_among(&others, Duration::from_secs(30)).await?;
+            // Paused a while longer, while the new leader works.
+            tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
+            cluster.signal(leader, nix::sys::signal::Signal::SIGCONT)?;
+        }
+        let until = now_nanos();
+        wait_slots_handled(&client, "every-two", until, 2 * SECOND).await?;
+        let history = collect(
+            &cluster,
+            &recorder,
+            None,
+            Expectations {
+                slots: vec![("every-two".into(), from, until)],
+                forbid: ["every-two".to_owned()].into(),
+                lease_and_grace: LEASE_AND_GRACE,
+                ..Expectations::default()
+            },
+        )
+        .await?;
+        anyhow::ensure!(history.expected_slots["every-two"].len() >= 3);
+        verdict(&history, seed)
+    };
+    let result = scenario.await;
+    cluster.settle(result);
+}
+
+/// Scenario 9: the whole cluster is down across many cron slots — longer
+/// than the minute after which a slot counts as late — then restarted; one
+/// job per catch-up policy. Every slot of the outage has exactly one record
+/// — a run or a `missed` range — under each policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_down_across_cron_slots_under_each_catch_up_policy() {
+    let seed = scenario_seed("whole_cluster_down_across_cron_slots_under_each_catch_up_policy");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    let scenario = async {
+        let client = cluster.client()?;
+        let recorder = Recorder::default();
+        let jobs = ["none", "latest", "all"];
+        for policy in jobs {
+            let yaml = format!(
+                "name: catch-up-{policy}\nschedule: {{ cron: '*/2 * * * * *', catch_up: {policy}, max_catch_up: 100 }}\n\
+                 concurrency: allow\ntask: {{ driver: exec, command: ['true'] }}\n"
+            );
+            recorder
+                .apply_job(&client, SpecFile::parse_yaml(&yaml)?[0].to_proto())
+                .await?;
+        }
+        let from = now_nanos();
+        wait_slots_handled(&client, "catch-up-none", from + 2 * SECOND, 2 * SECOND).await?;
+        for id in cluster.ids() {
+            cluster.kill(id)?;
+        }
+        // Down past the 60 s after which slots are late (and catch-up applies).
+        tokio::time::sleep(Duration::from_millis(rng.random_range(62_000..66_000))).await;
+        for id in cluster.ids() {
+            cluster.restart(id)?;
+        }
+        cluster.wait_for_leader(Duration::from_secs(60)).await?;
+        let until = now_nanos();
+        for policy in jobs {
+            wait_slots_handled(&client, &format!("catch-up-{policy}"), until, 2 * SECOND).await?;
+        }
+        let history = collect(
+            &cluster,
+            &recorder,
+            None,
+            Expectations {
+                slots: jobs
+                    .iter()
+                    .map(|policy| (format!("catch-up-{policy}"), from, until))
+                    .collect(),
+                lease_and_grace: LEASE_AND_GRACE,
+                ..Expectations::default()
+            },
+        )
+        .await?;
+        let missed = |job: &str| {
+            history
+                .runs
+                .iter()
+                .filter(|r| r.job == job && r.state() == pb::RunState::Missed)
+                .count()
+        };
+        anyhow::ensure!(
+            missed("catch-up-none") > 0 && missed("catch-up-all") == 0,
+            "none records the outage's slots as missed, all runs them: {:?}",
+            history
+                .runs
+                .iter()
+                .map(|r| (&r.job, r.state(), r.slot_count))
+                .collect::<Vec<_>>()
+        );
+        verdict(&history, seed)
+    };
+    let result = scenario.await;
+    cluster.settle(result);
+}
