@@ -327,3 +327,31 @@ pub fn verdict(history: &History, seed: u64) -> anyhow::Result<()> {
         accounts.join("\n  ")
     )
 }
+
+/// Scenario 15, after every scenario: with every fault healed, a fresh job
+/// runs end to end (on a fresh exec worker, so a scenario's own workers do
+/// not matter).
+pub async fn liveness(cluster: &mut Cluster) -> anyhow::Result<()> {
+    let worker = "liveness-check";
+    if !cluster.worker(worker).is_ok_and(|w| w.process.is_running()) {
+        cluster.start_worker(crate::WorkerSettings::new(worker, "exec"))?;
+    }
+    let client = cluster.client()?;
+    let spec =
+        rota_client::SpecFile::parse_yaml("name: liveness\ntask: { driver: exec, command: [sh, -c, 'echo alive'] }\n")?;
+    client.apply_job(spec[0].to_proto(), false).await?;
+    let (run, _) = client.trigger_run("liveness", None, Default::default(), true).await?;
+    let ended = wait_for("the liveness run to end", Duration::from_secs(90), || async {
+        let run = client
+            .get_run(&run.id, Consistency::Linearizable)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(run.finished_at.is_some().then_some(run))
+    })
+    .await?;
+    anyhow::ensure!(
+        ended.state() == pb::RunState::Succeeded,
+        "after healing, a fresh job does not run: {ended:?}"
+    );
+    Ok(())
+}

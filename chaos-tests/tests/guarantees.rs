@@ -115,6 +115,8 @@ async fn leader_killed_just_before_cron_slots() {
     };
     let result = scenario.await;
     cluster.settle(result);
+    let alive = rota_chaos::record::liveness(&mut cluster).await;
+    cluster.settle(alive);
 }
 
 /// A container job that prints `start`, works for `secs` seconds, prints
@@ -208,6 +210,8 @@ async fn worker_killed_while_its_container_runs_then_restarted() {
     let result = scenario.await;
     rota_chaos::docker::remove_worker_containers("phoenix");
     cluster.settle(result);
+    let alive = rota_chaos::record::liveness(&mut cluster).await;
+    cluster.settle(alive);
 }
 
 /// Scenario 7: the worker dies for good mid-run (the process SIGKILLed and
@@ -264,6 +268,8 @@ async fn worker_lost_for_good_mid_run() {
     let result = scenario.await;
     rota_chaos::docker::remove_worker_containers("survivor");
     cluster.settle(result);
+    let alive = rota_chaos::record::liveness(&mut cluster).await;
+    cluster.settle(alive);
 }
 
 /// Waits until the records of `job` reach past `until` (the cluster has
@@ -350,6 +356,8 @@ async fn leader_paused_past_the_election_timeout_then_resumed() {
     };
     let result = scenario.await;
     cluster.settle(result);
+    let alive = rota_chaos::record::liveness(&mut cluster).await;
+    cluster.settle(alive);
 }
 
 /// Scenario 9: the whole cluster is down across many cron slots — longer
@@ -425,4 +433,89 @@ async fn whole_cluster_down_across_cron_slots_under_each_catch_up_policy() {
     };
     let result = scenario.await;
     cluster.settle(result);
+    let alive = rota_chaos::record::liveness(&mut cluster).await;
+    cluster.settle(alive);
+}
+
+/// Scenario 6: a worker is cut off from every server (its connection runs
+/// through a proxy the test cuts) longer than its lease while its `forbid`
+/// job's container runs. It kills the container before the lease ends; the
+/// run is retried on another worker only after lease + grace; the two
+/// containers never run at once; healed, the late worker changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_cut_off_longer_than_its_lease() {
+    if !rota_chaos::docker::ready_or_skip() {
+        return;
+    }
+    let seed = scenario_seed("worker_cut_off_longer_than_its_lease");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    let scenario = async {
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        let proxy = rota_chaos::proxy::Proxy::start(&cluster.addr(leader)?).await?;
+        let mut islanded = WorkerSettings::new("islanded", "docker");
+        islanded.servers = Some(vec![proxy.addr.clone()]);
+        cluster.start_worker(islanded)?;
+        let client = cluster.client()?;
+        let recorder = Recorder::default();
+        let containers = rota_chaos::record::ContainerWatch::start()?;
+        let yaml = format!(
+            "name: exclusive\nconcurrency: forbid\nkill_grace: 1s\nretry: {{ max_attempts: 2, backoff: 100ms, on: [lost] }}\n\
+             task: {{ image: '{}', pull: never, command: [sh, -c, 'echo start; if [ \"$ROTA_ATTEMPT\" = 1 ]; then sleep 600; fi; echo done'] }}\n",
+            rota_chaos::docker::TEST_IMAGE
+        );
+        recorder
+            .apply_job(&client, SpecFile::parse_yaml(&yaml)?[0].to_proto())
+            .await?;
+        let run = recorder.trigger(&client, "exclusive", "once").await?;
+        wait_for_output(&client, &run.id, "start").await?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..2000))).await;
+        proxy.cut();
+        cluster.start_worker(WorkerSettings::new("mainland", "docker"))?;
+        let ended = wait_ended(&client, &run.id, Duration::from_secs(120)).await?;
+        anyhow::ensure!(
+            ended.state() == pb::RunState::Succeeded
+                && ended.attempts.len() == 2
+                && ended.attempts[0].outcome == "lost"
+                && ended.attempts[1].worker == "mainland",
+            "lost on the cut-off worker, then run elsewhere: {ended:?}"
+        );
+        // Healed: the cut-off worker reconnects and cleans up after itself.
+        proxy.restore();
+        wait_for(
+            "the cut-off worker's containers to go",
+            Duration::from_secs(60),
+            || async {
+                let left = rota_chaos::docker::containers("islanded", true).map_err(|e| e.to_string())?;
+                Ok(left.is_empty().then_some(()))
+            },
+        )
+        .await?;
+        let history = collect(
+            &cluster,
+            &recorder,
+            Some(&containers),
+            Expectations {
+                forbid: ["exclusive".to_owned()].into(),
+                workers: vec!["islanded".into(), "mainland".into()],
+                lease_and_grace: LEASE_AND_GRACE,
+                ..Expectations::default()
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            history.containers.iter().filter(|c| c.job == "exclusive").count() == 2,
+            "both attempts' containers were seen: {:?}",
+            history.containers
+        );
+        verdict(&history, seed)
+    };
+    let result = scenario.await;
+    rota_chaos::docker::remove_worker_containers("islanded");
+    rota_chaos::docker::remove_worker_containers("mainland");
+    cluster.settle(result);
+    let alive = rota_chaos::record::liveness(&mut cluster).await;
+    cluster.settle(alive);
 }
