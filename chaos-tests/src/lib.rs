@@ -360,6 +360,15 @@ impl Cluster {
         self.servers.keys().copied().collect()
     }
 
+    /// Ids of the servers whose process runs (or is paused), not killed.
+    pub fn running_ids(&self) -> Vec<u64> {
+        self.servers
+            .iter()
+            .filter(|(_, s)| s.process.child.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// The address of server `id`.
     pub fn addr(&self, id: u64) -> anyhow::Result<String> {
         Ok(self.server(id)?.addr.clone())

@@ -224,7 +224,7 @@ pub async fn collect(
     expect: Expectations,
 ) -> anyhow::Result<History> {
     let client = cluster.client()?;
-    let ids: Vec<u64> = cluster.ids();
+    let ids: Vec<u64> = cluster.running_ids();
     let mut servers = BTreeMap::new();
     let converged = wait_for("the servers to converge", Duration::from_secs(60), || async {
         let mut views = BTreeMap::new();

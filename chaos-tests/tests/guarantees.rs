@@ -519,3 +519,97 @@ async fn worker_cut_off_longer_than_its_lease() {
     let alive = rota_chaos::record::liveness(&mut cluster).await;
     cluster.settle(alive);
 }
+
+/// Scenario 14: under a steady load of applies and triggers, a fourth
+/// server joins, then the leader is removed from the cluster (and stopped).
+/// Writes acknowledged across both membership changes stay, triggers stay
+/// one run each, the slots of a cron job each have one record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_added_and_the_leader_removed_under_load() {
+    let seed = scenario_seed("a_server_added_and_the_leader_removed_under_load");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    cluster
+        .start_worker(WorkerSettings::new("steady", "exec"))
+        .expect("worker starts");
+    let scenario = async {
+        let client = cluster.client()?;
+        let recorder = Recorder::default();
+        let specs = SpecFile::parse_yaml(
+            "name: every-two\nschedule: { cron: '*/2 * * * * *' }\nconcurrency: forbid\n\
+             task: { driver: exec, command: [sh, -c, 'echo slot'] }\n\
+             ---\nname: manual\ntask: { driver: exec, command: [sh, -c, 'echo manual'] }\n",
+        )?;
+        for spec in &specs {
+            recorder.apply_job(&client, spec.to_proto()).await?;
+        }
+        let from = now_nanos();
+        // The load: applies of a few jobs and triggers, one after another.
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let load = tokio::spawn({
+            let (client, recorder) = (client.clone(), recorder.clone());
+            async move {
+                let mut i = 0u32;
+                while !*stopped.borrow() {
+                    i += 1;
+                    let yaml = format!(
+                        "name: load-{}\ntask: {{ driver: exec, command: [echo, '{i}'] }}\n",
+                        i % 3
+                    );
+                    if let Ok(spec) = SpecFile::parse_yaml(&yaml) {
+                        let _ = recorder.apply_job(&client, spec[0].to_proto()).await;
+                    }
+                    let _ = recorder.trigger(&client, "manual", &format!("load-{i}")).await;
+                    tokio::select! {
+                        _ = stopped.changed() => {}
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
+        let new = cluster.start_new_server()?;
+        client.add_node(new, &cluster.addr(new)?, false).await?;
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
+        let members = client.remove_node(leader).await?;
+        anyhow::ensure!(
+            members.len() == 3 && members.iter().all(|m| m.node_id != leader),
+            "{members:?}"
+        );
+        cluster.kill(leader)?;
+        let rest: Vec<u64> = cluster.running_ids();
+        cluster.wait_for_leader_among(&rest, Duration::from_secs(30)).await?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
+        stop.send_replace(true);
+        load.await?;
+        let until = now_nanos();
+        wait_slots_handled(&client, "every-two", until, 2 * SECOND).await?;
+        let history = collect(
+            &cluster,
+            &recorder,
+            None,
+            Expectations {
+                slots: vec![("every-two".into(), from, until)],
+                forbid: ["every-two".to_owned()].into(),
+                lease_and_grace: LEASE_AND_GRACE,
+                ..Expectations::default()
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            history.servers.len() == 3,
+            "three members answer: {:?}",
+            history.servers.keys()
+        );
+        let acknowledged = history.ops.iter().filter(|op| op.outcome == Outcome::Ok).count();
+        anyhow::ensure!(acknowledged > 10, "the load was acknowledged: {acknowledged}");
+        verdict(&history, seed)
+    };
+    let result = scenario.await;
+    cluster.settle(result);
+    let alive = rota_chaos::record::liveness(&mut cluster).await;
+    cluster.settle(alive);
+}
