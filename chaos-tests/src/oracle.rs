@@ -263,7 +263,13 @@ fn no_overlap_when_forbidden(history: &History, found: &mut Vec<Violation>) {
         let mut spans: Vec<(i128, i128, String)> = Vec::new();
         for run in history.runs.iter().filter(|r| &r.job == job) {
             for attempt in &run.attempts {
-                let Some(from) = nanos(&attempt.started_at).or(nanos(&attempt.assigned_at)) else {
+                // From its assignment: a second attempt assigned while the
+                // first is live is the violation, started or not.
+                let Some(from) = nanos(&attempt.assigned_at).or(nanos(&attempt.started_at)) else {
+                    found.push(Violation {
+                        guarantee: "G3",
+                        account: format!("attempt {} of run {} has no assignment time", attempt.epoch, run.id),
+                    });
                     continue;
                 };
                 let to = nanos(&attempt.ended_at).unwrap_or(history.end);
@@ -368,7 +374,8 @@ fn idempotent_triggers(history: &History, found: &mut Vec<Violation>) {
             .filter(|r| r.job == job && r.request_id == request_id)
             .map(|r| r.id.as_str())
             .collect();
-        if named.len() > 1 || records.len() > 1 {
+        let unknown_named = named.iter().any(|run| !records.contains(run));
+        if named.len() > 1 || records.len() > 1 || unknown_named {
             found.push(Violation {
                 guarantee: "G6",
                 account: format!(

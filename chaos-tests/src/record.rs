@@ -285,18 +285,33 @@ pub async fn collect(
         .filter(|r| r.finished_at.is_none())
         .map(|r| r.id.as_str())
         .collect();
-    let mut leftover_containers = Vec::new();
-    for worker in &expect.workers {
-        for id in crate::docker::containers(worker, true)? {
-            let run = std::process::Command::new("docker")
-                .args(["inspect", "--format", "{{index .Config.Labels \"rota.run\"}}", &id])
-                .output()?;
-            let run = String::from_utf8_lossy(&run.stdout).trim().to_owned();
-            if !live.contains(run.as_str()) {
-                leftover_containers.push(format!("{id} (run {run}, worker {worker})"));
+    // Workers remove a finished attempt's container just after reporting
+    // it, and strays at each reconciliation: give them a few reconcile
+    // intervals (the harness sets 2 s) before calling anything left over.
+    let leftovers = || -> anyhow::Result<Vec<String>> {
+        let mut left = Vec::new();
+        for worker in &expect.workers {
+            for id in crate::docker::containers(worker, true)? {
+                let run = std::process::Command::new("docker")
+                    .args(["inspect", "--format", "{{index .Config.Labels \"rota.run\"}}", &id])
+                    .output()?;
+                let run = String::from_utf8_lossy(&run.stdout).trim().to_owned();
+                if !live.contains(run.as_str()) {
+                    left.push(format!("{id} (run {run}, worker {worker})"));
+                }
             }
         }
-    }
+        Ok(left)
+    };
+    let settled = wait_for("leftover containers to be removed", Duration::from_secs(15), || async {
+        let left = leftovers().map_err(|e| e.to_string())?;
+        Ok(left.is_empty().then_some(()))
+    })
+    .await;
+    let leftover_containers = match settled {
+        Ok(()) => Vec::new(),
+        Err(_) => leftovers()?,
+    };
     Ok(History {
         ops: recorder.ops(),
         jobs_at_end,

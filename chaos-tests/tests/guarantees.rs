@@ -16,6 +16,18 @@ const SECOND: i128 = 1_000_000_000;
 /// The lease the harness's servers give workers, plus their grace.
 const LEASE_AND_GRACE: Duration = Duration::from_secs(20);
 
+/// `spec` keeping (nearly) all its history, so that the oracle finds every
+/// run a scenario made (by default only the last 20 succeeded are kept).
+fn kept(spec: &SpecFile) -> pb::JobSpec {
+    let mut spec = spec.to_proto();
+    spec.history = Some(pb::HistoryPolicy {
+        keep_succeeded: Some(10_000),
+        keep_failed: Some(10_000),
+        ..Default::default()
+    });
+    spec
+}
+
 /// Scenario 1: the leader is SIGKILLed just before a cron slot (at a seeded
 /// offset), three times, and restarted; meanwhile a client triggers runs
 /// with request ids, retrying each through the failover. Every slot has one
@@ -40,7 +52,7 @@ async fn leader_killed_just_before_cron_slots() {
              ---\nname: manual\ntask: { driver: exec, command: [sh, -c, 'echo manual $ROTA_RUN_ID'] }\n",
         )?;
         for spec in &spec {
-            recorder.apply_job(&client, spec.to_proto()).await?;
+            recorder.apply_job(&client, kept(spec)).await?;
         }
         let from = now_nanos();
         let mut triggers = 0;
@@ -54,8 +66,9 @@ async fn leader_killed_just_before_cron_slots() {
             } else {
                 slot + 5 * SECOND - offset
             };
-            tokio::time::sleep(Duration::from_nanos(u64::try_from(kill_at - now).unwrap_or_default())).await;
             let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+            let now = now_nanos();
+            tokio::time::sleep(Duration::from_nanos(u64::try_from(kill_at - now).unwrap_or_default())).await;
             cluster.kill(leader)?;
             // Triggers during the election: the client retries them, the
             // request id keeps each to one run.
@@ -127,7 +140,7 @@ fn container_job(name: &str, secs: u32) -> anyhow::Result<pb::JobSpec> {
          task: {{ image: '{}', pull: never, command: [sh, -c, 'echo start; sleep {secs}; echo done'] }}\n",
         rota_chaos::docker::TEST_IMAGE
     );
-    Ok(SpecFile::parse_yaml(&yaml)?[0].to_proto())
+    Ok(kept(&SpecFile::parse_yaml(&yaml)?[0]))
 }
 
 /// Waits until run `id` has printed `text`.
@@ -322,7 +335,7 @@ async fn leader_paused_past_the_election_timeout_then_resumed() {
              ---\nname: manual\ntask: { driver: exec, command: [sh, -c, 'echo manual'] }\n",
         )?;
         for spec in &specs {
-            recorder.apply_job(&client, spec.to_proto()).await?;
+            recorder.apply_job(&client, kept(spec)).await?;
         }
         let from = now_nanos();
         for round in 0..2 {
@@ -381,7 +394,7 @@ async fn whole_cluster_down_across_cron_slots_under_each_catch_up_policy() {
                  concurrency: allow\ntask: {{ driver: exec, command: ['true'] }}\n"
             );
             recorder
-                .apply_job(&client, SpecFile::parse_yaml(&yaml)?[0].to_proto())
+                .apply_job(&client, kept(&SpecFile::parse_yaml(&yaml)?[0]))
                 .await?;
         }
         let from = now_nanos();
@@ -467,7 +480,7 @@ async fn worker_cut_off_longer_than_its_lease() {
             rota_chaos::docker::TEST_IMAGE
         );
         recorder
-            .apply_job(&client, SpecFile::parse_yaml(&yaml)?[0].to_proto())
+            .apply_job(&client, kept(&SpecFile::parse_yaml(&yaml)?[0]))
             .await?;
         let run = recorder.trigger(&client, "exclusive", "once").await?;
         wait_for_output(&client, &run.id, "start").await?;
@@ -543,7 +556,7 @@ async fn a_server_added_and_the_leader_removed_under_load() {
              ---\nname: manual\ntask: { driver: exec, command: [sh, -c, 'echo manual'] }\n",
         )?;
         for spec in &specs {
-            recorder.apply_job(&client, spec.to_proto()).await?;
+            recorder.apply_job(&client, kept(spec)).await?;
         }
         let from = now_nanos();
         // The load: applies of a few jobs and triggers, one after another.
@@ -559,7 +572,7 @@ async fn a_server_added_and_the_leader_removed_under_load() {
                         i % 3
                     );
                     if let Ok(spec) = SpecFile::parse_yaml(&yaml) {
-                        let _ = recorder.apply_job(&client, spec[0].to_proto()).await;
+                        let _ = recorder.apply_job(&client, kept(&spec[0])).await;
                     }
                     let _ = recorder.trigger(&client, "manual", &format!("load-{i}")).await;
                     tokio::select! {
