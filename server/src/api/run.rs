@@ -58,6 +58,10 @@ fn view(state: &State, run: &Run) -> pb::Run {
     view
 }
 
+/// How long a read of a run this server does not hold yet waits for it to
+/// be applied before answering `NOT_FOUND`.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn expect_run(answer: Answer) -> Result<pb::Run, ApiError> {
     match answer {
         Answer::Run(run) => Ok(convert::run(&run)),
@@ -303,7 +307,20 @@ impl RunService for RunApi {
     async fn get_logs(&self, request: Request<pb::GetLogsRequest>) -> Result<Response<Self::GetLogsStream>, Status> {
         let req = request.into_inner();
         check_id("run_id", &req.run_id)?;
-        if self.node.state.read().state.run(&req.run_id).is_none() {
+        // Logs are read from this server's own state: a run just created
+        // through the leader may take a moment to be applied here (a client
+        // that triggered it through this follower reads its logs here next).
+        let mut changes = self.node.state.subscribe();
+        let appeared = tokio::time::timeout(CATCH_UP, async {
+            while self.node.state.read().state.run(&req.run_id).is_none() {
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        if appeared != Ok(true) {
             return Err(ApiError::NotFound(format!("run {:?} not found", req.run_id)).into());
         }
         let node = self.node.clone();
