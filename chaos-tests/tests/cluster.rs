@@ -162,7 +162,16 @@ async fn membership_changes_transfer_and_graceful_shutdown() {
         // Transfer leadership to a named follower.
         let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
         let target = cluster.ids().into_iter().find(|&id| id != leader).unwrap_or(1);
-        let new_leader = client.transfer_leadership(target).await?;
+        // A follower still catching up with the log is refused ("retry when
+        // it has"): retry until it is taken, as an operator would.
+        let new_leader = wait_for("the transfer to be accepted", Duration::from_secs(20), || async {
+            match client.transfer_leadership(target).await {
+                Ok(id) => Ok(Some(id)),
+                Err(Error::FailedPrecondition(message)) if message.contains("caught up") => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await?;
         anyhow::ensure!(new_leader == target, "leadership went to {new_leader}, not {target}");
         anyhow::ensure!(cluster.wait_for_leader(Duration::from_secs(10)).await? == target);
 
