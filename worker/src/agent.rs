@@ -134,6 +134,23 @@ struct Attempt {
 }
 
 impl Attempt {
+    /// An attempt of `record`, its log in `buffer`, with nothing in flight.
+    fn new(record: AttemptRecord, buffer: LogBuffer) -> Self {
+        Attempt {
+            record,
+            buffer,
+            stopper: None,
+            orphan: false,
+            stop_asked: None,
+            fenced: false,
+            held_back: false,
+            started_in_flight: false,
+            logs_in_flight: false,
+            finished_in_flight: false,
+            last_shipped: Instant::now(),
+        }
+    }
+
     fn kill_grace(&self) -> Duration {
         Duration::from_millis(self.record.kill_grace_ms)
     }
@@ -310,19 +327,7 @@ impl Agent {
         for record in records {
             let key = record.key();
             let buffer = LogBuffer::open(&self.buffer_path(&key))?;
-            let mut attempt = Attempt {
-                record,
-                buffer,
-                stopper: None,
-                orphan: false,
-                stop_asked: None,
-                fenced: false,
-                held_back: false,
-                started_in_flight: false,
-                logs_in_flight: false,
-                finished_in_flight: false,
-                last_shipped: Instant::now(),
-            };
+            let mut attempt = Attempt::new(record, buffer);
             if attempt.record.exit.is_none() {
                 match (attempt.record.driver, containers.remove(&key), &self.docker) {
                     (DriverKind::Docker, Some(container), Some(docker)) => {
@@ -938,19 +943,7 @@ impl Agent {
             return;
         }
         tracing::info!(run = %key.0, epoch = key.1, job = %assignment.job, ?driver, "running an attempt");
-        let mut attempt = Attempt {
-            record,
-            buffer,
-            stopper: None,
-            orphan: false,
-            stop_asked: None,
-            fenced: false,
-            held_back: false,
-            started_in_flight: false,
-            logs_in_flight: false,
-            finished_in_flight: false,
-            last_shipped: Instant::now(),
-        };
+        let mut attempt = Attempt::new(record, buffer);
         if self.shutdown.is_some() {
             // Assigned before the cluster learnt of the shutdown: not
             // started; the cluster stops it at the drain deadline and hands
