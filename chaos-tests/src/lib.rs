@@ -19,6 +19,7 @@ pub mod oracle;
 pub mod protocol;
 pub mod proxy;
 pub mod record;
+pub mod scenarios;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -511,6 +512,11 @@ impl Cluster {
             command.arg("--labels").arg(&settings.labels);
         }
         worker.process.spawn(command)
+    }
+
+    /// Ids of every worker started so far.
+    pub fn worker_ids(&self) -> Vec<String> {
+        self.workers.keys().cloned().collect()
     }
 
     /// Worker `id`.

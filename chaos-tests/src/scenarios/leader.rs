@@ -1,0 +1,224 @@
+//! Scenarios about the leader: killed before cron slots (1), paused past
+//! the election timeout (4), removed from the cluster under load (14).
+
+use std::time::Duration;
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use rota_client::SpecFile;
+
+use super::{LEASE_AND_GRACE, SECOND, kept, wait_slots_handled};
+use crate::oracle::{Op, Outcome};
+use crate::record::{Expectations, Recorder, collect, now_nanos, verdict};
+use crate::{Cluster, WorkerSettings};
+
+/// Scenario 1: the leader is SIGKILLed just before a cron slot (at a seeded
+/// offset), three times, and restarted; meanwhile a client triggers runs
+/// with request ids, retrying each through the failover. Every slot has one
+/// record, no `forbid` attempts overlap, every acknowledged trigger has its
+/// one run, the servers converge.
+pub(super) async fn leader_killed_just_before_cron_slots(
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    seed: u64,
+) -> anyhow::Result<()> {
+    cluster.start_worker(WorkerSettings::new("steady", "exec"))?;
+    let client = cluster.client()?;
+    let recorder = Recorder::default();
+    let spec = SpecFile::parse_yaml(
+        "name: every-five\nschedule: { cron: '*/5 * * * * *' }\nconcurrency: forbid\n\
+         task: { driver: exec, command: [sh, -c, 'echo slot $ROTA_SCHEDULED_AT; sleep 1'] }\n\
+         ---\nname: manual\ntask: { driver: exec, command: [sh, -c, 'echo manual $ROTA_RUN_ID'] }\n",
+    )?;
+    for spec in &spec {
+        recorder.apply_job(&client, kept(spec)).await?;
+    }
+    let from = now_nanos();
+    let mut triggers = 0;
+    for kill in 0..3 {
+        // Wait until `offset` before the next 5 s boundary, then kill.
+        let offset = rng.random_range(50..800) as i128 * 1_000_000;
+        let now = now_nanos();
+        let slot = (now / (5 * SECOND) + 1) * 5 * SECOND;
+        let kill_at = if slot - offset > now {
+            slot - offset
+        } else {
+            slot + 5 * SECOND - offset
+        };
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        let now = now_nanos();
+        tokio::time::sleep(Duration::from_nanos(u64::try_from(kill_at - now).unwrap_or_default())).await;
+        cluster.kill(leader)?;
+        // Triggers during the election: the client retries them, the
+        // request id keeps each to one run.
+        for _ in 0..2 {
+            triggers += 1;
+            let _ = recorder
+                .trigger(&client, "manual", &format!("k{kill}-t{triggers}"))
+                .await;
+        }
+        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        cluster.restart(leader)?;
+    }
+    // Let the cluster handle the slots up to now, then read the history.
+    let until = now_nanos();
+    wait_slots_handled(&client, "every-five", until, 5 * SECOND).await?;
+    let history = collect(
+        cluster,
+        &recorder,
+        None,
+        Expectations {
+            slots: vec![("every-five".into(), from, until)],
+            forbid: ["every-five".to_owned()].into(),
+            lease_and_grace: LEASE_AND_GRACE,
+            ..Expectations::default()
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        history.expected_slots["every-five"].len() >= 3,
+        "the scenario spans slots: {:?}",
+        history.expected_slots
+    );
+    let acknowledged = history
+        .ops
+        .iter()
+        .filter(|op| op.outcome == Outcome::Ok && matches!(op.op, Op::Trigger { .. }))
+        .count();
+    anyhow::ensure!(acknowledged > 0, "no trigger was acknowledged: {:?}", history.ops);
+    verdict(&history, seed)
+}
+
+/// Scenario 4: the leader is paused (SIGSTOP) past the election timeout
+/// while triggers arrive, then resumed (SIGCONT), twice. The paused leader
+/// wakes to a newer term and must not act on its old one.
+pub(super) async fn leader_paused_past_the_election_timeout_then_resumed(
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    seed: u64,
+) -> anyhow::Result<()> {
+    cluster.start_worker(WorkerSettings::new("steady", "exec"))?;
+    let client = cluster.client()?;
+    let recorder = Recorder::default();
+    let specs = SpecFile::parse_yaml(
+        "name: every-two\nschedule: { cron: '*/2 * * * * *' }\nconcurrency: forbid\n\
+         task: { driver: exec, command: [sh, -c, 'echo slot $ROTA_SCHEDULED_AT'] }\n\
+         ---\nname: manual\ntask: { driver: exec, command: [sh, -c, 'echo manual'] }\n",
+    )?;
+    for spec in &specs {
+        recorder.apply_job(&client, kept(spec)).await?;
+    }
+    let from = now_nanos();
+    for round in 0..2 {
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        cluster.signal(leader, nix::sys::signal::Signal::SIGSTOP)?;
+        for t in 0..2 {
+            let _ = recorder.trigger(&client, "manual", &format!("p{round}-t{t}")).await;
+        }
+        let others: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != leader).collect();
+        cluster.wait_for_leader_among(&others, Duration::from_secs(30)).await?;
+        // Paused a while longer, while the new leader works.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
+        cluster.signal(leader, nix::sys::signal::Signal::SIGCONT)?;
+    }
+    let until = now_nanos();
+    wait_slots_handled(&client, "every-two", until, 2 * SECOND).await?;
+    let history = collect(
+        cluster,
+        &recorder,
+        None,
+        Expectations {
+            slots: vec![("every-two".into(), from, until)],
+            forbid: ["every-two".to_owned()].into(),
+            lease_and_grace: LEASE_AND_GRACE,
+            ..Expectations::default()
+        },
+    )
+    .await?;
+    anyhow::ensure!(history.expected_slots["every-two"].len() >= 3);
+    verdict(&history, seed)
+}
+
+/// Scenario 14: under a steady load of applies and triggers, a fourth
+/// server joins, then the leader is removed from the cluster (and stopped).
+/// Writes acknowledged across both membership changes stay, triggers stay
+/// one run each, the slots of a cron job each have one record.
+pub(super) async fn a_server_added_and_the_leader_removed_under_load(
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    seed: u64,
+) -> anyhow::Result<()> {
+    cluster.start_worker(WorkerSettings::new("steady", "exec"))?;
+    let client = cluster.client()?;
+    let recorder = Recorder::default();
+    let specs = SpecFile::parse_yaml(
+        "name: every-two\nschedule: { cron: '*/2 * * * * *' }\nconcurrency: forbid\n\
+         task: { driver: exec, command: [sh, -c, 'echo slot'] }\n\
+         ---\nname: manual\ntask: { driver: exec, command: [sh, -c, 'echo manual'] }\n",
+    )?;
+    for spec in &specs {
+        recorder.apply_job(&client, kept(spec)).await?;
+    }
+    let from = now_nanos();
+    // The load: applies of a few jobs and triggers, one after another.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn({
+        let (client, recorder) = (client.clone(), recorder.clone());
+        async move {
+            let mut i = 0u32;
+            while !*stopped.borrow() {
+                i += 1;
+                let yaml = format!(
+                    "name: load-{}\ntask: {{ driver: exec, command: [echo, '{i}'] }}\n",
+                    i % 3
+                );
+                if let Ok(spec) = SpecFile::parse_yaml(&yaml) {
+                    let _ = recorder.apply_job(&client, kept(&spec[0])).await;
+                }
+                let _ = recorder.trigger(&client, "manual", &format!("load-{i}")).await;
+                tokio::select! {
+                    _ = stopped.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
+    let new = cluster.start_new_server()?;
+    client.add_node(new, &cluster.addr(new)?, false).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
+    let members = client.remove_node(leader).await?;
+    anyhow::ensure!(
+        members.len() == 3 && members.iter().all(|m| m.node_id != leader),
+        "{members:?}"
+    );
+    cluster.kill(leader)?;
+    let rest: Vec<u64> = cluster.running_ids();
+    cluster.wait_for_leader_among(&rest, Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
+    stop.send_replace(true);
+    load.await?;
+    let until = now_nanos();
+    wait_slots_handled(&client, "every-two", until, 2 * SECOND).await?;
+    let history = collect(
+        cluster,
+        &recorder,
+        None,
+        Expectations {
+            slots: vec![("every-two".into(), from, until)],
+            forbid: ["every-two".to_owned()].into(),
+            lease_and_grace: LEASE_AND_GRACE,
+            ..Expectations::default()
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        history.servers.len() == 3,
+        "three members answer: {:?}",
+        history.servers.keys()
+    );
+    let acknowledged = history.ops.iter().filter(|op| op.outcome == Outcome::Ok).count();
+    anyhow::ensure!(acknowledged > 10, "the load was acknowledged: {acknowledged}");
+    verdict(&history, seed)
+}

@@ -1,0 +1,226 @@
+//! The chaos scenarios of issue 6, each checked by the oracle
+//! ([`crate::oracle`]) against BRIEF §3 G1–G8 and followed by a liveness
+//! check (a fresh job runs end to end once every fault is healed).
+//!
+//! A scenario is a function of a started [`Cluster`] and a seeded random
+//! source; [`run`] starts the cluster it asks for, runs it, cleans up and
+//! returns every violation with the seed, so `ROTA_CHAOS_SEED=N` (tests) or
+//! `rota-chaos --scenario NAME --seed N` repeats a failure. The tests in
+//! `tests/guarantees.rs` run each scenario once (the CI profile); the
+//! `rota-chaos` binary runs them all, or random ones for a given time (the
+//! soak profile).
+
+mod leader;
+mod outage;
+mod workers;
+
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rota_client::{SpecFile, proto as pb};
+
+use crate::{Cluster, ServerSettings, wait_for};
+
+/// One scenario of issue 6 (numbered as there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// 1: the leader killed just before cron slots, restarted.
+    LeaderKilledBeforeSlots,
+    /// 4: the leader paused past the election timeout, resumed.
+    LeaderPaused,
+    /// 5: a worker SIGKILLed while its container runs, restarted.
+    WorkerKilled,
+    /// 6: a worker cut off from every server longer than its lease.
+    WorkerCutOff,
+    /// 7: a worker lost for good mid-run.
+    WorkerLost,
+    /// 9: the whole cluster down across cron slots.
+    ClusterDown,
+    /// 14: a server added and the leader removed under load.
+    Membership,
+}
+
+impl Scenario {
+    /// Every scenario, in the issue's order.
+    pub const ALL: [Scenario; 7] = [
+        Scenario::LeaderKilledBeforeSlots,
+        Scenario::LeaderPaused,
+        Scenario::WorkerKilled,
+        Scenario::WorkerCutOff,
+        Scenario::WorkerLost,
+        Scenario::ClusterDown,
+        Scenario::Membership,
+    ];
+
+    /// Its name (also its test's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::LeaderKilledBeforeSlots => "leader_killed_just_before_cron_slots",
+            Scenario::LeaderPaused => "leader_paused_past_the_election_timeout_then_resumed",
+            Scenario::WorkerKilled => "worker_killed_while_its_container_runs_then_restarted",
+            Scenario::WorkerCutOff => "worker_cut_off_longer_than_its_lease",
+            Scenario::WorkerLost => "worker_lost_for_good_mid_run",
+            Scenario::ClusterDown => "whole_cluster_down_across_cron_slots_under_each_catch_up_policy",
+            Scenario::Membership => "a_server_added_and_the_leader_removed_under_load",
+        }
+    }
+
+    /// The scenario called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Whether it needs the Docker engine (and the test image).
+    pub fn needs_docker(self) -> bool {
+        matches!(
+            self,
+            Scenario::WorkerKilled | Scenario::WorkerCutOff | Scenario::WorkerLost
+        )
+    }
+
+    /// How many founding servers, with what settings.
+    fn cluster(self) -> (u64, ServerSettings) {
+        (3, ServerSettings::default())
+    }
+}
+
+/// Runs `scenario` with `seed` on a cluster of its own: the scenario, the
+/// oracle's verdict, then liveness. Server and worker logs are printed on
+/// failure; the error names the scenario and the seed. `Ok(false)` when it
+/// was skipped (it needs Docker and Docker is not there, outside CI).
+pub async fn run(scenario: Scenario, seed: u64) -> anyhow::Result<bool> {
+    if scenario.needs_docker() && !crate::docker::ready_or_skip() {
+        return Ok(false);
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (size, settings) = scenario.cluster();
+    let mut cluster = Cluster::start(size, settings).await?;
+    let cluster = &mut cluster;
+    let rng = &mut rng;
+    let result = match scenario {
+        Scenario::LeaderKilledBeforeSlots => leader::leader_killed_just_before_cron_slots(cluster, rng, seed).await,
+        Scenario::LeaderPaused => {
+            leader::leader_paused_past_the_election_timeout_then_resumed(cluster, rng, seed).await
+        }
+        Scenario::WorkerKilled => {
+            workers::worker_killed_while_its_container_runs_then_restarted(cluster, rng, seed).await
+        }
+        Scenario::WorkerCutOff => workers::worker_cut_off_longer_than_its_lease(cluster, rng, seed).await,
+        Scenario::WorkerLost => workers::worker_lost_for_good_mid_run(cluster, rng, seed).await,
+        Scenario::ClusterDown => {
+            outage::whole_cluster_down_across_cron_slots_under_each_catch_up_policy(cluster, rng, seed).await
+        }
+        Scenario::Membership => leader::a_server_added_and_the_leader_removed_under_load(cluster, rng, seed).await,
+    };
+    if scenario.needs_docker() {
+        for worker in cluster.worker_ids() {
+            crate::docker::remove_worker_containers(&worker);
+        }
+    }
+    let result = match result {
+        Ok(()) => crate::record::liveness(cluster).await,
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        cluster.dump_logs();
+    }
+    result
+        .map(|()| true)
+        .map_err(|e| e.context(format!("scenario {} failed (seed {seed})", scenario.name())))
+}
+
+/// The test of `scenario` (the CI profile): its seed from
+/// [`crate::scenario_seed`], a panic with the account on failure.
+pub async fn test(scenario: Scenario) {
+    let seed = crate::scenario_seed(scenario.name());
+    if let Err(e) = run(scenario, seed).await {
+        panic!("{e:#}");
+    }
+}
+
+pub(crate) const SECOND: i128 = 1_000_000_000;
+
+/// The lease the harness's servers give workers, plus their grace.
+pub(crate) const LEASE_AND_GRACE: Duration = Duration::from_secs(20);
+
+/// `spec` keeping (nearly) all its history, so that the oracle finds every
+/// run a scenario made (by default only the last 20 succeeded are kept).
+pub(crate) fn kept(spec: &SpecFile) -> pb::JobSpec {
+    let mut spec = spec.to_proto();
+    spec.history = Some(pb::HistoryPolicy {
+        keep_succeeded: Some(10_000),
+        keep_failed: Some(10_000),
+        ..Default::default()
+    });
+    spec
+}
+
+/// A container job that prints `start`, works for `secs` seconds, prints
+/// `done`; `forbid`, retried once when lost.
+pub(crate) fn container_job(name: &str, secs: u32) -> anyhow::Result<pb::JobSpec> {
+    let yaml = format!(
+        "name: {name}\nconcurrency: forbid\nretry: {{ max_attempts: 2, backoff: 1s }}\n\
+         task: {{ image: '{}', pull: never, command: [sh, -c, 'echo start; sleep {secs}; echo done'] }}\n",
+        crate::docker::TEST_IMAGE
+    );
+    Ok(kept(&SpecFile::parse_yaml(&yaml)?[0]))
+}
+
+/// Waits until run `id` has printed `text`.
+pub(crate) async fn wait_for_output(client: &rota_client::Client, id: &str, text: &str) -> anyhow::Result<()> {
+    wait_for(&format!("{text:?} from run {id}"), Duration::from_secs(60), || async {
+        let mut stream = client.logs(id, false, 0).await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(|e| e.to_string())? {
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(String::from_utf8_lossy(&out).contains(text).then_some(()))
+    })
+    .await
+}
+
+/// Waits until run `id` has ended.
+pub(crate) async fn wait_ended(client: &rota_client::Client, id: &str, within: Duration) -> anyhow::Result<pb::Run> {
+    wait_for(&format!("run {id} to end"), within, || async {
+        let run = client
+            .get_run(id, rota_client::Consistency::Linearizable)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(run.finished_at.is_some().then_some(run))
+    })
+    .await
+}
+
+/// Waits until the records of `job` reach past `until` (the cluster has
+/// handled every slot up to then).
+pub(crate) async fn wait_slots_handled(
+    client: &rota_client::Client,
+    job: &str,
+    until: i128,
+    period: i128,
+) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{job}'s slots up to {until}"),
+        Duration::from_secs(60),
+        || async {
+            let runs = client
+                .list_runs(&pb::ListRunsRequest {
+                    job: job.into(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let latest = runs
+                .iter()
+                .filter_map(|r| {
+                    let first = crate::oracle::nanos(&r.nominal_time);
+                    crate::oracle::nanos(&r.last_nominal_time).max(first)
+                })
+                .max()
+                .unwrap_or(0);
+            Ok((latest + period > until).then_some(()))
+        },
+    )
+    .await
+}

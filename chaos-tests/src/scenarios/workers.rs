@@ -1,0 +1,171 @@
+//! Scenarios about workers: SIGKILLed and restarted (5), cut off longer
+//! than the lease (6), lost for good (7).
+
+use std::time::Duration;
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use rota_client::{SpecFile, proto as pb};
+
+use super::{LEASE_AND_GRACE, container_job, kept, wait_ended, wait_for_output};
+use crate::record::{Expectations, Recorder, collect, now_nanos, verdict};
+use crate::{Cluster, WorkerSettings, wait_for};
+
+/// Scenario 5: the worker is SIGKILLed while its container runs, then
+/// restarted on its data directory: it takes the container over, the run
+/// ends once with its whole output, nothing is left behind.
+pub(super) async fn worker_killed_while_its_container_runs_then_restarted(
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    seed: u64,
+) -> anyhow::Result<()> {
+    cluster.start_worker(WorkerSettings::new("phoenix", "docker"))?;
+    let client = cluster.client()?;
+    let recorder = Recorder::default();
+    let containers = crate::record::ContainerWatch::start()?;
+    recorder.apply_job(&client, container_job("rises", 6)?).await?;
+    let run = recorder.trigger(&client, "rises", "once").await?;
+    wait_for_output(&client, &run.id, "start").await?;
+    // Somewhere in the container's life.
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..2000))).await;
+    cluster.worker("phoenix")?.process.kill()?;
+    cluster.restart_worker("phoenix")?;
+    let ended = wait_ended(&client, &run.id, Duration::from_secs(90)).await?;
+    anyhow::ensure!(
+        ended.state() == pb::RunState::Succeeded && ended.attempts.len() == 1,
+        "taken over, not retried: {ended:?}"
+    );
+    let history = collect(
+        cluster,
+        &recorder,
+        Some(&containers),
+        Expectations {
+            forbid: ["rises".to_owned()].into(),
+            workers: vec!["phoenix".into()],
+            lease_and_grace: LEASE_AND_GRACE,
+            ..Expectations::default()
+        },
+    )
+    .await?;
+    let log = String::from_utf8_lossy(history.logs.get(&run.id).map_or(&[][..], Vec::as_slice)).into_owned();
+    // The task's output once, whole (the worker adds its own note).
+    anyhow::ensure!(
+        log.matches("start\n").count() == 1 && log.matches("done\n").count() == 1 && log.ends_with("done\n"),
+        "the whole output: {log:?}"
+    );
+    verdict(&history, seed)
+}
+
+/// Scenario 6: a worker is cut off from every server (its connection runs
+/// through a proxy the test cuts) longer than its lease while its `forbid`
+/// job's container runs. It kills the container before the lease ends; the
+/// run is retried on another worker only after lease + grace; the two
+/// containers never run at once; healed, the late worker changes nothing.
+pub(super) async fn worker_cut_off_longer_than_its_lease(
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let proxy = crate::proxy::Proxy::start(&cluster.addr(leader)?).await?;
+    let mut islanded = WorkerSettings::new("islanded", "docker");
+    islanded.servers = Some(vec![proxy.addr.clone()]);
+    cluster.start_worker(islanded)?;
+    let client = cluster.client()?;
+    let recorder = Recorder::default();
+    let containers = crate::record::ContainerWatch::start()?;
+    let yaml = format!(
+        "name: exclusive\nconcurrency: forbid\nkill_grace: 1s\nretry: {{ max_attempts: 2, backoff: 100ms, on: [lost] }}\n\
+         task: {{ image: '{}', pull: never, command: [sh, -c, 'echo start; if [ \"$ROTA_ATTEMPT\" = 1 ]; then sleep 600; fi; echo done'] }}\n",
+        crate::docker::TEST_IMAGE
+    );
+    recorder
+        .apply_job(&client, kept(&SpecFile::parse_yaml(&yaml)?[0]))
+        .await?;
+    let run = recorder.trigger(&client, "exclusive", "once").await?;
+    wait_for_output(&client, &run.id, "start").await?;
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..2000))).await;
+    proxy.cut();
+    cluster.start_worker(WorkerSettings::new("mainland", "docker"))?;
+    let ended = wait_ended(&client, &run.id, Duration::from_secs(120)).await?;
+    anyhow::ensure!(
+        ended.state() == pb::RunState::Succeeded
+            && ended.attempts.len() == 2
+            && ended.attempts[0].outcome == "lost"
+            && ended.attempts[1].worker == "mainland",
+        "lost on the cut-off worker, then run elsewhere: {ended:?}"
+    );
+    // Healed: the cut-off worker reconnects and cleans up after itself.
+    proxy.restore();
+    wait_for(
+        "the cut-off worker's containers to go",
+        Duration::from_secs(60),
+        || async {
+            let left = crate::docker::containers("islanded", true).map_err(|e| e.to_string())?;
+            Ok(left.is_empty().then_some(()))
+        },
+    )
+    .await?;
+    let history = collect(
+        cluster,
+        &recorder,
+        Some(&containers),
+        Expectations {
+            forbid: ["exclusive".to_owned()].into(),
+            workers: vec!["islanded".into(), "mainland".into()],
+            lease_and_grace: LEASE_AND_GRACE,
+            ..Expectations::default()
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        history.containers.iter().filter(|c| c.job == "exclusive").count() == 2,
+        "both attempts' containers were seen: {:?}",
+        history.containers
+    );
+    verdict(&history, seed)
+}
+
+/// Scenario 7: the worker dies for good mid-run (the process SIGKILLed and
+/// its containers gone, as when its host is lost): the run is `lost` within
+/// lease + grace and retried on the other worker, never both at once.
+pub(super) async fn worker_lost_for_good_mid_run(
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    seed: u64,
+) -> anyhow::Result<()> {
+    cluster.start_worker(WorkerSettings::new("doomed", "docker"))?;
+    let client = cluster.client()?;
+    let recorder = Recorder::default();
+    let containers = crate::record::ContainerWatch::start()?;
+    recorder.apply_job(&client, container_job("outlives", 4)?).await?;
+    let run = recorder.trigger(&client, "outlives", "once").await?;
+    wait_for_output(&client, &run.id, "start").await?;
+    cluster.start_worker(WorkerSettings::new("survivor", "docker"))?;
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+    cluster.worker("doomed")?.process.kill()?;
+    crate::docker::remove_worker_containers("doomed");
+    let died = now_nanos();
+    let ended = wait_ended(&client, &run.id, Duration::from_secs(120)).await?;
+    anyhow::ensure!(
+        ended.state() == pb::RunState::Succeeded
+            && ended.attempts.len() == 2
+            && ended.attempts[0].outcome == "lost"
+            && ended.attempts[1].worker == "survivor",
+        "lost on the dead worker, then run on the other: {ended:?}"
+    );
+    let history = collect(
+        cluster,
+        &recorder,
+        Some(&containers),
+        Expectations {
+            forbid: ["outlives".to_owned()].into(),
+            workers: vec!["doomed".into(), "survivor".into()],
+            dead_workers: [("doomed".to_owned(), died)].into(),
+            lease_and_grace: LEASE_AND_GRACE,
+            ..Expectations::default()
+        },
+    )
+    .await?;
+    verdict(&history, seed)
+}
