@@ -117,6 +117,10 @@ pub struct ServerSettings {
     pub keep_logs_after_snapshot: u64,
     /// More `ROTA_*` settings, e.g. `("ROTA_WORKER_LEASE", "2s")`.
     pub env: Vec<(String, String)>,
+    /// Route every server-to-server link of the founding servers through
+    /// a proxy of the harness, one per direction, so that links can be cut
+    /// ([`Cluster::partition`], [`Cluster::cut_link`]) and healed.
+    pub link_proxies: bool,
 }
 
 impl Default for ServerSettings {
@@ -125,6 +129,7 @@ impl Default for ServerSettings {
             snapshot_every_logs: 10_000,
             keep_logs_after_snapshot: 1_000,
             env: Vec::new(),
+            link_proxies: false,
         }
     }
 }
@@ -268,6 +273,10 @@ pub struct Cluster {
     servers: BTreeMap<u64, Server>,
     workers: BTreeMap<String, Worker>,
     settings: ServerSettings,
+    /// Per-server environment on top of `settings.env`.
+    server_env: BTreeMap<u64, Vec<(String, String)>>,
+    /// `(from, to)` → the proxy server `from` dials to reach `to`.
+    links: BTreeMap<(u64, u64), proxy::Proxy>,
     binary: PathBuf,
     _exclusive: MutexGuard<'static, ()>,
 }
@@ -287,17 +296,32 @@ impl Cluster {
             .map(|(id, addr)| format!("{id}={addr}"))
             .collect::<Vec<_>>()
             .join(",");
+        let mut links = BTreeMap::new();
+        if settings.link_proxies {
+            for &from in addrs.keys() {
+                for (&to, addr) in &addrs {
+                    if from != to {
+                        links.insert((from, to), proxy::Proxy::start(addr).await?);
+                    }
+                }
+            }
+        }
         let mut cluster = Cluster {
             servers: BTreeMap::new(),
             workers: BTreeMap::new(),
             settings,
+            server_env: BTreeMap::new(),
+            links,
             binary,
             _exclusive: exclusive,
             dir,
         };
-        for (id, addr) in addrs {
-            let server = cluster.new_server(id, addr, Some(initial_cluster.clone()));
+        for (&id, addr) in &addrs {
+            let server = cluster.new_server(id, addr.clone(), Some(initial_cluster.clone()));
             cluster.servers.insert(id, server);
+        }
+        // Spawned once all are known: each one's link routes name the others.
+        for &id in addrs.keys() {
             cluster.spawn(id)?;
         }
         cluster.wait_for_leader(Duration::from_secs(30)).await?;
@@ -317,6 +341,13 @@ impl Cluster {
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let settings = self.settings.clone();
         let binary = self.binary.clone();
+        let routes: Vec<String> = self
+            .links
+            .iter()
+            .filter(|((from, _), _)| *from == id)
+            .filter_map(|((_, to), proxy)| Some(format!("{}={}", self.servers.get(to)?.addr, proxy.addr)))
+            .collect();
+        let own_env = self.server_env.get(&id).cloned().unwrap_or_default();
         let server = self.server_mut(id)?;
         let mut command = Command::new(binary);
         command
@@ -335,7 +366,11 @@ impl Cluster {
                 settings.keep_logs_after_snapshot.to_string(),
             )
             .envs(settings.env.iter().map(|(k, v)| (k, v)))
+            .envs(own_env.iter().map(|(k, v)| (k, v)))
             .env_remove("ROTA_SERVERS");
+        if !routes.is_empty() {
+            command.env("ROTA_TEST_PEER_ROUTES", routes.join(","));
+        }
         if let Some(cluster) = &server.initial_cluster {
             command.arg("--initial-cluster").arg(cluster);
         }
@@ -420,6 +455,65 @@ impl Cluster {
             bail!("server {id} is still running");
         }
         self.spawn(id)
+    }
+
+    /// Sets (or with `None` removes) environment variable `key` of server
+    /// `id` from its next start on.
+    pub fn set_server_env(&mut self, id: u64, key: &str, value: Option<&str>) {
+        let env = self.server_env.entry(id).or_default();
+        env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            env.push((key.to_owned(), value.to_owned()));
+        }
+    }
+
+    /// The proxy server `from` dials to reach server `to` (needs
+    /// [`ServerSettings::link_proxies`]).
+    pub fn link(&self, from: u64, to: u64) -> anyhow::Result<&proxy::Proxy> {
+        self.links
+            .get(&(from, to))
+            .with_context(|| format!("no link proxy {from}→{to} (ServerSettings::link_proxies)"))
+    }
+
+    /// Cuts the link from server `from` to server `to` one way: what
+    /// `from` sends to `to` stalls (and so do the answers to it); `to` still
+    /// reaches `from`.
+    pub fn cut_link(&self, from: u64, to: u64) -> anyhow::Result<()> {
+        self.link(from, to)?.cut();
+        Ok(())
+    }
+
+    /// Partitions the servers into `groups`: links inside a group work,
+    /// links between groups are cut both ways. Servers in no group are cut
+    /// off from everyone.
+    pub fn partition(&self, groups: &[&[u64]]) -> anyhow::Result<()> {
+        let group_of = |id: u64| groups.iter().position(|g| g.contains(&id));
+        self.connect_only(|from, to| group_of(from).is_some_and(|g| group_of(to) == Some(g)))
+    }
+
+    /// Keeps the link from `from` to `to` when `connected(from, to)`, cuts
+    /// it otherwise (any shape: a ring, one-way cuts, ...).
+    pub fn connect_only(&self, connected: impl Fn(u64, u64) -> bool) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.links.is_empty(),
+            "cutting links needs ServerSettings::link_proxies"
+        );
+        for (&(from, to), proxy) in &self.links {
+            if connected(from, to) {
+                proxy.restore();
+            } else {
+                proxy.cut();
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores every server-to-server link.
+    pub fn heal(&self) {
+        for proxy in self.links.values() {
+            proxy.restore();
+            proxy.set_delay(Duration::ZERO);
+        }
     }
 
     /// Starts a new, unjoined server (no --initial-cluster) and returns its id.

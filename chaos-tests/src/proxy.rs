@@ -4,9 +4,12 @@
 //! stall too) — what a network partition looks like to both ends. It can
 //! also cut only the replies (requests still arrive, answers are held
 //! back), which is how a response gets lost after the server acted on it.
+//! It can slow every forwarded chunk down by a delay, and drop every open
+//! connection at once (both ends see it close), for lossy, slow links.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +24,8 @@ pub struct Proxy {
     cut: Arc<watch::Sender<bool>>,
     replies_cut: Arc<watch::Sender<bool>>,
     forwarded: Arc<AtomicU64>,
+    delay: Arc<watch::Sender<Duration>>,
+    resets: Arc<watch::Sender<u64>>,
     accept: JoinHandle<()>,
 }
 
@@ -32,12 +37,17 @@ impl Proxy {
         let cut = Arc::new(watch::channel(false).0);
         let replies_cut = Arc::new(watch::channel(false).0);
         let forwarded = Arc::new(AtomicU64::new(0));
+        let delay = Arc::new(watch::channel(Duration::ZERO).0);
+        let resets = Arc::new(watch::channel(0u64).0);
         let target = target.to_owned();
         let (relay_cut, relay_replies_cut, relay_forwarded) = (cut.clone(), replies_cut.clone(), forwarded.clone());
+        let (relay_delay, relay_resets) = (delay.clone(), resets.clone());
         let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let target = target.clone();
                 let (cut, replies_cut) = (relay_cut.subscribe(), relay_replies_cut.subscribe());
+                let delay = relay_delay.subscribe();
+                let mut resets = relay_resets.subscribe();
                 let forwarded = relay_forwarded.clone();
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(&target).await else {
@@ -45,9 +55,20 @@ impl Proxy {
                     };
                     let (in_read, in_write) = inbound.into_split();
                     let (out_read, out_write) = outbound.into_split();
+                    let requests = Gate {
+                        cut: cut.clone(),
+                        direction_cut: None,
+                        delay: delay.clone(),
+                    };
+                    let replies = Gate {
+                        cut,
+                        direction_cut: Some(replies_cut),
+                        delay,
+                    };
                     tokio::select! {
-                        () = relay(in_read, out_write, cut.clone(), None, Some(forwarded)) => {}
-                        () = relay(out_read, in_write, cut, Some(replies_cut), None) => {}
+                        () = relay(in_read, out_write, requests, Some(forwarded)) => {}
+                        () = relay(out_read, in_write, replies, None) => {}
+                        _ = resets.changed() => {}
                     }
                 });
             }
@@ -57,6 +78,8 @@ impl Proxy {
             cut,
             replies_cut,
             forwarded,
+            delay,
+            resets,
             accept,
         })
     }
@@ -78,6 +101,17 @@ impl Proxy {
         self.replies_cut.send_replace(false);
     }
 
+    /// Holds every chunk back by `delay` before forwarding it (zero: none).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay.send_replace(delay);
+    }
+
+    /// Drops every connection open through the proxy; both ends see it
+    /// close. New connections are accepted as before.
+    pub fn reset_connections(&self) {
+        self.resets.send_modify(|generation| *generation += 1);
+    }
+
     /// Bytes forwarded from clients to the target so far.
     pub fn forwarded_bytes(&self) -> u64 {
         self.forwarded.load(Ordering::SeqCst)
@@ -92,16 +126,14 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to`, pausing while the proxy (or this direction,
-/// `direction_cut`) is cut; counts the bytes written in `counter`.
+/// Copies `from` to `to`, pausing while `gate` is cut and delaying each
+/// chunk by its delay; counts the bytes written in `counter`.
 async fn relay(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    cut: watch::Receiver<bool>,
-    direction_cut: Option<watch::Receiver<bool>>,
+    mut gate: Gate,
     counter: Option<Arc<AtomicU64>>,
 ) {
-    let mut gate = Gate { cut, direction_cut };
     let mut buf = vec![0u8; 16 << 10];
     loop {
         if !gate.open().await {
@@ -119,6 +151,10 @@ async fn relay(
                 continue;
             }
         };
+        let delay = *gate.delay.borrow();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         // Bytes read just before a cut are held back until the restore.
         if !gate.open().await || to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -129,10 +165,11 @@ async fn relay(
     }
 }
 
-/// The cuts that apply to one direction.
+/// The cuts and the delay that apply to one direction.
 struct Gate {
     cut: watch::Receiver<bool>,
     direction_cut: Option<watch::Receiver<bool>>,
+    delay: watch::Receiver<Duration>,
 }
 
 impl Gate {
@@ -156,7 +193,7 @@ impl Gate {
 
     /// Waits until a cut comes on; false if the proxy is gone.
     async fn closed(&mut self) -> bool {
-        let Gate { cut, direction_cut } = self;
+        let Gate { cut, direction_cut, .. } = self;
         match direction_cut {
             None => cut.wait_for(|c| *c).await.is_ok(),
             Some(direction) => tokio::select! {

@@ -11,6 +11,16 @@ async fn leader_killed_just_before_cron_slots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_isolated_while_clients_talk_to_both_sides() {
+    test(Scenario::LeaderIsolated).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_of_overlapping_majorities_under_write_load() {
+    test(Scenario::Ring).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_paused_past_the_election_timeout_then_resumed() {
     test(Scenario::LeaderPaused).await;
 }

@@ -43,9 +43,8 @@ fn chosen(names: &[String]) -> anyhow::Result<Vec<Scenario>> {
     names
         .iter()
         .map(|name| {
-            Scenario::from_name(name).with_context(|| {
-                format!("--scenario: no scenario {name:?}; `rota-chaos --list` lists them")
-            })
+            Scenario::from_name(name)
+                .with_context(|| format!("--scenario: no scenario {name:?}; `rota-chaos --list` lists them"))
         })
         .collect()
 }

@@ -7,7 +7,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rota_client::SpecFile;
 
-use super::{LEASE_AND_GRACE, SECOND, kept, wait_slots_handled};
+use super::{LEASE_AND_GRACE, Load, SECOND, kept, wait_slots_handled};
 use crate::oracle::{Op, Outcome};
 use crate::record::{Expectations, Recorder, collect, now_nanos, verdict};
 use crate::{Cluster, WorkerSettings};
@@ -160,29 +160,7 @@ pub(super) async fn a_server_added_and_the_leader_removed_under_load(
         recorder.apply_job(&client, kept(spec)).await?;
     }
     let from = now_nanos();
-    // The load: applies of a few jobs and triggers, one after another.
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let load = tokio::spawn({
-        let (client, recorder) = (client.clone(), recorder.clone());
-        async move {
-            let mut i = 0u32;
-            while !*stopped.borrow() {
-                i += 1;
-                let yaml = format!(
-                    "name: load-{}\ntask: {{ driver: exec, command: [echo, '{i}'] }}\n",
-                    i % 3
-                );
-                if let Ok(spec) = SpecFile::parse_yaml(&yaml) {
-                    let _ = recorder.apply_job(&client, kept(&spec[0])).await;
-                }
-                let _ = recorder.trigger(&client, "manual", &format!("load-{i}")).await;
-                tokio::select! {
-                    _ = stopped.changed() => {}
-                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-            }
-        }
-    });
+    let load = Load::start(&client, &recorder, "load");
     tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
     let new = cluster.start_new_server()?;
     client.add_node(new, &cluster.addr(new)?, false).await?;
@@ -197,8 +175,7 @@ pub(super) async fn a_server_added_and_the_leader_removed_under_load(
     let rest: Vec<u64> = cluster.running_ids();
     cluster.wait_for_leader_among(&rest, Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
-    stop.send_replace(true);
-    load.await?;
+    load.stop().await?;
     let until = now_nanos();
     wait_slots_handled(&client, "every-two", until, 2 * SECOND).await?;
     let history = collect(

@@ -12,6 +12,7 @@
 
 mod leader;
 mod outage;
+mod partition;
 mod workers;
 
 use std::time::Duration;
@@ -27,6 +28,11 @@ use crate::{Cluster, ServerSettings, wait_for};
 pub enum Scenario {
     /// 1: the leader killed just before cron slots, restarted.
     LeaderKilledBeforeSlots,
+    /// 2: the leader isolated (then cut off one way) while clients talk to
+    /// both sides.
+    LeaderIsolated,
+    /// 3: a ring of overlapping majorities on five servers under load.
+    Ring,
     /// 4: the leader paused past the election timeout, resumed.
     LeaderPaused,
     /// 5: a worker SIGKILLed while its container runs, restarted.
@@ -43,8 +49,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::LeaderKilledBeforeSlots,
+        Scenario::LeaderIsolated,
+        Scenario::Ring,
         Scenario::LeaderPaused,
         Scenario::WorkerKilled,
         Scenario::WorkerCutOff,
@@ -57,6 +65,8 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::LeaderKilledBeforeSlots => "leader_killed_just_before_cron_slots",
+            Scenario::LeaderIsolated => "leader_isolated_while_clients_talk_to_both_sides",
+            Scenario::Ring => "ring_of_overlapping_majorities_under_write_load",
             Scenario::LeaderPaused => "leader_paused_past_the_election_timeout_then_resumed",
             Scenario::WorkerKilled => "worker_killed_while_its_container_runs_then_restarted",
             Scenario::WorkerCutOff => "worker_cut_off_longer_than_its_lease",
@@ -81,7 +91,15 @@ impl Scenario {
 
     /// How many founding servers, with what settings.
     fn cluster(self) -> (u64, ServerSettings) {
-        (3, ServerSettings::default())
+        let linked = ServerSettings {
+            link_proxies: true,
+            ..ServerSettings::default()
+        };
+        match self {
+            Scenario::LeaderIsolated => (3, linked),
+            Scenario::Ring => (5, linked),
+            _ => (3, ServerSettings::default()),
+        }
     }
 }
 
@@ -100,6 +118,10 @@ pub async fn run(scenario: Scenario, seed: u64) -> anyhow::Result<bool> {
     let rng = &mut rng;
     let result = match scenario {
         Scenario::LeaderKilledBeforeSlots => leader::leader_killed_just_before_cron_slots(cluster, rng, seed).await,
+        Scenario::LeaderIsolated => {
+            partition::leader_isolated_while_clients_talk_to_both_sides(cluster, rng, seed).await
+        }
+        Scenario::Ring => partition::ring_of_overlapping_majorities_under_write_load(cluster, rng, seed).await,
         Scenario::LeaderPaused => {
             leader::leader_paused_past_the_election_timeout_then_resumed(cluster, rng, seed).await
         }
@@ -223,4 +245,45 @@ pub(crate) async fn wait_slots_handled(
         },
     )
     .await
+}
+
+/// A steady write load recorded for the oracle: applies of a few jobs
+/// (`{tag}-0` … `{tag}-2`) and triggers of job `manual` with request ids
+/// `{tag}-N`, one after another, until [`Load::stop`].
+pub(crate) struct Load {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    /// Starts the load through `client`.
+    pub(crate) fn start(client: &rota_client::Client, recorder: &crate::record::Recorder, tag: &str) -> Load {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (client, recorder, tag) = (client.clone(), recorder.clone(), tag.to_owned());
+        let task = tokio::spawn(async move {
+            let mut i = 0u32;
+            while !*stopped.borrow() {
+                i += 1;
+                let yaml = format!(
+                    "name: {tag}-{}\ntask: {{ driver: exec, command: [echo, '{i}'] }}\n",
+                    i % 3
+                );
+                if let Ok(spec) = SpecFile::parse_yaml(&yaml) {
+                    let _ = recorder.apply_job(&client, kept(&spec[0])).await;
+                }
+                let _ = recorder.trigger(&client, "manual", &format!("{tag}-{i}")).await;
+                tokio::select! {
+                    _ = stopped.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        });
+        Load { stop, task }
+    }
+
+    /// Stops the load and waits for its last operation.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.stop.send_replace(true);
+        Ok(self.task.await?)
+    }
 }

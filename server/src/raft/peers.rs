@@ -12,10 +12,31 @@ use tonic::transport::{Channel, Endpoint};
 /// How long dialing a peer may take before the call fails as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The environment variable of the test hook that routes peer links
+/// through other addresses (see [`Peers::with_routes`]).
+pub const ROUTES_VAR: &str = "ROTA_TEST_PEER_ROUTES";
+
 /// A cache of channels by peer address. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    routes: Arc<HashMap<String, String>>,
+}
+
+/// Parses `addr=via,addr=via` (the value of [`ROUTES_VAR`]).
+pub fn parse_routes(value: &str) -> Result<HashMap<String, String>, String> {
+    value
+        .split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((addr, via)) if !addr.trim().is_empty() && !via.trim().is_empty() => {
+                Ok((addr.trim().to_owned(), via.trim().to_owned()))
+            }
+            _ => Err(format!(
+                "{ROUTES_VAR}: {entry:?} is not `peer-address=dial-address` (entries separated by commas)"
+            )),
+        })
+        .collect()
 }
 
 /// A peer address that is not a valid URI authority.
@@ -30,13 +51,25 @@ pub struct BadAddress {
 }
 
 impl Peers {
+    /// Peers that dial `routes[addr]` whenever they mean `addr`. This is a
+    /// test hook: the chaos tests put a proxy of their own on every
+    /// server-to-server link to cut, delay or heal it one direction at a
+    /// time ([`ROUTES_VAR`]); production servers have no routes.
+    pub fn with_routes(routes: HashMap<String, String>) -> Self {
+        Self {
+            channels: Arc::default(),
+            routes: Arc::new(routes),
+        }
+    }
+
     /// The channel to `addr` (`host:port`), created without connecting.
     pub fn channel(&self, addr: &str) -> Result<Channel, BadAddress> {
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|source| BadAddress {
+        let dial = self.routes.get(addr).map_or(addr, String::as_str);
+        let endpoint = Endpoint::from_shared(format!("http://{dial}")).map_err(|source| BadAddress {
             addr: addr.to_owned(),
             source,
         })?;
@@ -48,5 +81,23 @@ impl Peers {
             .connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_routes;
+
+    #[test]
+    fn routes_parse_or_name_the_bad_entry() {
+        let routes = parse_routes("127.0.0.1:1=127.0.0.1:9, 127.0.0.1:2=127.0.0.1:8,").expect("valid");
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes["127.0.0.1:2"], "127.0.0.1:8");
+        let err = parse_routes("127.0.0.1:1").expect_err("no via");
+        assert!(
+            err.contains("ROTA_TEST_PEER_ROUTES") && err.contains("127.0.0.1:1"),
+            "{err}"
+        );
+        assert!(parse_routes("=x").is_err());
     }
 }
