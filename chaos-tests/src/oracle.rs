@@ -624,7 +624,9 @@ mod tests {
         history.runs[0].attempts[0].ended_at = ts(52 * S);
         let found = check(&history);
         assert!(
-            found.iter().any(|v| v.guarantee == "G4" && v.account.contains("ended 40000 ms after")),
+            found
+                .iter()
+                .any(|v| v.guarantee == "G4" && v.account.contains("ended 40000 ms after")),
             "{found:?}"
         );
     }

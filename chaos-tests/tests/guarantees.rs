@@ -41,6 +41,16 @@ async fn worker_lost_for_good_mid_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_and_delayed_worker_reports() {
+    test(Scenario::DuplicateReports).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_slow_links_between_workers_and_servers() {
+    test(Scenario::LossyLinks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_cluster_down_across_cron_slots_under_each_catch_up_policy() {
     test(Scenario::ClusterDown).await;
 }

@@ -13,6 +13,7 @@
 mod leader;
 mod outage;
 mod partition;
+mod reports;
 mod workers;
 
 use std::time::Duration;
@@ -41,15 +42,19 @@ pub enum Scenario {
     WorkerCutOff,
     /// 7: a worker lost for good mid-run.
     WorkerLost,
+    /// 8: worker reports duplicated, reordered and delayed past a retry.
+    DuplicateReports,
     /// 9: the whole cluster down across cron slots.
     ClusterDown,
+    /// 13: lossy, slow links between a worker and the servers.
+    LossyLinks,
     /// 14: a server added and the leader removed under load.
     Membership,
 }
 
 impl Scenario {
     /// Every scenario, in the order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::LeaderKilledBeforeSlots,
         Scenario::LeaderIsolated,
         Scenario::Ring,
@@ -57,7 +62,9 @@ impl Scenario {
         Scenario::WorkerKilled,
         Scenario::WorkerCutOff,
         Scenario::WorkerLost,
+        Scenario::DuplicateReports,
         Scenario::ClusterDown,
+        Scenario::LossyLinks,
         Scenario::Membership,
     ];
 
@@ -71,6 +78,8 @@ impl Scenario {
             Scenario::WorkerKilled => "worker_killed_while_its_container_runs_then_restarted",
             Scenario::WorkerCutOff => "worker_cut_off_longer_than_its_lease",
             Scenario::WorkerLost => "worker_lost_for_good_mid_run",
+            Scenario::DuplicateReports => "duplicate_and_delayed_worker_reports",
+            Scenario::LossyLinks => "lossy_slow_links_between_workers_and_servers",
             Scenario::ClusterDown => "whole_cluster_down_across_cron_slots_under_each_catch_up_policy",
             Scenario::Membership => "a_server_added_and_the_leader_removed_under_load",
         }
@@ -98,6 +107,16 @@ impl Scenario {
         match self {
             Scenario::LeaderIsolated => (3, linked),
             Scenario::Ring => (5, linked),
+            Scenario::DuplicateReports => (
+                3,
+                ServerSettings {
+                    env: vec![
+                        ("ROTA_WORKER_LEASE".into(), "4s".into()),
+                        ("ROTA_WORKER_LEASE_GRACE".into(), "2s".into()),
+                    ],
+                    ..ServerSettings::default()
+                },
+            ),
             _ => (3, ServerSettings::default()),
         }
     }
@@ -133,6 +152,8 @@ pub async fn run(scenario: Scenario, seed: u64) -> anyhow::Result<bool> {
         Scenario::ClusterDown => {
             outage::whole_cluster_down_across_cron_slots_under_each_catch_up_policy(cluster, rng, seed).await
         }
+        Scenario::DuplicateReports => reports::duplicate_and_delayed_worker_reports(cluster, rng, seed).await,
+        Scenario::LossyLinks => workers::lossy_slow_links_between_workers_and_servers(cluster, rng, seed).await,
         Scenario::Membership => leader::a_server_added_and_the_leader_removed_under_load(cluster, rng, seed).await,
     };
     if scenario.needs_docker() {

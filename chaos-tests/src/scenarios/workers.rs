@@ -1,5 +1,5 @@
 //! Scenarios about workers: SIGKILLed and restarted (5), cut off longer
-//! than the lease (6), lost for good (7).
+//! than the lease (6), lost for good (7), on lossy, slow links (13).
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rota_client::{SpecFile, proto as pb};
 
-use super::{LEASE_AND_GRACE, container_job, kept, wait_ended, wait_for_output};
+use super::{LEASE_AND_GRACE, SECOND, container_job, kept, wait_ended, wait_for_output, wait_slots_handled};
 use crate::record::{Expectations, Recorder, collect, now_nanos, verdict};
 use crate::{Cluster, WorkerSettings, wait_for};
 
@@ -167,5 +167,88 @@ pub(super) async fn worker_lost_for_good_mid_run(
         },
     )
     .await?;
+    verdict(&history, seed)
+}
+
+/// Scenario 13: the worker reaches the cluster through a proxy that delays
+/// every chunk (0–600 ms, changing) and drops every connection now and
+/// then, for a while, while cron slots fire and a chatty job streams its
+/// output. Heartbeats still arrive within the lease, so no attempt may be
+/// declared lost; every slot has its record, every line of output arrives
+/// once.
+pub(super) async fn lossy_slow_links_between_workers_and_servers(
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let proxy = crate::proxy::Proxy::start(&cluster.addr(leader)?).await?;
+    let mut wobbly = WorkerSettings::new("wobbly", "exec");
+    wobbly.servers = Some(vec![proxy.addr.clone()]);
+    cluster.start_worker(wobbly)?;
+    let client = cluster.client()?;
+    let recorder = Recorder::default();
+    let specs = SpecFile::parse_yaml(
+        "name: every-two\nschedule: { cron: '*/2 * * * * *' }\nconcurrency: forbid\n\
+         task: { driver: exec, command: [sh, -c, 'echo slot $ROTA_SCHEDULED_AT'] }\n\
+         ---\nname: chatty\n\
+         task: { driver: exec, command: [sh, -c, 'for i in $(seq 1 40); do echo line $i; sleep 0.2; done'] }\n",
+    )?;
+    for spec in &specs {
+        recorder.apply_job(&client, kept(spec)).await?;
+    }
+    let from = now_nanos();
+    let mut chatty = Vec::new();
+    let faults_until = std::time::Instant::now() + Duration::from_millis(rng.random_range(15_000..25_000));
+    let mut round = 0;
+    while std::time::Instant::now() < faults_until {
+        round += 1;
+        if round % 4 == 1 {
+            chatty.push(
+                recorder
+                    .trigger(&client, "chatty", &format!("chatty-{round}"))
+                    .await?
+                    .id,
+            );
+        }
+        proxy.set_delay(Duration::from_millis(rng.random_range(0..600)));
+        if rng.random_bool(0.3) {
+            proxy.reset_connections();
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..2500))).await;
+    }
+    proxy.set_delay(Duration::ZERO);
+    for id in &chatty {
+        wait_ended(&client, id, Duration::from_secs(90)).await?;
+    }
+    let until = now_nanos();
+    wait_slots_handled(&client, "every-two", until, 2 * SECOND).await?;
+    let history = collect(
+        cluster,
+        &recorder,
+        None,
+        Expectations {
+            slots: vec![("every-two".into(), from, until)],
+            forbid: ["every-two".to_owned()].into(),
+            lease_and_grace: LEASE_AND_GRACE,
+            ..Expectations::default()
+        },
+    )
+    .await?;
+    let lost: Vec<(&str, &str)> = history
+        .runs
+        .iter()
+        .flat_map(|r| r.attempts.iter().map(move |a| (r.id.as_str(), a.outcome.as_str())))
+        .filter(|(_, outcome)| *outcome == "lost")
+        .collect();
+    anyhow::ensure!(
+        lost.is_empty(),
+        "seed {seed}: attempts declared lost while heartbeats arrived: {lost:?}"
+    );
+    for id in &chatty {
+        let log = String::from_utf8_lossy(history.logs.get(id).map_or(&[][..], Vec::as_slice)).into_owned();
+        let whole = (1..=40).all(|i| log.matches(&format!("line {i}\n")).count() == 1);
+        anyhow::ensure!(whole, "seed {seed}: run {id}'s output must arrive whole, once: {log:?}");
+    }
     verdict(&history, seed)
 }
