@@ -87,6 +87,18 @@ pub fn free_port() -> anyhow::Result<u16> {
     bail!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
+/// Debian's libfaketime (the thread-safe variant), if installed.
+pub fn faketime_library() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|path| path.exists())
+}
+
 /// Polls `check` until it yields `Some`, or fails after `timeout` with
 /// `what` and the last observation.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
@@ -121,6 +133,10 @@ pub struct ServerSettings {
     /// a proxy of the harness, one per direction, so that links can be cut
     /// ([`Cluster::partition`], [`Cluster::cut_link`]) and healed.
     pub link_proxies: bool,
+    /// Start every server under libfaketime (Debian's `faketime`), each
+    /// with a wall-clock offset the test sets ([`Cluster::set_clock_offset`]);
+    /// monotonic clocks stay true.
+    pub skewable_clocks: bool,
 }
 
 impl Default for ServerSettings {
@@ -130,6 +146,7 @@ impl Default for ServerSettings {
             keep_logs_after_snapshot: 1_000,
             env: Vec::new(),
             link_proxies: false,
+            skewable_clocks: false,
         }
     }
 }
@@ -320,6 +337,19 @@ impl Cluster {
             let server = cluster.new_server(id, addr.clone(), Some(initial_cluster.clone()));
             cluster.servers.insert(id, server);
         }
+        if cluster.settings.skewable_clocks {
+            let library = faketime_library().context(
+                "skewable clocks need libfaketime: install Debian's faketime package (apt-get install faketime)",
+            )?;
+            for &id in addrs.keys() {
+                cluster.set_clock_offset(id, 0)?;
+                let file = cluster.clock_file(id);
+                cluster.set_server_env(id, "LD_PRELOAD", Some(&library.to_string_lossy()));
+                cluster.set_server_env(id, "FAKETIME_TIMESTAMP_FILE", Some(&file.to_string_lossy()));
+                cluster.set_server_env(id, "FAKETIME_CACHE_DURATION", Some("1"));
+                cluster.set_server_env(id, "FAKETIME_DONT_FAKE_MONOTONIC", Some("1"));
+            }
+        }
         // Spawned once all are known: each one's link routes name the others.
         for &id in addrs.keys() {
             cluster.spawn(id)?;
@@ -465,6 +495,22 @@ impl Cluster {
         if let Some(value) = value {
             env.push((key.to_owned(), value.to_owned()));
         }
+    }
+
+    fn clock_file(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("clock-{id}"))
+    }
+
+    /// Sets server `id`'s wall clock to the true time plus `seconds` (a
+    /// jump, seen by the server within a second; needs
+    /// [`ServerSettings::skewable_clocks`] for it to matter).
+    pub fn set_clock_offset(&self, id: u64, seconds: i64) -> anyhow::Result<()> {
+        // libfaketime rereads the file; replace it whole, never half-written.
+        let file = self.clock_file(id);
+        let partial = file.with_extension("new");
+        std::fs::write(&partial, format!("{seconds:+}\n"))?;
+        std::fs::rename(&partial, &file)?;
+        Ok(())
     }
 
     /// The proxy server `from` dials to reach server `to` (needs

@@ -46,6 +46,11 @@ async fn duplicate_and_delayed_worker_reports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_jumps_forward_and_back_on_one_server() {
+    test(Scenario::ClockJump).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lossy_slow_links_between_workers_and_servers() {
     test(Scenario::LossyLinks).await;
 }

@@ -10,6 +10,7 @@
 //! `rota-chaos` binary runs them all, or random ones for a given time (the
 //! soak profile).
 
+mod clock;
 mod leader;
 mod outage;
 mod partition;
@@ -46,6 +47,8 @@ pub enum Scenario {
     DuplicateReports,
     /// 9: the whole cluster down across cron slots.
     ClusterDown,
+    /// 12: one server's clock jumps forward and back by ten minutes.
+    ClockJump,
     /// 13: lossy, slow links between a worker and the servers.
     LossyLinks,
     /// 14: a server added and the leader removed under load.
@@ -54,7 +57,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::LeaderKilledBeforeSlots,
         Scenario::LeaderIsolated,
         Scenario::Ring,
@@ -64,6 +67,7 @@ impl Scenario {
         Scenario::WorkerLost,
         Scenario::DuplicateReports,
         Scenario::ClusterDown,
+        Scenario::ClockJump,
         Scenario::LossyLinks,
         Scenario::Membership,
     ];
@@ -79,6 +83,7 @@ impl Scenario {
             Scenario::WorkerCutOff => "worker_cut_off_longer_than_its_lease",
             Scenario::WorkerLost => "worker_lost_for_good_mid_run",
             Scenario::DuplicateReports => "duplicate_and_delayed_worker_reports",
+            Scenario::ClockJump => "clock_jumps_forward_and_back_on_one_server",
             Scenario::LossyLinks => "lossy_slow_links_between_workers_and_servers",
             Scenario::ClusterDown => "whole_cluster_down_across_cron_slots_under_each_catch_up_policy",
             Scenario::Membership => "a_server_added_and_the_leader_removed_under_load",
@@ -107,6 +112,13 @@ impl Scenario {
         match self {
             Scenario::LeaderIsolated => (3, linked),
             Scenario::Ring => (5, linked),
+            Scenario::ClockJump => (
+                3,
+                ServerSettings {
+                    skewable_clocks: true,
+                    ..ServerSettings::default()
+                },
+            ),
             Scenario::DuplicateReports => (
                 3,
                 ServerSettings {
@@ -128,6 +140,18 @@ impl Scenario {
 /// was skipped (it needs Docker and Docker is not there, outside CI).
 pub async fn run(scenario: Scenario, seed: u64) -> anyhow::Result<bool> {
     if scenario.needs_docker() && !crate::docker::ready_or_skip() {
+        return Ok(false);
+    }
+    if scenario == Scenario::ClockJump && crate::faketime_library().is_none() {
+        if std::env::var_os("ROTA_REQUIRE_FAKETIME").is_some() {
+            anyhow::bail!(
+                "scenario {} needs libfaketime: apt-get install faketime",
+                scenario.name()
+            );
+        }
+        eprintln!(
+            "skipped: no libfaketime (apt-get install faketime; set ROTA_REQUIRE_FAKETIME to make this a failure)"
+        );
         return Ok(false);
     }
     let mut rng = StdRng::seed_from_u64(seed);
@@ -153,6 +177,7 @@ pub async fn run(scenario: Scenario, seed: u64) -> anyhow::Result<bool> {
             outage::whole_cluster_down_across_cron_slots_under_each_catch_up_policy(cluster, rng, seed).await
         }
         Scenario::DuplicateReports => reports::duplicate_and_delayed_worker_reports(cluster, rng, seed).await,
+        Scenario::ClockJump => clock::clock_jumps_forward_and_back_on_one_server(cluster, rng, seed).await,
         Scenario::LossyLinks => workers::lossy_slow_links_between_workers_and_servers(cluster, rng, seed).await,
         Scenario::Membership => leader::a_server_added_and_the_leader_removed_under_load(cluster, rng, seed).await,
     };
