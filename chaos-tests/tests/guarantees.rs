@@ -46,6 +46,16 @@ async fn duplicate_and_delayed_worker_reports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_at_storage_points() {
+    test(Scenario::StoragePoints).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_servers_disk_fills_up_then_frees() {
+    test(Scenario::DiskFull).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clock_jumps_forward_and_back_on_one_server() {
     test(Scenario::ClockJump).await;
 }

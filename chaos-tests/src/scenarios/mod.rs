@@ -15,14 +15,17 @@ mod leader;
 mod outage;
 mod partition;
 mod reports;
+mod storage;
 mod workers;
 
 use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rota_client::{SpecFile, proto as pb};
+use rota_client::{Client, SpecFile, proto as pb};
 
+use crate::oracle::Outcome;
+use crate::record::{Expectations, Recorder, collect, now_nanos, verdict};
 use crate::{Cluster, ServerSettings, wait_for};
 
 /// One scenario of issue 6 (numbered as there).
@@ -47,6 +50,10 @@ pub enum Scenario {
     DuplicateReports,
     /// 9: the whole cluster down across cron slots.
     ClusterDown,
+    /// 10: a server aborted at storage points, restarted.
+    StoragePoints,
+    /// 11: one server's disk fills up, then is freed.
+    DiskFull,
     /// 12: one server's clock jumps forward and back by ten minutes.
     ClockJump,
     /// 13: lossy, slow links between a worker and the servers.
@@ -57,7 +64,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the issue's order.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::LeaderKilledBeforeSlots,
         Scenario::LeaderIsolated,
         Scenario::Ring,
@@ -67,6 +74,8 @@ impl Scenario {
         Scenario::WorkerLost,
         Scenario::DuplicateReports,
         Scenario::ClusterDown,
+        Scenario::StoragePoints,
+        Scenario::DiskFull,
         Scenario::ClockJump,
         Scenario::LossyLinks,
         Scenario::Membership,
@@ -83,6 +92,8 @@ impl Scenario {
             Scenario::WorkerCutOff => "worker_cut_off_longer_than_its_lease",
             Scenario::WorkerLost => "worker_lost_for_good_mid_run",
             Scenario::DuplicateReports => "duplicate_and_delayed_worker_reports",
+            Scenario::StoragePoints => "server_killed_at_storage_points",
+            Scenario::DiskFull => "one_servers_disk_fills_up_then_frees",
             Scenario::ClockJump => "clock_jumps_forward_and_back_on_one_server",
             Scenario::LossyLinks => "lossy_slow_links_between_workers_and_servers",
             Scenario::ClusterDown => "whole_cluster_down_across_cron_slots_under_each_catch_up_policy",
@@ -112,6 +123,14 @@ impl Scenario {
         match self {
             Scenario::LeaderIsolated => (3, linked),
             Scenario::Ring => (5, linked),
+            Scenario::StoragePoints | Scenario::DiskFull => (
+                3,
+                ServerSettings {
+                    snapshot_every_logs: storage::SNAPSHOT_EVERY,
+                    keep_logs_after_snapshot: 20,
+                    ..ServerSettings::default()
+                },
+            ),
             Scenario::ClockJump => (
                 3,
                 ServerSettings {
@@ -140,6 +159,10 @@ impl Scenario {
 /// was skipped (it needs Docker and Docker is not there, outside CI).
 pub async fn run(scenario: Scenario, seed: u64) -> anyhow::Result<bool> {
     if scenario.needs_docker() && !crate::docker::ready_or_skip() {
+        return Ok(false);
+    }
+    if scenario == Scenario::DiskFull && !storage::can_mount() {
+        eprintln!("skipped: mounting a small filesystem needs root");
         return Ok(false);
     }
     if scenario == Scenario::ClockJump && crate::faketime_library().is_none() {
@@ -177,6 +200,8 @@ pub async fn run(scenario: Scenario, seed: u64) -> anyhow::Result<bool> {
             outage::whole_cluster_down_across_cron_slots_under_each_catch_up_policy(cluster, rng, seed).await
         }
         Scenario::DuplicateReports => reports::duplicate_and_delayed_worker_reports(cluster, rng, seed).await,
+        Scenario::StoragePoints => storage::server_killed_at_storage_points(cluster, rng, seed).await,
+        Scenario::DiskFull => storage::one_servers_disk_fills_up_then_frees(cluster, rng, seed).await,
         Scenario::ClockJump => clock::clock_jumps_forward_and_back_on_one_server(cluster, rng, seed).await,
         Scenario::LossyLinks => workers::lossy_slow_links_between_workers_and_servers(cluster, rng, seed).await,
         Scenario::Membership => leader::a_server_added_and_the_leader_removed_under_load(cluster, rng, seed).await,
@@ -332,4 +357,60 @@ impl Load {
         self.stop.send_replace(true);
         Ok(self.task.await?)
     }
+}
+
+/// The jobs of most scenarios: `every-two`, a `forbid` cron job every two
+/// seconds, and `manual`, an on-demand job for triggers ([`Load`]).
+pub(crate) async fn cron_and_manual_jobs(client: &Client, recorder: &Recorder) -> anyhow::Result<()> {
+    let specs = SpecFile::parse_yaml(
+        "name: every-two\nschedule: { cron: '*/2 * * * * *' }\nconcurrency: forbid\n\
+         task: { driver: exec, command: [sh, -c, 'echo slot $ROTA_SCHEDULED_AT'] }\n\
+         ---\nname: manual\ntask: { driver: exec, command: [sh, -c, 'echo manual'] }\n",
+    )?;
+    for spec in &specs {
+        recorder.apply_job(client, kept(spec)).await?;
+    }
+    Ok(())
+}
+
+/// Reads the history of a scenario run with [`cron_and_manual_jobs`] and
+/// checks it: every slot of `every-two` since `from` has one record,
+/// acknowledged writes stay, triggers are one run each, every running
+/// server answers and they converge; at least `unknown_at_least` writes
+/// went unanswered (the fault was real).
+pub(crate) async fn check_cron_and_manual(
+    cluster: &Cluster,
+    recorder: &Recorder,
+    from: i128,
+    unknown_at_least: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let client = cluster.client()?;
+    let until = now_nanos();
+    wait_slots_handled(&client, "every-two", until, 2 * SECOND).await?;
+    let history = collect(
+        cluster,
+        recorder,
+        None,
+        Expectations {
+            slots: vec![("every-two".into(), from, until)],
+            forbid: ["every-two".to_owned()].into(),
+            lease_and_grace: LEASE_AND_GRACE,
+            ..Expectations::default()
+        },
+    )
+    .await?;
+    let count = |outcome| history.ops.iter().filter(|op| op.outcome == outcome).count();
+    anyhow::ensure!(count(Outcome::Ok) > 5, "writes were acknowledged: {:?}", history.ops);
+    anyhow::ensure!(
+        count(Outcome::Unknown) >= unknown_at_least,
+        "writes to a cut-off leader went unanswered: {:?}",
+        history.ops
+    );
+    anyhow::ensure!(
+        history.servers.len() == cluster.running_ids().len(),
+        "every server answers after healing: {:?}",
+        history.servers.keys()
+    );
+    verdict(&history, seed)
 }

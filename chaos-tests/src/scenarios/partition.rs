@@ -7,26 +7,11 @@ use std::time::Duration;
 
 use rand::Rng;
 use rand::rngs::StdRng;
-use rota_client::{Client, ClientOptions, SpecFile};
+use rota_client::{Client, ClientOptions};
 
-use super::{LEASE_AND_GRACE, Load, SECOND, kept, wait_slots_handled};
-use crate::oracle::Outcome;
-use crate::record::{Expectations, Recorder, collect, now_nanos, verdict};
+use super::{Load, check_cron_and_manual, cron_and_manual_jobs};
+use crate::record::{Recorder, now_nanos};
 use crate::{Cluster, WorkerSettings};
-
-/// The jobs of the partition scenarios: a `forbid` cron job every two
-/// seconds and an on-demand job for triggers.
-async fn partition_jobs(client: &Client, recorder: &Recorder) -> anyhow::Result<()> {
-    let specs = SpecFile::parse_yaml(
-        "name: every-two\nschedule: { cron: '*/2 * * * * *' }\nconcurrency: forbid\n\
-         task: { driver: exec, command: [sh, -c, 'echo slot $ROTA_SCHEDULED_AT'] }\n\
-         ---\nname: manual\ntask: { driver: exec, command: [sh, -c, 'echo manual'] }\n",
-    )?;
-    for spec in &specs {
-        recorder.apply_job(client, kept(spec)).await?;
-    }
-    Ok(())
-}
 
 /// A client of server `id` alone that gives up soon (a request to a
 /// cut-off leader never gets an answer; its outcome is unknown).
@@ -41,47 +26,6 @@ fn impatient_client(cluster: &Cluster, id: u64) -> anyhow::Result<Client> {
     )?)
 }
 
-/// Reads the history of the partition scenarios and checks it: every
-/// slot of `every-two` since `from` has one record, writes acknowledged on
-/// either side stay, triggers are one run each, the servers converge; at
-/// least `unknown_at_least` writes went unanswered (the fault was real).
-async fn check(
-    cluster: &Cluster,
-    recorder: &Recorder,
-    from: i128,
-    unknown_at_least: usize,
-    seed: u64,
-) -> anyhow::Result<()> {
-    let client = cluster.client()?;
-    let until = now_nanos();
-    wait_slots_handled(&client, "every-two", until, 2 * SECOND).await?;
-    let history = collect(
-        cluster,
-        recorder,
-        None,
-        Expectations {
-            slots: vec![("every-two".into(), from, until)],
-            forbid: ["every-two".to_owned()].into(),
-            lease_and_grace: LEASE_AND_GRACE,
-            ..Expectations::default()
-        },
-    )
-    .await?;
-    let count = |outcome| history.ops.iter().filter(|op| op.outcome == outcome).count();
-    anyhow::ensure!(count(Outcome::Ok) > 5, "writes were acknowledged: {:?}", history.ops);
-    anyhow::ensure!(
-        count(Outcome::Unknown) >= unknown_at_least,
-        "writes to a cut-off leader went unanswered: {:?}",
-        history.ops
-    );
-    anyhow::ensure!(
-        history.servers.len() == cluster.running_ids().len(),
-        "every server answers after healing: {:?}",
-        history.servers.keys()
-    );
-    verdict(&history, seed)
-}
-
 /// Scenario 2: the leader is isolated from both followers while one client
 /// writes through it (its writes never come back: unknown) and another
 /// through the majority; healed, then the new leader is cut off one way
@@ -94,7 +38,7 @@ pub(super) async fn leader_isolated_while_clients_talk_to_both_sides(
     cluster.start_worker(WorkerSettings::new("steady", "exec"))?;
     let client = cluster.client()?;
     let recorder = Recorder::default();
-    partition_jobs(&client, &recorder).await?;
+    cron_and_manual_jobs(&client, &recorder).await?;
     let from = now_nanos();
     let ids = cluster.ids();
     for round in 0..2 {
@@ -115,7 +59,7 @@ pub(super) async fn leader_isolated_while_clients_talk_to_both_sides(
         majority.stop().await?;
     }
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    check(cluster, &recorder, from, 1, seed).await
+    check_cron_and_manual(cluster, &recorder, from, 1, seed).await
 }
 
 /// Scenario 3: five servers in a ring — each reaches only its two
@@ -129,7 +73,7 @@ pub(super) async fn ring_of_overlapping_majorities_under_write_load(
     cluster.start_worker(WorkerSettings::new("steady", "exec"))?;
     let client = cluster.client()?;
     let recorder = Recorder::default();
-    partition_jobs(&client, &recorder).await?;
+    cron_and_manual_jobs(&client, &recorder).await?;
     let from = now_nanos();
     let load = Load::start(&client, &recorder, "ring");
     tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
@@ -144,5 +88,5 @@ pub(super) async fn ring_of_overlapping_majorities_under_write_load(
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
     load.stop().await?;
-    check(cluster, &recorder, from, 0, seed).await
+    check_cron_and_manual(cluster, &recorder, from, 0, seed).await
 }

@@ -119,6 +119,7 @@ pub async fn run(
         bail!("data_dir is required");
     };
     check_identity(&data_dir, id)?;
+    store::crash::arm_from_env().map_err(anyhow::Error::msg)?;
     let (log, state_machine) = store::open(&data_dir, &StoreOptions::default())?;
     let state = state_machine.reader();
     let flush_handle = state_machine.flush_handle();
@@ -221,11 +222,20 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    tokio::pin!(shutdown, formation);
+    let raft_stopped = raft_stopped(&raft);
+    tokio::pin!(shutdown, formation, raft_stopped);
     let mut formed = false;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            reason = &mut raft_stopped => {
+                // Fail-stop: a server whose Raft core died (a storage error:
+                // the disk full or failing) must not linger half alive. It
+                // exits non-zero for its supervisor to restart it on its data
+                // dir once the disk is usable again.
+                stop.cancel();
+                bail!("raft stopped: {reason}; exiting (restart this server on its data dir once its disk is usable)");
+            }
             result = &mut formation, if !formed => {
                 result?;
                 formed = true;
@@ -264,6 +274,19 @@ pub async fn run(
     flush_handle.flush().await.context("flushing the state database")?;
     tracing::info!(node = id, "stopped");
     Ok(())
+}
+
+/// Completes when the Raft core has stopped by itself, with why.
+async fn raft_stopped(raft: &Raft) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "the raft core is gone".to_owned();
+        }
+    }
 }
 
 /// Initializes a pristine node with the founding members; a node that

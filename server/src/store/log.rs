@@ -316,6 +316,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         wal.append(records)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        super::crash::reached("append-written");
         // The callback runs on the flush worker once the entries are fsynced.
         wal.flush(true, Some(FlushCallback::Log(callback)))
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))

@@ -286,7 +286,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             batch.insert(LAST_APPLIED_KEY, encode(&applied.last_applied)?);
             batch.insert(MEMBERSHIP_KEY, encode(&applied.membership)?);
         }
+        super::crash::reached("apply-applied");
         self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        super::crash::reached("apply-stored");
         self.announce(self.reader().read().last_applied);
         Ok(responses)
     }
@@ -325,6 +327,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| snapshot_err(ErrorVerb::Write, e))?
             .map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
+        super::crash::reached("snapshot-install-stored");
         let replaced = replace_all(&self.tree, meta, decoded)?;
         *self.write_lock()? = replaced;
         self.announce(meta.last_log_id);
@@ -394,6 +397,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(|e| snapshot_err(ErrorVerb::Write, e))??;
+        super::crash::reached("snapshot-built");
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot {
             meta,
