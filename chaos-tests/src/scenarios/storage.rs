@@ -223,7 +223,7 @@ pub(super) async fn one_servers_disk_fills_up_then_frees(
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
         if !cluster.is_running(victim) {
-            let tail = cluster.server(victim)?.process.log_tail(60);
+            let tail = cluster.server(victim)?.process.log_tail(200);
             let said = tail.lines().find(|l| l.contains("raft stopped")).unwrap_or("(no reason logged)");
             eprintln!("server {victim} stopped on the full disk; restarting it. It said: {said}");
             cluster.restart(victim)?;
