@@ -149,6 +149,7 @@ pub fn check(history: &History) -> Vec<Violation> {
     let mut found = Vec::new();
     acknowledged_writes(history, &mut found);
     one_record_per_slot(history, &mut found);
+    scheduled_records_are_unique(history, &mut found);
     no_overlap_when_forbidden(history, &mut found);
     dead_workers_release_runs(history, &mut found);
     no_orphans(history, &mut found);
@@ -208,6 +209,51 @@ fn acknowledged_writes(history: &History, found: &mut Vec<Violation>) {
     }
 }
 
+/// The slots a scheduled record covers: `(first, last)` in nanoseconds.
+fn covered(record: &pb::Run) -> (i128, i128) {
+    let from = nanos(&record.nominal_time).unwrap_or(i128::MIN);
+    let to = nanos(&record.last_nominal_time)
+        .filter(|_| record.slot_count > 1)
+        .unwrap_or(from);
+    (from, to)
+}
+
+/// G2, over every scheduled record (not only the slots a scenario
+/// expected): its id follows the rule (`JOBUID-SLOTMS`, the uid without
+/// dashes), and no two records of one job cover a common slot.
+fn scheduled_records_are_unique(history: &History, found: &mut Vec<Violation>) {
+    let mut by_job: BTreeMap<&str, Vec<&pb::Run>> = BTreeMap::new();
+    for record in history.runs.iter().filter(|r| r.cause == "scheduled") {
+        let (first, _) = covered(record);
+        let expected = format!("{}-{}", record.job_uid.replace('-', ""), first.div_euclid(1_000_000));
+        if record.id != expected {
+            found.push(Violation {
+                guarantee: "G2",
+                account: format!(
+                    "record {} of job {} should have the deterministic id {expected}",
+                    record.id, record.job
+                ),
+            });
+        }
+        by_job.entry(record.job_uid.as_str()).or_default().push(record);
+    }
+    for records in by_job.values_mut() {
+        records.sort_by_key(|r| covered(r));
+        for pair in records.windows(2) {
+            let (earlier, later) = (covered(pair[0]), covered(pair[1]));
+            if later.0 <= earlier.1 {
+                found.push(Violation {
+                    guarantee: "G2",
+                    account: format!(
+                        "job {}: records {} and {} both cover slot {}",
+                        pair[1].job, pair[0].id, pair[1].id, later.0
+                    ),
+                });
+            }
+        }
+    }
+}
+
 /// G2: every expected slot has exactly one record, and no record names a
 /// slot that was not expected.
 fn one_record_per_slot(history: &History, found: &mut Vec<Violation>) {
@@ -224,8 +270,7 @@ fn one_record_per_slot(history: &History, found: &mut Vec<Violation>) {
             let covering: Vec<&str> = records
                 .iter()
                 .filter(|r| {
-                    let from = nanos(&r.nominal_time).unwrap_or(i128::MIN);
-                    let to = nanos(&r.last_nominal_time).filter(|_| r.slot_count > 1).unwrap_or(from);
+                    let (from, to) = covered(r);
                     from <= *slot && *slot <= to
                 })
                 .map(|r| r.id.as_str())
@@ -464,8 +509,9 @@ mod tests {
 
     fn scheduled(job: &str, slot: i128) -> pb::Run {
         pb::Run {
-            id: format!("{job}-{}", slot / 1_000_000),
+            id: format!("{job}uid-{}", slot / 1_000_000),
             job: job.into(),
+            job_uid: format!("{job}-uid"),
             cause: "scheduled".into(),
             nominal_time: ts(slot),
             slot_count: 1,
@@ -542,6 +588,34 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_covered_twice_outside_the_window_and_an_irregular_id_are_caught() {
+        let mut history = clean();
+        // A job the scenario expected nothing of: a range record and a run
+        // both cover its slot at 50 s.
+        let mut range = scheduled("other", 40 * S);
+        range.slot_count = 2;
+        range.last_nominal_time = ts(50 * S);
+        history.runs.push(range);
+        history.runs.push(scheduled("other", 50 * S));
+        let mut odd = scheduled("other", 90 * S);
+        odd.id = "other-random".into();
+        history.runs.push(odd);
+        history.servers.clear();
+        let found: Vec<String> = check(&history).iter().map(ToString::to_string).collect();
+        assert!(
+            found.iter().any(|v| v.contains("both cover slot 50000000000")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|v| v.contains("other-random of job other should have the deterministic id otheruid-90000")),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    #[test]
     fn a_range_record_covers_its_slots_once() {
         let mut history = clean();
         history.runs.retain(|r| nanos(&r.nominal_time) == Some(10 * S));
@@ -596,6 +670,7 @@ mod tests {
         });
         let mut stuck = scheduled("manual", 0);
         stuck.id = "stuck".into();
+        stuck.cause = "manual".into();
         stuck.state = pb::RunState::Running as i32;
         stuck.attempts.push(pb::Attempt {
             worker: "gone".into(),

@@ -9,7 +9,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rota_client::{Client, ClientOptions};
 
-use super::{Load, check_cron_and_manual, cron_and_manual_jobs};
+use super::{Answered, Load, check_cron_and_manual, cron_and_manual_jobs};
 use crate::record::{Recorder, now_nanos};
 use crate::{Cluster, WorkerSettings};
 
@@ -59,7 +59,17 @@ pub(super) async fn leader_isolated_while_clients_talk_to_both_sides(
         majority.stop().await?;
     }
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    check_cron_and_manual(cluster, &recorder, from, 1, seed).await
+    check_cron_and_manual(
+        cluster,
+        &recorder,
+        from,
+        Answered {
+            acknowledged: 6,
+            unanswered: 1,
+        },
+        seed,
+    )
+    .await
 }
 
 /// Scenario 3: five servers in a ring — each reaches only its two
@@ -88,5 +98,15 @@ pub(super) async fn ring_of_overlapping_majorities_under_write_load(
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
     load.stop().await?;
-    check_cron_and_manual(cluster, &recorder, from, 0, seed).await
+    check_cron_and_manual(
+        cluster,
+        &recorder,
+        from,
+        Answered {
+            acknowledged: 6,
+            unanswered: 0,
+        },
+        seed,
+    )
+    .await
 }

@@ -9,7 +9,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 
-use super::{Load, check_cron_and_manual, cron_and_manual_jobs, kept};
+use super::{Answered, Load, check_cron_and_manual, cron_and_manual_jobs, kept};
 use crate::record::{Recorder, now_nanos};
 use crate::{Cluster, WorkerSettings, wait_for};
 
@@ -109,7 +109,17 @@ pub(super) async fn server_killed_at_storage_points(
     abort_at(cluster, follower, "snapshot-install-stored", 1).await?;
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
     load.stop().await?;
-    check_cron_and_manual(cluster, &recorder, from, 0, seed).await
+    check_cron_and_manual(
+        cluster,
+        &recorder,
+        from,
+        Answered {
+            acknowledged: 6,
+            unanswered: 0,
+        },
+        seed,
+    )
+    .await
 }
 
 /// A tmpfs mounted at a server's data directory, unmounted on drop.
@@ -224,7 +234,10 @@ pub(super) async fn one_servers_disk_fills_up_then_frees(
     loop {
         if !cluster.is_running(victim) {
             let tail = cluster.server(victim)?.process.log_tail(200);
-            let said = tail.lines().find(|l| l.contains("raft stopped")).unwrap_or("(no reason logged)");
+            let said = tail
+                .lines()
+                .find(|l| l.contains("raft stopped"))
+                .unwrap_or("(no reason logged)");
             eprintln!("server {victim} stopped on the full disk; restarting it. It said: {said}");
             cluster.restart(victim)?;
         }
@@ -240,7 +253,17 @@ pub(super) async fn one_servers_disk_fills_up_then_frees(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     load.stop().await?;
-    check_cron_and_manual(cluster, &recorder, from, 0, seed).await?;
+    check_cron_and_manual(
+        cluster,
+        &recorder,
+        from,
+        Answered {
+            acknowledged: 6,
+            unanswered: 0,
+        },
+        seed,
+    )
+    .await?;
     cluster.kill(victim)?;
     disk.unmount()?;
     cluster.restart(victim)
