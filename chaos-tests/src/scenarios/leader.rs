@@ -7,9 +7,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rota_client::{SpecFile, proto as pb};
 
-use super::{
-    Answered, LEASE_AND_GRACE, Load, SECOND, check_cron_and_manual, cron_and_manual_jobs, kept, wait_slots_handled,
-};
+use super::{Answered, Common, LEASE_AND_GRACE, SECOND, kept, wait_slots_handled};
 use crate::oracle::{Op, Outcome};
 use crate::record::{Expectations, Recorder, collect, now_nanos, verdict};
 use crate::{Cluster, WorkerSettings};
@@ -103,16 +101,15 @@ pub(super) async fn leader_paused_past_the_election_timeout_then_resumed(
     rng: &mut StdRng,
     seed: u64,
 ) -> anyhow::Result<()> {
-    cluster.start_worker(WorkerSettings::new("steady", "exec"))?;
-    let client = cluster.client()?;
-    let recorder = Recorder::default();
-    cron_and_manual_jobs(&client, &recorder).await?;
-    let from = now_nanos();
+    let common = Common::start(cluster).await?;
     for round in 0..2 {
         let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
         cluster.signal(leader, nix::sys::signal::Signal::SIGSTOP)?;
         for t in 0..2 {
-            let _ = recorder.trigger(&client, "manual", &format!("p{round}-t{t}")).await;
+            let _ = common
+                .recorder
+                .trigger(&common.client, "manual", &format!("p{round}-t{t}"))
+                .await;
         }
         let others: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != leader).collect();
         cluster.wait_for_leader_among(&others, Duration::from_secs(30)).await?;
@@ -120,17 +117,16 @@ pub(super) async fn leader_paused_past_the_election_timeout_then_resumed(
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
         cluster.signal(leader, nix::sys::signal::Signal::SIGCONT)?;
     }
-    check_cron_and_manual(
-        cluster,
-        &recorder,
-        from,
-        Answered {
-            acknowledged: 2,
-            unanswered: 0,
-        },
-        seed,
-    )
-    .await
+    common
+        .finish(
+            cluster,
+            Answered {
+                acknowledged: 2,
+                unanswered: 0,
+            },
+            seed,
+        )
+        .await
 }
 
 /// Scenario 14: under a steady load of applies and triggers, a fourth
@@ -142,18 +138,13 @@ pub(super) async fn a_server_added_and_the_leader_removed_under_load(
     rng: &mut StdRng,
     seed: u64,
 ) -> anyhow::Result<()> {
-    cluster.start_worker(WorkerSettings::new("steady", "exec"))?;
-    let client = cluster.client()?;
-    let recorder = Recorder::default();
-    cron_and_manual_jobs(&client, &recorder).await?;
-    let from = now_nanos();
-    let load = Load::start(&client, &recorder, "load");
+    let common = Common::start(cluster).await?.with_load("load");
     tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
     let new = cluster.start_new_server()?;
-    client.add_node(new, &cluster.addr(new)?, false).await?;
+    common.client.add_node(new, &cluster.addr(new)?, false).await?;
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
-    let members = client.remove_node(leader).await?;
+    let members = common.client.remove_node(leader).await?;
     anyhow::ensure!(
         members.len() == 3 && members.iter().all(|m| m.node_id != leader),
         "{members:?}"
@@ -162,16 +153,14 @@ pub(super) async fn a_server_added_and_the_leader_removed_under_load(
     let rest: Vec<u64> = cluster.running_ids();
     cluster.wait_for_leader_among(&rest, Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
-    load.stop().await?;
-    check_cron_and_manual(
-        cluster,
-        &recorder,
-        from,
-        Answered {
-            acknowledged: 10,
-            unanswered: 0,
-        },
-        seed,
-    )
-    .await
+    common
+        .finish(
+            cluster,
+            Answered {
+                acknowledged: 10,
+                unanswered: 0,
+            },
+            seed,
+        )
+        .await
 }

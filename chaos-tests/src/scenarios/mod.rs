@@ -359,11 +359,51 @@ impl Load {
     }
 }
 
+/// The usual setting of a scenario: an exec worker `steady`, the jobs of
+/// [`cron_and_manual_jobs`], a recorder, the instant from which slots are
+/// checked, and perhaps a write load ([`Common::with_load`]).
+pub(crate) struct Common {
+    pub(crate) client: Client,
+    pub(crate) recorder: Recorder,
+    pub(crate) from: i128,
+    load: Option<Load>,
+}
+
+impl Common {
+    /// Starts the worker and applies the jobs.
+    pub(crate) async fn start(cluster: &mut Cluster) -> anyhow::Result<Common> {
+        cluster.start_worker(crate::WorkerSettings::new("steady", "exec"))?;
+        let client = cluster.client()?;
+        let recorder = Recorder::default();
+        cron_and_manual_jobs(&client, &recorder).await?;
+        Ok(Common {
+            client,
+            recorder,
+            from: now_nanos(),
+            load: None,
+        })
+    }
+
+    /// Adds a steady write load through the scenario's client.
+    pub(crate) fn with_load(mut self, tag: &str) -> Common {
+        self.load = Some(Load::start(&self.client, &self.recorder, tag));
+        self
+    }
+
+    /// Stops the load and checks the history ([`check_cron_and_manual`]).
+    pub(crate) async fn finish(self, cluster: &Cluster, answered: Answered, seed: u64) -> anyhow::Result<()> {
+        if let Some(load) = self.load {
+            load.stop().await?;
+        }
+        check_cron_and_manual(cluster, &self.recorder, self.from, answered, seed).await
+    }
+}
+
 /// The jobs of most scenarios: `every-two`, a `forbid` cron job every two
 /// seconds whose task takes three (so slots meet a running attempt and are
 /// skipped: `forbid` is exercised, not vacuous), and `manual`, an on-demand
 /// job for triggers ([`Load`]).
-pub(crate) async fn cron_and_manual_jobs(client: &Client, recorder: &Recorder) -> anyhow::Result<()> {
+async fn cron_and_manual_jobs(client: &Client, recorder: &Recorder) -> anyhow::Result<()> {
     let specs = SpecFile::parse_yaml(
         "name: every-two\nschedule: { cron: '*/2 * * * * *' }\nconcurrency: forbid\n\
          task: { driver: exec, command: [sh, -c, 'echo slot $ROTA_SCHEDULED_AT; sleep 3'] }\n\
@@ -390,7 +430,7 @@ pub(crate) struct Answered {
 /// stay, triggers are one run each, every running server answers and they
 /// converge; `answered` says how many writes must have been acknowledged
 /// and left unanswered.
-pub(crate) async fn check_cron_and_manual(
+async fn check_cron_and_manual(
     cluster: &Cluster,
     recorder: &Recorder,
     from: i128,

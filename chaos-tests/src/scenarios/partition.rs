@@ -9,9 +9,8 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rota_client::{Client, ClientOptions};
 
-use super::{Answered, Load, check_cron_and_manual, cron_and_manual_jobs};
-use crate::record::{Recorder, now_nanos};
-use crate::{Cluster, WorkerSettings};
+use super::{Answered, Common, Load};
+use crate::Cluster;
 
 /// A client of server `id` alone that gives up soon (a request to a
 /// cut-off leader never gets an answer; its outcome is unknown).
@@ -35,17 +34,21 @@ pub(super) async fn leader_isolated_while_clients_talk_to_both_sides(
     rng: &mut StdRng,
     seed: u64,
 ) -> anyhow::Result<()> {
-    cluster.start_worker(WorkerSettings::new("steady", "exec"))?;
-    let client = cluster.client()?;
-    let recorder = Recorder::default();
-    cron_and_manual_jobs(&client, &recorder).await?;
-    let from = now_nanos();
+    let common = Common::start(cluster).await?;
     let ids = cluster.ids();
     for round in 0..2 {
         let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
         let others: Vec<u64> = ids.iter().copied().filter(|&id| id != leader).collect();
-        let minority = Load::start(&impatient_client(cluster, leader)?, &recorder, &format!("old-{round}"));
-        let majority = Load::start(&cluster.client_for(others[0])?, &recorder, &format!("new-{round}"));
+        let minority = Load::start(
+            &impatient_client(cluster, leader)?,
+            &common.recorder,
+            &format!("old-{round}"),
+        );
+        let majority = Load::start(
+            &cluster.client_for(others[0])?,
+            &common.recorder,
+            &format!("new-{round}"),
+        );
         if round == 0 {
             cluster.partition(&[&[leader], &others])?;
         } else {
@@ -59,17 +62,16 @@ pub(super) async fn leader_isolated_while_clients_talk_to_both_sides(
         majority.stop().await?;
     }
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    check_cron_and_manual(
-        cluster,
-        &recorder,
-        from,
-        Answered {
-            acknowledged: 6,
-            unanswered: 1,
-        },
-        seed,
-    )
-    .await
+    common
+        .finish(
+            cluster,
+            Answered {
+                acknowledged: 6,
+                unanswered: 1,
+            },
+            seed,
+        )
+        .await
 }
 
 /// Scenario 3: five servers in a ring — each reaches only its two
@@ -80,12 +82,7 @@ pub(super) async fn ring_of_overlapping_majorities_under_write_load(
     rng: &mut StdRng,
     seed: u64,
 ) -> anyhow::Result<()> {
-    cluster.start_worker(WorkerSettings::new("steady", "exec"))?;
-    let client = cluster.client()?;
-    let recorder = Recorder::default();
-    cron_and_manual_jobs(&client, &recorder).await?;
-    let from = now_nanos();
-    let load = Load::start(&client, &recorder, "ring");
+    let common = Common::start(cluster).await?.with_load("ring");
     tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
     let size = u64::try_from(cluster.ids().len())?;
     // Ids are 1..=size; neighbours differ by one, modulo the ring.
@@ -97,16 +94,14 @@ pub(super) async fn ring_of_overlapping_majorities_under_write_load(
     cluster.heal();
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
-    load.stop().await?;
-    check_cron_and_manual(
-        cluster,
-        &recorder,
-        from,
-        Answered {
-            acknowledged: 6,
-            unanswered: 0,
-        },
-        seed,
-    )
-    .await
+    common
+        .finish(
+            cluster,
+            Answered {
+                acknowledged: 6,
+                unanswered: 0,
+            },
+            seed,
+        )
+        .await
 }

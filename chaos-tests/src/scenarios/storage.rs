@@ -9,9 +9,9 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 
-use super::{Answered, Load, check_cron_and_manual, cron_and_manual_jobs, kept};
-use crate::record::{Recorder, now_nanos};
-use crate::{Cluster, WorkerSettings, wait_for};
+use super::{Answered, Common, kept};
+use crate::record::Recorder;
+use crate::{Cluster, wait_for};
 
 /// The crash-point variable of the server (`rota_server::store::crash`).
 const CRASH_AT: &str = "ROTA_TEST_CRASH_AT";
@@ -80,12 +80,7 @@ pub(super) async fn server_killed_at_storage_points(
     rng: &mut StdRng,
     seed: u64,
 ) -> anyhow::Result<()> {
-    cluster.start_worker(WorkerSettings::new("steady", "exec"))?;
-    let client = cluster.client()?;
-    let recorder = Recorder::default();
-    cron_and_manual_jobs(&client, &recorder).await?;
-    let from = now_nanos();
-    let load = Load::start(&client, &recorder, "load");
+    let common = Common::start(cluster).await?.with_load("load");
     for point in ["append-written", "apply-applied", "apply-stored", "snapshot-built"] {
         let ids = cluster.ids();
         let victim = *ids.choose(rng).context("no servers")?;
@@ -105,21 +100,19 @@ pub(super) async fn server_killed_at_storage_points(
         .context("no follower")?;
     let behind = cluster.status(follower).await?.last_log_index;
     cluster.kill(follower)?;
-    write_past(cluster, &recorder, behind).await?;
+    write_past(cluster, &common.recorder, behind).await?;
     abort_at(cluster, follower, "snapshot-install-stored", 1).await?;
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    load.stop().await?;
-    check_cron_and_manual(
-        cluster,
-        &recorder,
-        from,
-        Answered {
-            acknowledged: 6,
-            unanswered: 0,
-        },
-        seed,
-    )
-    .await
+    common
+        .finish(
+            cluster,
+            Answered {
+                acknowledged: 6,
+                unanswered: 0,
+            },
+            seed,
+        )
+        .await
 }
 
 /// A tmpfs mounted at a server's data directory, unmounted on drop.
@@ -209,10 +202,6 @@ pub(super) async fn one_servers_disk_fills_up_then_frees(
     rng: &mut StdRng,
     seed: u64,
 ) -> anyhow::Result<()> {
-    cluster.start_worker(WorkerSettings::new("steady", "exec"))?;
-    let client = cluster.client()?;
-    let recorder = Recorder::default();
-    cron_and_manual_jobs(&client, &recorder).await?;
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     let victim = cluster
         .ids()
@@ -223,8 +212,7 @@ pub(super) async fn one_servers_disk_fills_up_then_frees(
     cluster.kill(victim)?;
     let disk = SmallDisk::mount(&data_dir, 256)?;
     cluster.restart(victim)?;
-    let from = now_nanos();
-    let load = Load::start(&client, &recorder, "load");
+    let common = Common::start(cluster).await?.with_load("load");
     tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
     let filler = fill(&data_dir)?;
     tokio::time::sleep(Duration::from_millis(rng.random_range(5000..10_000))).await;
@@ -252,18 +240,16 @@ pub(super) async fn one_servers_disk_fills_up_then_frees(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    load.stop().await?;
-    check_cron_and_manual(
-        cluster,
-        &recorder,
-        from,
-        Answered {
-            acknowledged: 6,
-            unanswered: 0,
-        },
-        seed,
-    )
-    .await?;
+    common
+        .finish(
+            cluster,
+            Answered {
+                acknowledged: 6,
+                unanswered: 0,
+            },
+            seed,
+        )
+        .await?;
     cluster.kill(victim)?;
     disk.unmount()?;
     cluster.restart(victim)
