@@ -452,6 +452,8 @@ async fn check_cron_and_manual(
         },
     )
     .await?;
+    // The guarantees first: a violation is the more important account.
+    verdict(&history, seed)?;
     let count = |outcome| history.ops.iter().filter(|op| op.outcome == outcome).count();
     anyhow::ensure!(
         count(Outcome::Ok) >= answered.acknowledged,
@@ -484,5 +486,5 @@ async fn check_cron_and_manual(
             .map(|r| (&r.id, r.state()))
             .collect::<Vec<_>>()
     );
-    verdict(&history, seed)
+    Ok(())
 }
