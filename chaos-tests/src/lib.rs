@@ -346,7 +346,8 @@ impl Cluster {
                 let file = cluster.clock_file(id);
                 cluster.set_server_env(id, "LD_PRELOAD", Some(&library.to_string_lossy()));
                 cluster.set_server_env(id, "FAKETIME_TIMESTAMP_FILE", Some(&file.to_string_lossy()));
-                cluster.set_server_env(id, "FAKETIME_CACHE_DURATION", Some("1"));
+                // Reread on every call: a jump is seen at once.
+                cluster.set_server_env(id, "FAKETIME_NO_CACHE", Some("1"));
                 cluster.set_server_env(id, "FAKETIME_DONT_FAKE_MONOTONIC", Some("1"));
             }
         }
@@ -502,7 +503,7 @@ impl Cluster {
     }
 
     /// Sets server `id`'s wall clock to the true time plus `seconds` (a
-    /// jump, seen by the server within a second; needs
+    /// jump, seen by the server at once; needs
     /// [`ServerSettings::skewable_clocks`] for it to matter).
     pub fn set_clock_offset(&self, id: u64, seconds: i64) -> anyhow::Result<()> {
         // libfaketime rereads the file; replace it whole, never half-written.

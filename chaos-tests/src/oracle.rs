@@ -34,6 +34,8 @@ pub enum Op {
     CreateJob {
         /// The job's name.
         name: String,
+        /// The generation the answer named, if one came.
+        generation: Option<u64>,
     },
     /// A job deleted.
     DeleteJob {
@@ -65,6 +67,8 @@ pub struct ClientOp {
 /// epoch; `stopped` is `None` if it was still running at the end).
 #[derive(Debug, Clone)]
 pub struct ContainerLife {
+    /// The engine's container id.
+    pub id: String,
     /// The `rota.run` label.
     pub run: String,
     /// The `rota.epoch` label.
@@ -91,8 +95,9 @@ pub struct ServerView {
 pub struct History {
     /// Client writes, in issue order.
     pub ops: Vec<ClientOp>,
-    /// The jobs the cluster holds at the end (a linearizable read).
-    pub jobs_at_end: BTreeSet<String>,
+    /// The jobs the cluster holds at the end, with their generations (a
+    /// linearizable read).
+    pub jobs_at_end: BTreeMap<String, u64>,
     /// The run records at the end (a linearizable read).
     pub runs: Vec<pb::Run>,
     /// Each finished run's log as read back.
@@ -171,20 +176,30 @@ fn acknowledged_writes(history: &History, found: &mut Vec<Violation>) {
         let may_have_happened =
             |wanted: &dyn Fn(&Op) -> bool| later.iter().any(|o| o.outcome != Outcome::Failed && wanted(&o.op));
         match &op.op {
-            Op::CreateJob { name } => {
+            Op::CreateJob { name, generation } => {
                 let deleted = may_have_happened(&|o| matches!(o, Op::DeleteJob { name: n } if n == name));
-                if !deleted && !history.jobs_at_end.contains(name) {
-                    found.push(Violation {
+                if deleted {
+                    continue;
+                }
+                match (history.jobs_at_end.get(name), generation) {
+                    (None, _) => found.push(Violation {
                         guarantee: "G1",
                         account: format!(
                             "job {name} was created (acknowledged, op #{i}) and is gone; nothing deleted it"
                         ),
-                    });
+                    }),
+                    (Some(end), Some(acknowledged)) if end < acknowledged => found.push(Violation {
+                        guarantee: "G1",
+                        account: format!(
+                            "job {name} was written at generation {acknowledged} (acknowledged, op #{i}) and is back at generation {end}"
+                        ),
+                    }),
+                    _ => {}
                 }
             }
             Op::DeleteJob { name } => {
-                let recreated = may_have_happened(&|o| matches!(o, Op::CreateJob { name: n } if n == name));
-                if !recreated && history.jobs_at_end.contains(name) {
+                let recreated = may_have_happened(&|o| matches!(o, Op::CreateJob { name: n, .. } if n == name));
+                if !recreated && history.jobs_at_end.contains_key(name) {
                     found.push(Violation {
                         guarantee: "G1",
                         account: format!(
@@ -264,6 +279,10 @@ fn one_record_per_slot(history: &History, found: &mut Vec<Violation>) {
             .filter(|r| &r.job == job && r.cause == "scheduled")
             .collect();
         let (Some(&first), Some(&last)) = (slots.first(), slots.last()) else {
+            found.push(Violation {
+                guarantee: "G2",
+                account: format!("job {job}: no slot was expected at all (the scenario spans none; it checks nothing)"),
+            });
             continue;
         };
         for slot in slots {
@@ -302,10 +321,45 @@ fn one_record_per_slot(history: &History, found: &mut Vec<Violation>) {
     }
 }
 
-/// G3: no two attempts (nor two containers) of a `forbid` job at once.
+/// One execution in time, for G3.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Execution {
+    /// An attempt as the cluster recorded it.
+    Attempt { run: String, epoch: u64 },
+    /// A container as the engine saw it.
+    Container { id: String, run: String, epoch: u64 },
+}
+
+impl Execution {
+    /// A container and the attempt it belongs to are one execution; two
+    /// containers of one attempt are two.
+    fn same(&self, other: &Execution) -> bool {
+        match (self, other) {
+            (Execution::Attempt { run, epoch }, Execution::Container { run: r, epoch: e, .. })
+            | (Execution::Container { run: r, epoch: e, .. }, Execution::Attempt { run, epoch }) => {
+                run == r && epoch == e
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Execution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Execution::Attempt { run, epoch } => write!(f, "attempt {epoch} of run {run}"),
+            Execution::Container { id, run, epoch } => {
+                write!(f, "container {} of run {run} epoch {epoch}", &id[..id.len().min(12)])
+            }
+        }
+    }
+}
+
+/// G3: no two attempts (nor two containers, even of one attempt) of a
+/// `forbid` job at once.
 fn no_overlap_when_forbidden(history: &History, found: &mut Vec<Violation>) {
     for job in &history.forbid {
-        let mut spans: Vec<(i128, i128, String)> = Vec::new();
+        let mut spans: Vec<(i128, i128, Execution)> = Vec::new();
         for run in history.runs.iter().filter(|r| &r.job == job) {
             for attempt in &run.attempts {
                 // From its assignment: a second attempt assigned while the
@@ -318,15 +372,20 @@ fn no_overlap_when_forbidden(history: &History, found: &mut Vec<Violation>) {
                     continue;
                 };
                 let to = nanos(&attempt.ended_at).unwrap_or(history.end);
-                spans.push((from, to, format!("attempt {} of run {}", attempt.epoch, run.id)));
+                let execution = Execution::Attempt {
+                    run: run.id.clone(),
+                    epoch: attempt.epoch,
+                };
+                spans.push((from, to, execution));
             }
         }
         for life in history.containers.iter().filter(|c| &c.job == job) {
-            spans.push((
-                life.started,
-                life.stopped.unwrap_or(history.end),
-                format!("container of run {} epoch {}", life.run, life.epoch),
-            ));
+            let execution = Execution::Container {
+                id: life.id.clone(),
+                run: life.run.clone(),
+                epoch: life.epoch,
+            };
+            spans.push((life.started, life.stopped.unwrap_or(history.end), execution));
         }
         spans.sort();
         for (i, a) in spans.iter().enumerate() {
@@ -334,8 +393,7 @@ fn no_overlap_when_forbidden(history: &History, found: &mut Vec<Violation>) {
                 if b.0 >= a.1 {
                     break;
                 }
-                // A container and the attempt it belongs to are one execution.
-                if same_attempt(&a.2, &b.2) {
+                if a.2.same(&b.2) {
                     continue;
                 }
                 found.push(Violation {
@@ -348,21 +406,6 @@ fn no_overlap_when_forbidden(history: &History, found: &mut Vec<Violation>) {
             }
         }
     }
-}
-
-/// Whether two span labels name the same (run, epoch).
-fn same_attempt(a: &str, b: &str) -> bool {
-    let key = |label: &str| -> Option<(String, String)> {
-        if let Some(rest) = label.strip_prefix("attempt ") {
-            let (epoch, run) = rest.split_once(" of run ")?;
-            Some((run.to_owned(), epoch.to_owned()))
-        } else {
-            let rest = label.strip_prefix("container of run ")?;
-            let (run, epoch) = rest.split_once(" epoch ")?;
-            Some((run.to_owned(), epoch.to_owned()))
-        }
-    };
-    key(a).is_some() && key(a) == key(b)
 }
 
 /// How late past lease + grace the cluster may notice a dead worker: the
@@ -549,10 +592,13 @@ mod tests {
             history.runs.push(run);
         }
         history.ops.push(ClientOp {
-            op: Op::CreateJob { name: "nightly".into() },
+            op: Op::CreateJob {
+                name: "nightly".into(),
+                generation: Some(2),
+            },
             outcome: Outcome::Ok,
         });
-        history.jobs_at_end.insert("nightly".into());
+        history.jobs_at_end.insert("nightly".into(), 2);
         let view = ServerView {
             jobs: BTreeMap::from([("nightly".into(), 1)]),
             runs: history.runs.iter().map(|r| (r.id.clone(), (r.state, 1))).collect(),
@@ -638,14 +684,29 @@ mod tests {
         assert!(found.iter().any(|v| v.guarantee == "G3"), "{found:?}");
         // A container of an attempt does not overlap its own attempt.
         let mut history = clean();
-        history.containers.push(ContainerLife {
+        let life = ContainerLife {
+            id: "c0ffee".into(),
             run: history.runs[0].id.clone(),
             epoch: 1,
             job: "nightly".into(),
             started: 10 * S + 1,
             stopped: Some(15 * S - 1),
-        });
+        };
+        history.containers.push(life.clone());
         assert_eq!(check(&history), vec![]);
+        // A second container of the same attempt at the same time is not.
+        history.containers.push(ContainerLife {
+            id: "decaf".into(),
+            started: 12 * S,
+            ..life
+        });
+        let found = check(&history);
+        assert!(
+            found.iter().any(|v| v.guarantee == "G3"
+                && v.account.contains("container c0ffee")
+                && v.account.contains("container decaf")),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -702,6 +763,19 @@ mod tests {
             found
                 .iter()
                 .any(|v| v.guarantee == "G4" && v.account.contains("ended 40000 ms after")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_update_rolled_back_is_caught() {
+        let mut history = clean();
+        history.jobs_at_end.insert("nightly".into(), 1);
+        let found = check(&history);
+        assert!(
+            found.iter().any(|v| v.guarantee == "G1"
+                && v.account.contains("generation 2")
+                && v.account.contains("generation 1")),
             "{found:?}"
         );
     }

@@ -55,7 +55,8 @@ impl Recorder {
     pub async fn apply_job(&self, client: &Client, spec: pb::JobSpec) -> Result<pb::Job, Error> {
         let name = spec.name.clone();
         let result = client.apply_job(spec, false).await.map(|applied| applied.job);
-        self.push(Op::CreateJob { name }, outcome(&result));
+        let generation = result.as_ref().ok().map(|job| job.generation);
+        self.push(Op::CreateJob { name, generation }, outcome(&result));
         result
     }
 
@@ -81,6 +82,18 @@ impl Recorder {
         result
     }
 
+    /// Sends every trigger whose outcome was unknown again, with its request
+    /// id, through `client` — what a client does once the cluster answers
+    /// again. A trigger the cluster acted on although its answer was lost
+    /// must come back as the same run (G6), never as a second one.
+    pub async fn retry_unknown_triggers(&self, client: &Client) {
+        for op in self.ops() {
+            if let (Op::Trigger { job, request_id, .. }, Outcome::Unknown) = (&op.op, op.outcome) {
+                let _ = self.trigger(client, job, request_id).await;
+            }
+        }
+    }
+
     /// What was recorded so far.
     pub fn ops(&self) -> Vec<ClientOp> {
         self.ops.lock().unwrap_or_else(PoisonError::into_inner).clone()
@@ -90,7 +103,8 @@ impl Recorder {
 /// The Docker engine's container events with rota labels, from when it was
 /// started: `docker events` as a child process.
 pub struct ContainerWatch {
-    lives: Arc<Mutex<BTreeMap<(String, u64), ContainerLife>>>,
+    /// By container id.
+    lives: Arc<Mutex<BTreeMap<String, ContainerLife>>>,
     _child: tokio::process::Child,
 }
 
@@ -115,7 +129,7 @@ impl ContainerWatch {
             .stdout
             .take()
             .ok_or_else(|| anyhow::anyhow!("docker events has no stdout"))?;
-        let lives: Arc<Mutex<BTreeMap<(String, u64), ContainerLife>>> = Arc::default();
+        let lives: Arc<Mutex<BTreeMap<String, ContainerLife>>> = Arc::default();
         let sink = lives.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
@@ -124,7 +138,8 @@ impl ContainerWatch {
                     continue;
                 };
                 let attributes = &event["Actor"]["Attributes"];
-                let (Some(run), Some(epoch), Some(at)) = (
+                let (Some(id), Some(run), Some(epoch), Some(at)) = (
+                    event["Actor"]["ID"].as_str(),
                     attributes["rota.run"].as_str(),
                     attributes["rota.epoch"].as_str().and_then(|e| e.parse::<u64>().ok()),
                     event["timeNano"].as_i64(),
@@ -136,8 +151,9 @@ impl ContainerWatch {
                 match event["Action"].as_str() {
                     Some("start") => {
                         lives.insert(
-                            (run.to_owned(), epoch),
+                            id.to_owned(),
                             ContainerLife {
+                                id: id.to_owned(),
                                 run: run.to_owned(),
                                 epoch,
                                 job,
@@ -147,7 +163,7 @@ impl ContainerWatch {
                         );
                     }
                     Some("die") => {
-                        if let Some(life) = lives.get_mut(&(run.to_owned(), epoch)) {
+                        if let Some(life) = lives.get_mut(id) {
                             life.stopped = Some(i128::from(at));
                         }
                     }
@@ -249,7 +265,7 @@ pub async fn collect(
         .list_jobs(Consistency::Linearizable)
         .await?
         .into_iter()
-        .map(|job| job.name)
+        .map(|job| (job.name, job.generation))
         .collect();
     let runs = all_runs(&client, Consistency::Linearizable).await?;
     let mut logs = BTreeMap::new();

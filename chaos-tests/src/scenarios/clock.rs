@@ -19,7 +19,7 @@ use rota_client::SpecFile;
 use super::{LEASE_AND_GRACE, SECOND, kept, wait_slots_handled};
 use crate::oracle::Outcome;
 use crate::record::{Expectations, Recorder, collect, now_nanos, verdict};
-use crate::{Cluster, WorkerSettings};
+use crate::{Cluster, WorkerSettings, wait_for};
 
 /// Ten minutes.
 const JUMP: i64 = 600;
@@ -74,11 +74,16 @@ pub(super) async fn clock_jumps_forward_and_back_on_one_server(
     // A follower runs ten minutes behind and leads.
     let follower = cluster.ids().into_iter().find(|&id| id != leader).unwrap_or(leader);
     cluster.set_clock_offset(follower, -JUMP)?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    client.transfer_leadership(follower).await?;
-    cluster
-        .wait_for_leader_among(&cluster.ids(), Duration::from_secs(30))
-        .await?;
+    wait_for("the slow follower to lead", Duration::from_secs(60), || async {
+        // A transfer to a follower still catching up is refused: retried.
+        let _ = client.transfer_leadership(follower).await;
+        let leader = cluster
+            .wait_for_leader_among(&cluster.ids(), Duration::from_secs(10))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((leader == follower).then_some(()))
+    })
+    .await?;
     triggers(&recorder).await?;
     tokio::time::sleep(Duration::from_millis(rng.random_range(1000..4000))).await;
     cluster.set_clock_offset(follower, 0)?;

@@ -24,7 +24,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rota_client::{Client, SpecFile, proto as pb};
 
-use crate::oracle::Outcome;
+use crate::oracle::{Op, Outcome};
 use crate::record::{Expectations, Recorder, collect, now_nanos, verdict};
 use crate::{Cluster, ServerSettings, wait_for};
 
@@ -162,7 +162,10 @@ pub async fn run(scenario: Scenario, seed: u64) -> anyhow::Result<bool> {
         return Ok(false);
     }
     if scenario == Scenario::DiskFull && !storage::can_mount() {
-        eprintln!("skipped: mounting a small filesystem needs root");
+        if std::env::var_os("ROTA_REQUIRE_ROOT").is_some() {
+            anyhow::bail!("scenario {} mounts a small filesystem: it needs root", scenario.name());
+        }
+        eprintln!("skipped: mounting a small filesystem needs root (set ROTA_REQUIRE_ROOT to make this a failure)");
         return Ok(false);
     }
     if scenario == Scenario::ClockJump && crate::faketime_library().is_none() {
@@ -366,6 +369,8 @@ pub(crate) struct Common {
     pub(crate) client: Client,
     pub(crate) recorder: Recorder,
     pub(crate) from: i128,
+    /// Writes of the setup (not counted by [`Answered`]).
+    setup_ops: usize,
     load: Option<Load>,
 }
 
@@ -378,6 +383,7 @@ impl Common {
         cron_and_manual_jobs(&client, &recorder).await?;
         Ok(Common {
             client,
+            setup_ops: recorder.ops().len(),
             recorder,
             from: now_nanos(),
             load: None,
@@ -390,12 +396,14 @@ impl Common {
         self
     }
 
-    /// Stops the load and checks the history ([`check_cron_and_manual`]).
+    /// Stops the load, sends every unanswered trigger again (as a client
+    /// would) and checks the history ([`check_cron_and_manual`]).
     pub(crate) async fn finish(self, cluster: &Cluster, answered: Answered, seed: u64) -> anyhow::Result<()> {
         if let Some(load) = self.load {
             load.stop().await?;
         }
-        check_cron_and_manual(cluster, &self.recorder, self.from, answered, seed).await
+        self.recorder.retry_unknown_triggers(&self.client).await;
+        check_cron_and_manual(cluster, &self.recorder, self.from, self.setup_ops, answered, seed).await
     }
 }
 
@@ -417,11 +425,15 @@ async fn cron_and_manual_jobs(client: &Client, recorder: &Recorder) -> anyhow::R
 
 /// How many writes of a scenario must have been acknowledged, and how many
 /// must have gone unanswered (proof that the fault was real).
+/// Only the writes the scenario made after its setup count.
 pub(crate) struct Answered {
     /// At least this many acknowledged.
     pub(crate) acknowledged: usize,
-    /// At least this many unknown.
+    /// At least this many unknown among the triggers whose request id
+    /// starts with `unanswered_prefix` (`""`: any write).
     pub(crate) unanswered: usize,
+    /// See `unanswered`.
+    pub(crate) unanswered_prefix: &'static str,
 }
 
 /// Reads the history of a scenario run with [`cron_and_manual_jobs`] and
@@ -434,6 +446,7 @@ async fn check_cron_and_manual(
     cluster: &Cluster,
     recorder: &Recorder,
     from: i128,
+    setup_ops: usize,
     answered: Answered,
     seed: u64,
 ) -> anyhow::Result<()> {
@@ -454,18 +467,26 @@ async fn check_cron_and_manual(
     .await?;
     // The guarantees first: a violation is the more important account.
     verdict(&history, seed)?;
-    let count = |outcome| history.ops.iter().filter(|op| op.outcome == outcome).count();
+    let ops = history.ops.get(setup_ops..).unwrap_or_default();
+    let acknowledged = ops.iter().filter(|op| op.outcome == Outcome::Ok).count();
+    let unanswered = ops
+        .iter()
+        .filter(|op| op.outcome == Outcome::Unknown)
+        .filter(|op| match &op.op {
+            Op::Trigger { request_id, .. } => request_id.starts_with(answered.unanswered_prefix),
+            _ => answered.unanswered_prefix.is_empty(),
+        })
+        .count();
     anyhow::ensure!(
-        count(Outcome::Ok) >= answered.acknowledged,
-        "at least {} writes acknowledged: {:?}",
+        acknowledged >= answered.acknowledged,
+        "at least {} writes acknowledged after the setup: {ops:?}",
         answered.acknowledged,
-        history.ops
     );
     anyhow::ensure!(
-        count(Outcome::Unknown) >= answered.unanswered,
-        "at least {} writes unanswered: {:?}",
+        unanswered >= answered.unanswered,
+        "at least {} writes ({:?}...) unanswered: {ops:?}",
         answered.unanswered,
-        history.ops
+        answered.unanswered_prefix,
     );
     anyhow::ensure!(
         history.servers.len() == cluster.running_ids().len(),
@@ -486,5 +507,34 @@ async fn check_cron_and_manual(
             .map(|r| (&r.id, r.state()))
             .collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+/// The heartbeat interval of the harness's servers (a fifth of the 15 s
+/// lease).
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// G3's other half: the attempts of `run` after the first were assigned no
+/// earlier than lease + grace after the worker's last renewal, which came
+/// at most one `heartbeat` before it went quiet at `quiet` (unix
+/// nanoseconds). Half a second of slack for clocks read in two processes.
+pub(crate) fn reassigned_after_lease_and_grace(
+    run: &pb::Run,
+    quiet: i128,
+    lease_and_grace: Duration,
+    heartbeat: Duration,
+) -> anyhow::Result<()> {
+    let nanos = |d: Duration| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX);
+    let earliest = quiet + nanos(lease_and_grace) - nanos(heartbeat) - nanos(Duration::from_millis(500));
+    for attempt in run.attempts.iter().skip(1) {
+        let assigned = crate::oracle::nanos(&attempt.assigned_at).unwrap_or(i128::MIN);
+        anyhow::ensure!(
+            assigned >= earliest,
+            "run {}: attempt of epoch {} was assigned {} ms after its worker went quiet; lease + grace is {lease_and_grace:?}",
+            run.id,
+            attempt.epoch,
+            (assigned - quiet) / 1_000_000
+        );
+    }
     Ok(())
 }

@@ -68,6 +68,7 @@ pub(super) async fn leader_isolated_while_clients_talk_to_both_sides(
             Answered {
                 acknowledged: 6,
                 unanswered: 1,
+                unanswered_prefix: "old-0",
             },
             seed,
         )
@@ -100,6 +101,7 @@ pub(super) async fn ring_of_overlapping_majorities_under_write_load(
             Answered {
                 acknowledged: 6,
                 unanswered: 0,
+                unanswered_prefix: "",
             },
             seed,
         )

@@ -231,6 +231,15 @@ pub(super) async fn duplicate_and_delayed_worker_reports(
         },
     )
     .await?;
+    for (_, assignment) in &retries {
+        let run = history
+            .runs
+            .iter()
+            .find(|r| r.id == assignment.run_id)
+            .ok_or_else(|| anyhow::anyhow!("seed {seed}: run {} is gone", assignment.run_id))?;
+        // Heartbeats every lease / 5 = 800 ms.
+        super::reassigned_after_lease_and_grace(run, died, LEASE_AND_GRACE, Duration::from_millis(800))?;
+    }
     for (id, reported) in &expected {
         let run = history
             .runs

@@ -109,6 +109,7 @@ pub(super) async fn server_killed_at_storage_points(
             Answered {
                 acknowledged: 6,
                 unanswered: 0,
+                unanswered_prefix: "",
             },
             seed,
         )
@@ -246,6 +247,7 @@ pub(super) async fn one_servers_disk_fills_up_then_frees(
             Answered {
                 acknowledged: 6,
                 unanswered: 0,
+                unanswered_prefix: "",
             },
             seed,
         )

@@ -7,7 +7,10 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rota_client::{SpecFile, proto as pb};
 
-use super::{LEASE_AND_GRACE, SECOND, container_job, kept, wait_ended, wait_for_output, wait_slots_handled};
+use super::{
+    HEARTBEAT, LEASE_AND_GRACE, SECOND, container_job, kept, reassigned_after_lease_and_grace, wait_ended,
+    wait_for_output, wait_slots_handled,
+};
 use crate::record::{Expectations, Recorder, collect, now_nanos, verdict};
 use crate::{Cluster, WorkerSettings, wait_for};
 
@@ -86,6 +89,7 @@ pub(super) async fn worker_cut_off_longer_than_its_lease(
     wait_for_output(&client, &run.id, "start").await?;
     tokio::time::sleep(Duration::from_millis(rng.random_range(0..2000))).await;
     proxy.cut();
+    let cut = now_nanos();
     cluster.start_worker(WorkerSettings::new("mainland", "docker"))?;
     let ended = wait_ended(&client, &run.id, Duration::from_secs(120)).await?;
     anyhow::ensure!(
@@ -95,6 +99,7 @@ pub(super) async fn worker_cut_off_longer_than_its_lease(
             && ended.attempts[1].worker == "mainland",
         "lost on the cut-off worker, then run elsewhere: {ended:?}"
     );
+    reassigned_after_lease_and_grace(&ended, cut, LEASE_AND_GRACE, HEARTBEAT)?;
     // Healed: the cut-off worker reconnects and cleans up after itself.
     proxy.restore();
     wait_for(
@@ -118,12 +123,36 @@ pub(super) async fn worker_cut_off_longer_than_its_lease(
         },
     )
     .await?;
+    verdict(&history, seed)?;
     anyhow::ensure!(
         history.containers.iter().filter(|c| c.job == "exclusive").count() == 2,
         "both attempts' containers were seen: {:?}",
         history.containers
     );
-    verdict(&history, seed)
+    // The cut-off worker killed its container before its lease (15 s, from
+    // a renewal no later than the cut) ran out.
+    let first = ended.attempts[0].epoch;
+    let fenced_by = cut + 16 * 1_000_000_000;
+    anyhow::ensure!(
+        history
+            .containers
+            .iter()
+            .filter(|c| c.run == run.id && c.epoch == first)
+            .all(|c| c.stopped.is_some_and(|at| at <= fenced_by)),
+        "the cut-off worker's container outlived its lease: cut at {cut}, {:?}",
+        history.containers
+    );
+    // Healed, the late worker changed nothing.
+    let after = history
+        .runs
+        .iter()
+        .find(|r| r.id == run.id)
+        .ok_or_else(|| anyhow::anyhow!("run {} is gone", run.id))?;
+    anyhow::ensure!(
+        after.state == ended.state && after.attempts == ended.attempts,
+        "the run changed after healing: {ended:?} → {after:?}"
+    );
+    Ok(())
 }
 
 /// Scenario 7: the worker dies for good mid-run (the process SIGKILLed and
@@ -154,6 +183,7 @@ pub(super) async fn worker_lost_for_good_mid_run(
             && ended.attempts[1].worker == "survivor",
         "lost on the dead worker, then run on the other: {ended:?}"
     );
+    reassigned_after_lease_and_grace(&ended, died, LEASE_AND_GRACE, HEARTBEAT)?;
     let history = collect(
         cluster,
         &recorder,
