@@ -24,6 +24,8 @@ pub struct TestWorker {
     events: mpsc::Receiver<Result<pb::ServerMessage, tonic::Status>>,
     next_seq: Arc<Mutex<u64>>,
     heartbeats: Option<JoinHandle<()>>,
+    /// When the last heartbeat was sent (unix nanoseconds).
+    last_heartbeat: Arc<Mutex<Option<i128>>>,
     reader: JoinHandle<()>,
 }
 
@@ -122,6 +124,7 @@ impl TestWorker {
             events,
             next_seq: Arc::new(Mutex::new(1)),
             heartbeats: None,
+            last_heartbeat: Arc::default(),
             reader,
         })
     }
@@ -164,6 +167,7 @@ impl TestWorker {
             });
         let outbound = self.outbound.clone();
         let next_seq = self.next_seq.clone();
+        let last_heartbeat = self.last_heartbeat.clone();
         self.heartbeats = Some(tokio::spawn(async move {
             loop {
                 let seq = {
@@ -175,12 +179,19 @@ impl TestWorker {
                     seq,
                     message: Some(pb::worker_message::Message::Heartbeat(pb::Heartbeat {})),
                 };
+                *last_heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::record::now_nanos());
                 if outbound.send(message).await.is_err() {
                     return;
                 }
                 tokio::time::sleep(interval).await;
             }
         }));
+    }
+
+    /// When the last heartbeat was sent (unix nanoseconds), if any: no
+    /// lease renewal of this worker counts from a later instant.
+    pub fn last_heartbeat_sent(&self) -> Option<i128> {
+        *self.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops heartbeating (the session stays open).

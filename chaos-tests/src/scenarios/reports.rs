@@ -174,6 +174,7 @@ pub(super) async fn duplicate_and_delayed_worker_reports(
     // attempts, which fill its slots.
     silent.stop_heartbeats();
     let died = now_nanos();
+    let last_renewal = silent.last_heartbeat_sent().unwrap_or(died);
     let mut retries = Vec::new();
     for _ in 0..2 {
         retries.push((false, second_attempt(&mut steady, &held).await?));
@@ -237,8 +238,8 @@ pub(super) async fn duplicate_and_delayed_worker_reports(
             .iter()
             .find(|r| r.id == assignment.run_id)
             .ok_or_else(|| anyhow::anyhow!("seed {seed}: run {} is gone", assignment.run_id))?;
-        // Heartbeats every lease / 5 = 800 ms.
-        super::reassigned_after_lease_and_grace(run, died, LEASE_AND_GRACE, Duration::from_millis(800))?;
+        // No renewal after the last heartbeat was sent: exact.
+        super::reassigned_after_lease_and_grace(run, last_renewal, LEASE_AND_GRACE, Duration::ZERO)?;
     }
     for (id, reported) in &expected {
         let run = history
