@@ -87,6 +87,30 @@ pub fn free_port() -> anyhow::Result<u16> {
     bail!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
+/// `GET path` from the HTTP endpoint at `addr` (plain HTTP/1.0, enough for
+/// rota's `/metrics`, `/healthz`, `/readyz`): the status code and body.
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .with_context(|| format!("connecting to {addr}"))??;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .with_context(|| format!("reading {path} from {addr}"))??;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("no status line from {addr}{path}: {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
 /// Debian's libfaketime (the thread-safe variant), if installed.
 pub fn faketime_library() -> Option<PathBuf> {
     [
@@ -137,6 +161,9 @@ pub struct ServerSettings {
     /// with a wall-clock offset the test sets ([`Cluster::set_clock_offset`]);
     /// monotonic clocks stay true.
     pub skewable_clocks: bool,
+    /// Give every server an HTTP endpoint (`--http-listen`, a free loopback
+    /// port; [`Server::http_addr`]) for `/metrics`, `/healthz`, `/readyz`.
+    pub http: bool,
 }
 
 impl Default for ServerSettings {
@@ -147,6 +174,7 @@ impl Default for ServerSettings {
             env: Vec::new(),
             link_proxies: false,
             skewable_clocks: false,
+            http: false,
         }
     }
 }
@@ -236,6 +264,8 @@ pub struct Server {
     pub addr: String,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// Its HTTP endpoint, with [`ServerSettings::http`].
+    pub http_addr: Option<String>,
     /// `--initial-cluster`, for founding members.
     initial_cluster: Option<String>,
     /// The process.
@@ -334,7 +364,7 @@ impl Cluster {
             dir,
         };
         for (&id, addr) in &addrs {
-            let server = cluster.new_server(id, addr.clone(), Some(initial_cluster.clone()));
+            let server = cluster.new_server(id, addr.clone(), Some(initial_cluster.clone()))?;
             cluster.servers.insert(id, server);
         }
         if cluster.settings.skewable_clocks {
@@ -359,14 +389,20 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn new_server(&self, id: u64, addr: String, initial_cluster: Option<String>) -> Server {
-        Server {
+    fn new_server(&self, id: u64, addr: String, initial_cluster: Option<String>) -> anyhow::Result<Server> {
+        let http_addr = if self.settings.http {
+            Some(format!("127.0.0.1:{}", free_port()?))
+        } else {
+            None
+        };
+        Ok(Server {
             id,
             addr,
+            http_addr,
             data_dir: self.dir.path().join(format!("node-{id}")),
             initial_cluster,
             process: Process::new(self.dir.path().join(format!("node-{id}.log"))),
-        }
+        })
     }
 
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
@@ -404,6 +440,9 @@ impl Cluster {
         }
         if let Some(cluster) = &server.initial_cluster {
             command.arg("--initial-cluster").arg(cluster);
+        }
+        if let Some(http) = &server.http_addr {
+            command.arg("--http-listen").arg(http);
         }
         server.process.spawn(command)
     }
@@ -566,7 +605,7 @@ impl Cluster {
     /// Starts a new, unjoined server (no --initial-cluster) and returns its id.
     pub fn start_new_server(&mut self) -> anyhow::Result<u64> {
         let id = self.servers.keys().max().copied().unwrap_or(0) + 1;
-        let server = self.new_server(id, format!("127.0.0.1:{}", free_port()?), None);
+        let server = self.new_server(id, format!("127.0.0.1:{}", free_port()?), None)?;
         self.servers.insert(id, server);
         self.spawn(id)?;
         Ok(id)

@@ -10,9 +10,11 @@
 //! - [`scheduler`]: leader-only loops that propose ticks, placements and
 //!   worker losses;
 //! - [`api`]: the client-facing gRPC services;
+//! - [`metrics`]: Prometheus metrics and health over HTTP;
 //! - [`node`]: configuration, startup and graceful shutdown.
 
 pub mod api;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod scheduler;

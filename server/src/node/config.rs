@@ -86,6 +86,9 @@ pub struct Config {
     pub initial_cluster: Option<String>,
     /// Log output format.
     pub log_format: LogFormat,
+    /// Address of the HTTP endpoint serving `/metrics` (Prometheus),
+    /// `/healthz` and `/readyz`; unset: no HTTP endpoint.
+    pub http_listen: Option<SocketAddr>,
     /// Upper bound on any request's deadline (the caller's own deadline
     /// applies when shorter). Keep it above 120 s: `AddNode` waits up to that
     /// long for a new node to catch up.
@@ -118,6 +121,7 @@ impl Default for Config {
             data_dir: None,
             initial_cluster: None,
             log_format: LogFormat::Text,
+            http_listen: None,
             request_timeout: Duration::from_secs(180),
             shutdown_timeout: Duration::from_secs(10),
             worker_lease: Duration::from_secs(15),
@@ -154,6 +158,11 @@ pub struct Flags {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Address of the HTTP endpoint for /metrics, /healthz and /readyz,
+    /// e.g. 127.0.0.1:9400.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// The configuration could not be loaded.
@@ -175,6 +184,7 @@ const ENV_KEYS: &[&str] = &[
     "data_dir",
     "initial_cluster",
     "log_format",
+    "http_listen",
     "request_timeout",
     "shutdown_timeout",
     "worker_lease",

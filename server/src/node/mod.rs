@@ -214,6 +214,14 @@ pub async fn run(
     let mut server = tokio::spawn(server);
     on_listening(local_addr);
 
+    let metrics = Arc::new(crate::metrics::Metrics::new().context("registering metrics")?);
+    tasks.spawn(metrics.clone().follow_leadership(raft.clone(), stopping.clone()));
+    if let Some(addr) = config.http_listen {
+        let quorum_timeout = config.raft.election_timeout_max;
+        let (http, _task) = crate::metrics::serve(addr, metrics, node.clone(), quorum_timeout, stop.clone()).await?;
+        tracing::info!(%http, "serving /metrics, /healthz and /readyz");
+    }
+
     // Formation runs alongside serving: it may wait its turn (see
     // `initialize`), and a shutdown must not wait for it.
     let formation = async {

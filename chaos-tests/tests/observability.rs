@@ -1,0 +1,211 @@
+//! Issue 7, first part: every server's HTTP endpoint — Prometheus metrics
+//! (checked by Debian's `promtool` when installed; CI installs it), health,
+//! and readiness that follows quorum.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rota_chaos::{Cluster, ServerSettings, WorkerSettings, http_get, wait_for};
+use rota_client::{Consistency, SpecFile};
+
+fn settings() -> ServerSettings {
+    ServerSettings {
+        http: true,
+        ..ServerSettings::default()
+    }
+}
+
+fn http_addr(cluster: &Cluster, id: u64) -> anyhow::Result<String> {
+    cluster
+        .server(id)?
+        .http_addr
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("server {id} has no HTTP endpoint"))
+}
+
+/// The samples of a text exposition, `name{labels}` → value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `promtool check metrics` on `text`: `Ok(None)` when promtool is not
+/// installed (and `ROTA_REQUIRE_PROMETHEUS` is unset), `Ok(Some(report))`
+/// with what it printed.
+fn promtool_check(text: &str) -> anyhow::Result<Option<String>> {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if std::env::var_os("ROTA_REQUIRE_PROMETHEUS").is_none() => {
+            eprintln!("promtool not run ({e}); install Debian's prometheus package, or set ROTA_REQUIRE_PROMETHEUS");
+            return Ok(None);
+        }
+        Err(e) => anyhow::bail!("promtool: {e} (install Debian's prometheus package)"),
+    };
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("promtool has no stdin"))?
+        .write_all(text.as_bytes())?;
+    let output = child.wait_with_output()?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    anyhow::ensure!(output.status.success(), "promtool check metrics failed: {report}");
+    Ok(Some(report))
+}
+
+async fn run_checked(cluster: &mut Cluster, test: impl AsyncFnOnce(&mut Cluster) -> anyhow::Result<()>) {
+    if let Err(e) = test(cluster).await {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_serves_metrics_health_and_readiness() {
+    let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
+    run_checked(&mut cluster, async |cluster| {
+        for id in cluster.ids() {
+            let addr = http_addr(cluster, id)?;
+            let (status, body) = http_get(&addr, "/healthz").await?;
+            anyhow::ensure!(status == 200 && body == "ok\n", "healthz of {id}: {status} {body:?}");
+            wait_for(&format!("server {id} ready"), Duration::from_secs(30), || async {
+                let (status, body) = http_get(&addr, "/readyz").await.map_err(|e| e.to_string())?;
+                if status == 200 {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("{status} {body:?}"))
+                }
+            })
+            .await?;
+            let (status, _) = http_get(&addr, "/nope").await?;
+            anyhow::ensure!(status == 404, "an unknown path is 404, got {status}");
+        }
+
+        // A few runs, then the metrics say so on every server.
+        cluster.start_worker(WorkerSettings::new("counted", "exec"))?;
+        let client = cluster.client()?;
+        let spec = SpecFile::parse_yaml("name: counted\ntask: { driver: exec, command: ['true'] }\n")?;
+        client.apply_job(spec[0].to_proto(), false).await?;
+        for _ in 0..3 {
+            let (run, _) = client.trigger_run("counted", None, Default::default(), false).await?;
+            wait_for("the run to end", Duration::from_secs(60), || async {
+                let run = client
+                    .get_run(&run.id, Consistency::Linearizable)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(run.finished_at.is_some().then_some(()))
+            })
+            .await?;
+        }
+        let mut leaders = 0.0;
+        for id in cluster.ids() {
+            let addr = http_addr(cluster, id)?;
+            let text = wait_for(
+                &format!("server {id} to count 3 runs"),
+                Duration::from_secs(30),
+                || async {
+                    let (status, text) = http_get(&addr, "/metrics").await.map_err(|e| e.to_string())?;
+                    let found = samples(&text);
+                    let succeeded = found.get("rota_runs{state=\"succeeded\"}").copied().unwrap_or(0.0);
+                    Ok((status == 200 && succeeded >= 3.0).then_some(text))
+                },
+            )
+            .await?;
+            let found = samples(&text);
+            for name in [
+                "rota_raft_term",
+                "rota_raft_is_leader",
+                "rota_raft_leader_changes_total",
+                "rota_raft_commit_index",
+                "rota_raft_applied_index",
+                "rota_raft_apply_lag",
+                "rota_jobs",
+                "rota_workers",
+                "rota_runs{state=\"pending\"}",
+            ] {
+                anyhow::ensure!(found.contains_key(name), "server {id} exports {name}: {text}");
+            }
+            anyhow::ensure!(found["rota_jobs"] >= 1.0 && found["rota_workers"] >= 1.0, "{text}");
+            leaders += found["rota_raft_is_leader"];
+            if let Some(report) = promtool_check(&text)? {
+                anyhow::ensure!(
+                    report.trim().is_empty(),
+                    "promtool check metrics on server {id}: {report}"
+                );
+            }
+        }
+        anyhow::ensure!(leaders == 1.0, "exactly one server says it leads, not {leaders}");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_quorum() {
+    let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
+    run_checked(&mut cluster, async |cluster| {
+        let ready = async |cluster: &Cluster, id: u64, want: bool| -> anyhow::Result<String> {
+            let addr = http_addr(cluster, id)?;
+            let what = format!("server {id} /readyz to be {}", if want { 200 } else { 503 });
+            wait_for(&what, Duration::from_secs(30), || async {
+                let (status, body) = http_get(&addr, "/readyz").await.map_err(|e| e.to_string())?;
+                let expected = if want { 200 } else { 503 };
+                if status == expected {
+                    Ok(Some(body))
+                } else {
+                    Err(format!("{status} {body:?}"))
+                }
+            })
+            .await
+        };
+        for id in cluster.ids() {
+            ready(cluster, id, true).await?;
+        }
+        // The leader alone: it still thinks it leads, but no quorum answers.
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        let followers: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != leader).collect();
+        for &id in &followers {
+            cluster.kill(id)?;
+        }
+        let why = ready(cluster, leader, false).await?;
+        anyhow::ensure!(why.contains("quorum"), "the reason names the quorum: {why:?}");
+        let (status, _) = http_get(&http_addr(cluster, leader)?, "/healthz").await?;
+        anyhow::ensure!(status == 200, "still healthy (the process is up): {status}");
+        // Back together: ready again, everywhere.
+        for &id in &followers {
+            cluster.restart(id)?;
+        }
+        for id in cluster.ids() {
+            ready(cluster, id, true).await?;
+        }
+        // A follower that loses its leader (and cannot elect one) is not ready.
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        let follower = cluster
+            .ids()
+            .into_iter()
+            .find(|&id| id != leader)
+            .ok_or_else(|| anyhow::anyhow!("no follower"))?;
+        for id in cluster.ids().into_iter().filter(|&id| id != follower) {
+            cluster.kill(id)?;
+        }
+        let why = ready(cluster, follower, false).await?;
+        anyhow::ensure!(why.contains("leader"), "the reason names the leader: {why:?}");
+        Ok(())
+    })
+    .await;
+}

@@ -1,0 +1,280 @@
+//! Prometheus metrics and health of a server, served over HTTP (`/metrics`,
+//! `/healthz`, `/readyz`) when `http_listen` is set.
+//!
+//! Gauges that describe the node's state (Raft indexes, jobs and runs by
+//! state) are read when scraped, so they are never stale; counters (leader
+//! changes) are kept by a task that follows openraft's metrics. Names follow
+//! Prometheus conventions: the `rota_` prefix, `_total` on counters, no run
+//! or job ids in labels (the `state` label has ten values).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State as AxumState;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use tokio_util::sync::CancellationToken;
+
+use crate::node::NodeHandle;
+use crate::raft::Raft;
+
+/// Every run state, for the `state` label (all are always exported, zero
+/// or not, so that a query never finds a series missing).
+const RUN_STATES: [crate::state::RunState; 10] = {
+    use crate::state::RunState as S;
+    [
+        S::Pending,
+        S::Assigned,
+        S::Running,
+        S::Succeeded,
+        S::Failed,
+        S::TimedOut,
+        S::Cancelled,
+        S::Lost,
+        S::Skipped,
+        S::Missed,
+    ]
+};
+
+/// The metric families of one server.
+pub struct Metrics {
+    registry: Registry,
+    term: IntGauge,
+    is_leader: IntGauge,
+    leader_changes: IntCounter,
+    last_log_index: IntGauge,
+    commit_index: IntGauge,
+    applied_index: IntGauge,
+    apply_lag: IntGauge,
+    snapshot_index: IntGauge,
+    purged_index: IntGauge,
+    jobs: IntGauge,
+    runs: IntGaugeVec,
+    workers: IntGauge,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+    let gauge = IntGauge::new(name, help)?;
+    registry.register(Box::new(gauge.clone()))?;
+    Ok(gauge)
+}
+
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let leader_changes = IntCounter::new(
+            "rota_raft_leader_changes_total",
+            "Times this server saw the cluster's leader change (including to no leader).",
+        )?;
+        registry.register(Box::new(leader_changes.clone()))?;
+        let runs = IntGaugeVec::new(
+            Opts::new("rota_runs", "Run records held, by state (slot records included)."),
+            &["state"],
+        )?;
+        registry.register(Box::new(runs.clone()))?;
+        Ok(Self {
+            term: gauge(&registry, "rota_raft_term", "This server's current Raft term.")?,
+            is_leader: gauge(
+                &registry,
+                "rota_raft_is_leader",
+                "1 if this server is the leader, else 0.",
+            )?,
+            leader_changes,
+            last_log_index: gauge(
+                &registry,
+                "rota_raft_last_log_index",
+                "Index of the last entry in this server's Raft log.",
+            )?,
+            commit_index: gauge(
+                &registry,
+                "rota_raft_commit_index",
+                "Highest log index this server knows to be committed.",
+            )?,
+            applied_index: gauge(
+                &registry,
+                "rota_raft_applied_index",
+                "Highest log index applied to this server's state machine.",
+            )?,
+            apply_lag: gauge(
+                &registry,
+                "rota_raft_apply_lag",
+                "Committed entries not yet applied on this server (commit index - applied index).",
+            )?,
+            snapshot_index: gauge(
+                &registry,
+                "rota_raft_snapshot_index",
+                "Last log index covered by this server's latest snapshot (0: none).",
+            )?,
+            purged_index: gauge(
+                &registry,
+                "rota_raft_purged_index",
+                "Log entries up to this index were compacted away (0: none).",
+            )?,
+            jobs: gauge(&registry, "rota_jobs", "Jobs defined.")?,
+            runs,
+            workers: gauge(
+                &registry,
+                "rota_workers",
+                "Workers the cluster knows (registered, not forgotten).",
+            )?,
+            registry,
+        })
+    }
+
+    /// Reads the scrape-time gauges from `node`, then renders every family
+    /// in the Prometheus text format.
+    pub async fn render(&self, node: &NodeHandle) -> String {
+        let committed = node.committed().await.map_or(0, |id| id.index);
+        {
+            let metrics = node.raft.metrics();
+            let metrics = metrics.borrow();
+            let applied = metrics.last_applied.map_or(0, |id| id.index);
+            self.term.set(as_i64(metrics.current_term));
+            self.is_leader.set(i64::from(metrics.current_leader == Some(node.id)));
+            self.last_log_index.set(as_i64(metrics.last_log_index.unwrap_or(0)));
+            self.commit_index.set(as_i64(committed));
+            self.applied_index.set(as_i64(applied));
+            self.apply_lag.set(as_i64(committed.saturating_sub(applied)));
+            self.snapshot_index
+                .set(as_i64(metrics.snapshot.map_or(0, |id| id.index)));
+            self.purged_index.set(as_i64(metrics.purged.map_or(0, |id| id.index)));
+        }
+        {
+            let applied = node.state.read();
+            let state = &applied.state;
+            self.jobs.set(as_i64(state.job_count() as u64));
+            self.workers.set(as_i64(state.workers().count() as u64));
+            let mut by_state: BTreeMap<&str, u64> = RUN_STATES.iter().map(|s| (s.as_str(), 0)).collect();
+            for run in state.runs_after(None) {
+                *by_state.entry(run.state.as_str()).or_default() += 1;
+            }
+            for (label, count) in by_state {
+                self.runs.with_label_values(&[label]).set(as_i64(count));
+            }
+        }
+        let mut text = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
+    /// Counts leader changes as this server sees them, until `stop`.
+    pub async fn follow_leadership(self: Arc<Self>, raft: Raft, stop: CancellationToken) {
+        let mut metrics = raft.metrics();
+        let mut leader = metrics.borrow_and_update().current_leader;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+            let now = metrics.borrow_and_update().current_leader;
+            if now != leader {
+                leader = now;
+                self.leader_changes.inc();
+            }
+        }
+    }
+}
+
+/// Whether `node` should receive traffic: its Raft core runs, it knows a
+/// leader, it has applied what it knows to be committed, and — if it leads —
+/// a quorum acknowledged it within `quorum_timeout`. The error says why not.
+pub async fn readiness(node: &NodeHandle, quorum_timeout: Duration) -> Result<(), String> {
+    let committed = node.committed().await.map_or(0, |id| id.index);
+    let metrics = node.raft.metrics();
+    let metrics = metrics.borrow();
+    if let Err(fatal) = &metrics.running_state {
+        return Err(format!("raft stopped: {fatal}"));
+    }
+    let Some(leader) = metrics.current_leader else {
+        return Err("no known leader".to_owned());
+    };
+    if leader == node.id {
+        let limit = u64::try_from(quorum_timeout.as_millis()).unwrap_or(u64::MAX);
+        match metrics.millis_since_quorum_ack {
+            Some(ms) if ms <= limit => {}
+            Some(ms) => return Err(format!("leader without a quorum for {ms} ms")),
+            None => return Err("leader not yet acknowledged by a quorum".to_owned()),
+        }
+    }
+    let applied = metrics.last_applied.map_or(0, |id| id.index);
+    if applied < committed {
+        return Err(format!("catching up: applied {applied} of {committed} committed"));
+    }
+    Ok(())
+}
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+struct Http {
+    metrics: Arc<Metrics>,
+    node: NodeHandle,
+    quorum_timeout: Duration,
+}
+
+async fn metrics_page(AxumState(http): AxumState<Http>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        http.metrics.render(&http.node).await,
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(AxumState(http): AxumState<Http>) -> impl IntoResponse {
+    match readiness(&http.node, http.quorum_timeout).await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+/// Binds `addr` and serves `/metrics`, `/healthz` and `/readyz` until
+/// `stop`; returns the bound address and the serving task.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    node: NodeHandle,
+    quorum_timeout: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding http_listen {addr}"))?;
+    let local = listener.local_addr()?;
+    let router = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Http {
+            metrics,
+            node,
+            quorum_timeout,
+        });
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "http endpoint failed");
+        }
+    });
+    Ok((local, task))
+}
