@@ -209,3 +209,100 @@ async fn readiness_follows_quorum() {
     })
     .await;
 }
+
+/// `query` percent-encoded for a URL.
+fn url_encode(query: &str) -> String {
+    query
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The single value of an instant PromQL query, if it has one.
+async fn promql(prometheus: &str, query: &str) -> Result<Option<f64>, String> {
+    let (status, body) = http_get(prometheus, &format!("/api/v1/query?query={}", url_encode(query)))
+        .await
+        .map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("{status}: {body}"));
+    }
+    let answer: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    Ok(answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_cluster_and_counts_the_runs() {
+    if std::process::Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("ROTA_REQUIRE_PROMETHEUS").is_none(),
+            "prometheus is required (install Debian's prometheus package)"
+        );
+        eprintln!("skipped: no prometheus (install Debian's prometheus package)");
+        return;
+    }
+    let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
+    run_checked(&mut cluster, async |cluster| {
+        cluster.start_worker(WorkerSettings::new("scraped", "exec"))?;
+        let client = cluster.client()?;
+        let spec = SpecFile::parse_yaml("name: scraped\ntask: { driver: exec, command: ['true'] }\n")?;
+        client.apply_job(spec[0].to_proto(), false).await?;
+        for _ in 0..4 {
+            let (run, _) = client.trigger_run("scraped", None, Default::default(), false).await?;
+            wait_for("the run to end", Duration::from_secs(60), || async {
+                let run = client
+                    .get_run(&run.id, Consistency::Linearizable)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(run.finished_at.is_some().then_some(()))
+            })
+            .await?;
+        }
+        // Prometheus itself, scraping every server each second.
+        let dir = tempfile::tempdir()?;
+        let targets: Vec<String> = cluster
+            .ids()
+            .into_iter()
+            .map(|id| http_addr(cluster, id).map(|addr| format!("\"{addr}\"")))
+            .collect::<anyhow::Result<_>>()?;
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+                 scrape_configs:\n  - job_name: rota\n    static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
+            ),
+        )?;
+        let web = format!("127.0.0.1:{}", rota_chaos::free_port()?);
+        let _prometheus = tokio::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log"))?)
+            .kill_on_drop(true)
+            .spawn()?;
+        let expect = async |query: &str, want: f64| -> anyhow::Result<()> {
+            wait_for(&format!("{query} = {want}"), Duration::from_secs(60), || async {
+                let value = promql(&web, query).await?;
+                Ok((value == Some(want)).then_some(()))
+            })
+            .await
+        };
+        expect("count(up{job=\"rota\"} == 1)", 3.0).await?;
+        expect("sum(rota_raft_is_leader)", 1.0).await?;
+        expect("min(rota_runs{state=\"succeeded\"})", 4.0).await?;
+        expect("max(rota_jobs)", 1.0).await?;
+        Ok(())
+    })
+    .await;
+}
