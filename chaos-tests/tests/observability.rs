@@ -99,8 +99,13 @@ async fn every_server_serves_metrics_health_and_readiness() {
         // A few runs, then the metrics say so on every server.
         cluster.start_worker(WorkerSettings::new("counted", "exec"))?;
         let client = cluster.client()?;
-        let spec = SpecFile::parse_yaml("name: counted\ntask: { driver: exec, command: ['true'] }\n")?;
-        client.apply_job(spec[0].to_proto(), false).await?;
+        let specs = SpecFile::parse_yaml(
+            "name: counted\ntask: { driver: exec, command: ['true'] }\n\
+             ---\nname: ticking\nschedule: { cron: '* * * * * *' }\ntask: { driver: exec, command: ['true'] }\n",
+        )?;
+        for spec in &specs {
+            client.apply_job(spec.to_proto(), false).await?;
+        }
         for _ in 0..3 {
             let (run, _) = client.trigger_run("counted", None, Default::default(), false).await?;
             wait_for("the run to end", Duration::from_secs(60), || async {
@@ -121,8 +126,15 @@ async fn every_server_serves_metrics_health_and_readiness() {
                 || async {
                     let (status, text) = http_get(&addr, "/metrics").await.map_err(|e| e.to_string())?;
                     let found = samples(&text);
-                    let succeeded = found.get("rota_runs{state=\"succeeded\"}").copied().unwrap_or(0.0);
-                    Ok((status == 200 && succeeded >= 3.0).then_some(text))
+                    let at_least = |name: &str, n: f64| found.get(name).copied().unwrap_or(0.0) >= n;
+                    let counted = at_least("rota_runs{state=\"succeeded\"}", 3.0)
+                        && at_least("rota_runs_created_total{cause=\"manual\"}", 3.0)
+                        && at_least("rota_runs_created_total{cause=\"scheduled\"}", 2.0)
+                        && at_least("rota_runs_finished_total{outcome=\"succeeded\"}", 3.0)
+                        && at_least("rota_dispatch_latency_seconds_count", 3.0)
+                        && at_least("rota_run_duration_seconds_count", 3.0)
+                        && at_least("rota_trigger_lateness_seconds_count", 2.0);
+                    Ok((status == 200 && counted).then_some(text))
                 },
             )
             .await?;
@@ -253,8 +265,13 @@ async fn a_real_prometheus_scrapes_the_cluster_and_counts_the_runs() {
     run_checked(&mut cluster, async |cluster| {
         cluster.start_worker(WorkerSettings::new("scraped", "exec"))?;
         let client = cluster.client()?;
-        let spec = SpecFile::parse_yaml("name: scraped\ntask: { driver: exec, command: ['true'] }\n")?;
-        client.apply_job(spec[0].to_proto(), false).await?;
+        let specs = SpecFile::parse_yaml(
+            "name: scraped\ntask: { driver: exec, command: ['true'] }\n\
+             ---\nname: ticking\nschedule: { cron: '* * * * * *' }\ntask: { driver: exec, command: ['true'] }\n",
+        )?;
+        for spec in &specs {
+            client.apply_job(spec.to_proto(), false).await?;
+        }
         for _ in 0..4 {
             let (run, _) = client.trigger_run("scraped", None, Default::default(), false).await?;
             wait_for("the run to end", Duration::from_secs(60), || async {
@@ -300,8 +317,18 @@ async fn a_real_prometheus_scrapes_the_cluster_and_counts_the_runs() {
         };
         expect("count(up{job=\"rota\"} == 1)", 3.0).await?;
         expect("sum(rota_raft_is_leader)", 1.0).await?;
-        expect("min(rota_runs{state=\"succeeded\"})", 4.0).await?;
-        expect("max(rota_jobs)", 1.0).await?;
+        expect("min(rota_runs_created_total{cause=\"manual\"})", 4.0).await?;
+        expect("max(rota_jobs)", 2.0).await?;
+        // The dashboard's lateness query answers (a number, not NaN).
+        let p99 = "histogram_quantile(0.99, sum by (le) (rate(rota_trigger_lateness_seconds_bucket[1m])))";
+        let lateness = wait_for("the lateness p99", Duration::from_secs(60), || async {
+            Ok(promql(&web, p99).await?.filter(|v| v.is_finite()))
+        })
+        .await?;
+        anyhow::ensure!(
+            (0.0..60.0).contains(&lateness),
+            "lateness p99 of a per-second job: {lateness}s"
+        );
         Ok(())
     })
     .await;

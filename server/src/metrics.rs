@@ -7,9 +7,9 @@
 //! Prometheus conventions: the `rota_` prefix, `_total` on counters, no run
 //! or job ids in labels (the `state` label has ten values).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,7 +17,10 @@ use axum::extract::State as AxumState;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use chrono::{DateTime, Utc};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::node::NodeHandle;
@@ -56,6 +59,159 @@ pub struct Metrics {
     jobs: IntGauge,
     runs: IntGaugeVec,
     workers: IntGauge,
+    events: Events,
+}
+
+/// Counters and histograms of what happened to runs, derived from the run
+/// records when scraped: each run is counted once when first seen (created)
+/// and once when first seen terminal (finished). Every server derives the
+/// same numbers from the same replicated records; after a restart the
+/// counters start over from the records still kept (Prometheus' `rate`
+/// handles the reset).
+struct Events {
+    created: IntCounterVec,
+    not_run: IntCounterVec,
+    finished: IntCounterVec,
+    attempts_lost: IntCounter,
+    retries: IntCounter,
+    lateness: Histogram,
+    dispatch: Histogram,
+    duration: Histogram,
+    /// Run ids counted as created, and as finished; pruned to the runs the
+    /// state still holds.
+    counted: Mutex<(HashSet<String>, HashSet<String>)>,
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(counter.clone()))?;
+    Ok(counter)
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Result<Histogram, prometheus::Error> {
+    let histogram = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?;
+    registry.register(Box::new(histogram.clone()))?;
+    Ok(histogram)
+}
+
+/// Seconds from `from` to `to` (negative clamped to zero).
+fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).to_std().map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Events {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        const LATENCY: [f64; 14] = [
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ];
+        const DURATION: [f64; 12] = [
+            0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0,
+        ];
+        let attempts_lost = IntCounter::new("rota_attempts_lost_total", "Attempts whose worker was lost.")?;
+        registry.register(Box::new(attempts_lost.clone()))?;
+        let retries = IntCounter::new(
+            "rota_run_retries_total",
+            "Attempts after the first (hand-backs of drained workers not counted).",
+        )?;
+        registry.register(Box::new(retries.clone()))?;
+        Ok(Self {
+            created: counter_vec(
+                registry,
+                "rota_runs_created_total",
+                "Runs created, by cause (scheduled or manual).",
+                &["cause"],
+            )?,
+            not_run: counter_vec(
+                registry,
+                "rota_slots_not_run_total",
+                "Slots recorded without a run, by state (missed, skipped) and reason.",
+                &["state", "reason"],
+            )?,
+            finished: counter_vec(
+                registry,
+                "rota_runs_finished_total",
+                "Runs that reached a terminal state, by outcome.",
+                &["outcome"],
+            )?,
+            attempts_lost,
+            retries,
+            lateness: histogram(
+                registry,
+                "rota_trigger_lateness_seconds",
+                "Scheduled runs: from the nominal slot to the run's creation (committed by the leader).",
+                &LATENCY,
+            )?,
+            dispatch: histogram(
+                registry,
+                "rota_dispatch_latency_seconds",
+                "Runs: from creation to the first assignment to a worker.",
+                &LATENCY,
+            )?,
+            duration: histogram(
+                registry,
+                "rota_run_duration_seconds",
+                "Finished runs: from the first attempt's start to the end.",
+                &DURATION,
+            )?,
+            counted: Mutex::default(),
+        })
+    }
+
+    /// Counts what `runs` show that was not counted before.
+    fn observe<'a>(&self, runs: impl Iterator<Item = &'a crate::state::Run>) {
+        use crate::state::RunState;
+        use crate::state::run::{AttemptOutcome, Cause};
+        let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
+        let (created, finished) = &mut *counted;
+        let mut present = HashSet::new();
+        for run in runs {
+            present.insert(run.id.clone());
+            let slot_record = matches!(run.state, RunState::Missed | RunState::Skipped);
+            if created.insert(run.id.clone()) {
+                if slot_record {
+                    let reason = run
+                        .reason
+                        .as_ref()
+                        .map(|r| crate::api::convert::word(&r.code))
+                        .unwrap_or_default();
+                    self.not_run
+                        .with_label_values(&[run.state.as_str(), reason.as_str()])
+                        .inc_by(run.slot_count.max(1));
+                } else {
+                    let cause = match run.cause {
+                        Cause::Scheduled => "scheduled",
+                        Cause::Manual { .. } => "manual",
+                    };
+                    self.created.with_label_values(&[cause]).inc();
+                    if let (Cause::Scheduled, Some(slot)) = (&run.cause, run.nominal_time) {
+                        self.lateness.observe(seconds(slot, run.created_at));
+                    }
+                }
+            }
+            if slot_record || !run.state.is_terminal() || !finished.insert(run.id.clone()) {
+                continue;
+            }
+            self.finished.with_label_values(&[run.state.as_str()]).inc();
+            let outcome = |o: AttemptOutcome| run.attempts.iter().filter(|a| a.outcome == Some(o)).count() as u64;
+            self.attempts_lost.inc_by(outcome(AttemptOutcome::Lost));
+            let counted_attempts = (run.attempts.len() as u64).saturating_sub(outcome(AttemptOutcome::HandedBack));
+            self.retries.inc_by(counted_attempts.saturating_sub(1));
+            if let Some(first) = run.attempts.first() {
+                self.dispatch.observe(seconds(run.created_at, first.assigned_at));
+            }
+            let started = run.attempts.iter().find_map(|a| a.started_at);
+            if let (Some(started), Some(end)) = (started, run.finished_at) {
+                self.duration.observe(seconds(started, end));
+            }
+        }
+        created.retain(|id| present.contains(id));
+        finished.retain(|id| present.contains(id));
+    }
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
@@ -127,6 +283,7 @@ impl Metrics {
                 "rota_workers",
                 "Workers the cluster knows (registered, not forgotten).",
             )?,
+            events: Events::new(&registry)?,
             registry,
         })
     }
@@ -161,6 +318,7 @@ impl Metrics {
             for (label, count) in by_state {
                 self.runs.with_label_values(&[label]).set(as_i64(count));
             }
+            self.events.observe(state.runs_after(None));
         }
         let mut text = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {

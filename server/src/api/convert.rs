@@ -81,7 +81,7 @@ pub fn run_state_from(state: pb::RunState) -> Option<RunState> {
 }
 
 /// The word of a serde enum value (`snake_case`), for string fields.
-fn word<T: serde::Serialize>(value: &T) -> String {
+pub fn word<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
