@@ -117,7 +117,12 @@ async fn every_server_serves_metrics_health_and_readiness() {
             })
             .await?;
         }
+        // An error answer, to be counted with its code.
+        let missing = client.get_run("no-such-run", Consistency::Linearizable).await;
+        anyhow::ensure!(missing.is_err(), "{missing:?}");
         let mut leaders = 0.0;
+        let mut applies = 0.0;
+        let mut not_found = 0.0;
         for id in cluster.ids() {
             let addr = http_addr(cluster, id)?;
             let text = wait_for(
@@ -154,6 +159,15 @@ async fn every_server_serves_metrics_health_and_readiness() {
             }
             anyhow::ensure!(found["rota_jobs"] >= 1.0 && found["rota_workers"] >= 1.0, "{text}");
             leaders += found["rota_raft_is_leader"];
+            let series = |name: &str| found.get(name).copied().unwrap_or(0.0);
+            applies += series("rota_api_requests_total{code=\"OK\",method=\"/rota.v1.JobService/ApplyJob\"}");
+            not_found += series("rota_api_requests_total{code=\"NotFound\",method=\"/rota.v1.RunService/GetRun\"}");
+            anyhow::ensure!(
+                found
+                    .keys()
+                    .all(|k| !k.starts_with("rota_api_requests_total") || !k.contains("no-such")),
+                "no caller-chosen text in labels: {text}"
+            );
             if let Some(report) = promtool_check(&text)? {
                 anyhow::ensure!(
                     report.trim().is_empty(),
@@ -162,6 +176,10 @@ async fn every_server_serves_metrics_health_and_readiness() {
             }
         }
         anyhow::ensure!(leaders == 1.0, "exactly one server says it leads, not {leaders}");
+        anyhow::ensure!(
+            applies >= 2.0 && not_found >= 1.0,
+            "API calls counted by method and code: {applies} applies, {not_found} not-found reads"
+        );
         Ok(())
     })
     .await;

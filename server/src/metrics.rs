@@ -60,6 +60,7 @@ pub struct Metrics {
     runs: IntGaugeVec,
     workers: IntGauge,
     events: Events,
+    api: ApiMetrics,
 }
 
 /// Counters and histograms of what happened to runs, derived from the run
@@ -284,8 +285,14 @@ impl Metrics {
                 "Workers the cluster knows (registered, not forgotten).",
             )?,
             events: Events::new(&registry)?,
+            api: ApiMetrics::new(&registry)?,
             registry,
         })
+    }
+
+    /// The tower layer that counts API calls into these metrics.
+    pub fn api_layer(&self) -> ApiMetrics {
+        self.api.clone()
     }
 
     /// Reads the scrape-time gauges from `node`, then renders every family
@@ -435,4 +442,125 @@ pub async fn serve(
         }
     });
     Ok((local, task))
+}
+
+/// Counts and times every gRPC call the server answers, as a tower layer
+/// on the tonic server: `rota_api_requests_total{method, code}` and
+/// `rota_api_request_duration_seconds{method}`. `method` is the full gRPC
+/// method (`/rota.v1.JobService/CreateJob`) when it is one of rota's, else
+/// `other` (a path is chosen by the caller; labels stay bounded). `code` is
+/// the gRPC status of the answer's headers (`OK` when it comes in the
+/// trailers, as for every successful call); for streams, the duration is the
+/// time to the response headers.
+#[derive(Clone)]
+pub struct ApiMetrics {
+    requests: IntCounterVec,
+    duration: prometheus::HistogramVec,
+    methods: Arc<HashSet<String>>,
+}
+
+impl ApiMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let duration = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "rota_api_request_duration_seconds",
+                "gRPC calls answered: time to the response headers, by method.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["method"],
+        )?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Self {
+            requests: counter_vec(
+                registry,
+                "rota_api_requests_total",
+                "gRPC calls answered, by method and status code.",
+                &["method", "code"],
+            )?,
+            duration,
+            methods: Arc::new(rota_methods()),
+        })
+    }
+
+    fn observe(&self, path: &str, code: &str, elapsed: Duration) {
+        let method = if self.methods.contains(path) { path } else { "other" };
+        self.requests.with_label_values(&[method, code]).inc();
+        self.duration
+            .with_label_values(&[method])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Every gRPC method of rota's services, `/package.Service/Method`.
+fn rota_methods() -> HashSet<String> {
+    use prost::Message;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(rota_proto::FILE_DESCRIPTOR_SET) else {
+        return HashSet::new();
+    };
+    let mut methods = HashSet::new();
+    for file in set.file {
+        let package = file.package.unwrap_or_default();
+        for service in file.service {
+            let service_name = service.name.unwrap_or_default();
+            for method in service.method {
+                methods.insert(format!("/{package}.{service_name}/{}", method.name.unwrap_or_default()));
+            }
+        }
+    }
+    methods
+}
+
+impl<S> tower::Layer<S> for ApiMetrics {
+    type Service = ApiMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiMetricsService {
+            inner,
+            metrics: self.clone(),
+        }
+    }
+}
+
+/// The service [`ApiMetrics`] wraps around the API.
+#[derive(Clone)]
+pub struct ApiMetricsService<S> {
+    inner: S,
+    metrics: ApiMetrics,
+}
+
+impl<S, B, R> tower::Service<axum::http::Request<B>> for ApiMetricsService<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let metrics = self.metrics.clone();
+        let started = std::time::Instant::now();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await;
+            let code = match &response {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or_else(|| "OK".to_owned(), |n| format!("{:?}", tonic::Code::from(n))),
+                Err(_) => "transport_error".to_owned(),
+            };
+            metrics.observe(&path, &code, started.elapsed());
+            response
+        })
+    }
 }

@@ -184,10 +184,12 @@ pub async fn run(
         .build_v1alpha()?;
 
     let stop = CancellationToken::new();
+    let metrics = Arc::new(crate::metrics::Metrics::new().context("registering metrics")?);
     let server = tonic::transport::Server::builder()
         .timeout(config.request_timeout)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .layer(metrics.api_layer())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -214,7 +216,6 @@ pub async fn run(
     let mut server = tokio::spawn(server);
     on_listening(local_addr);
 
-    let metrics = Arc::new(crate::metrics::Metrics::new().context("registering metrics")?);
     tasks.spawn(metrics.clone().follow_leadership(raft.clone(), stopping.clone()));
     if let Some(addr) = config.http_listen {
         let quorum_timeout = config.raft.election_timeout_max;
