@@ -87,6 +87,15 @@ pub fn free_port() -> anyhow::Result<u16> {
     bail!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
+/// Runs `test` against `cluster`; on an error prints every log tail and
+/// panics with the error (the shape of a cluster test).
+pub async fn run_checked(cluster: &mut Cluster, test: impl AsyncFnOnce(&mut Cluster) -> anyhow::Result<()>) {
+    if let Err(e) = test(cluster).await {
+        cluster.dump_logs();
+        panic!("{e:#}");
+    }
+}
+
 /// `GET path` from the HTTP endpoint at `addr` (plain HTTP/1.0, enough for
 /// rota's `/metrics`, `/healthz`, `/readyz`): the status code and body.
 pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rota_chaos::{Cluster, ServerSettings, WorkerSettings, http_get, wait_for};
+use rota_chaos::{Cluster, ServerSettings, WorkerSettings, http_get, run_checked, wait_for};
 use rota_client::{Consistency, SpecFile};
 
 fn settings() -> ServerSettings {
@@ -68,11 +68,30 @@ fn promtool_check(text: &str) -> anyhow::Result<Option<String>> {
     Ok(Some(report))
 }
 
-async fn run_checked(cluster: &mut Cluster, test: impl AsyncFnOnce(&mut Cluster) -> anyhow::Result<()>) {
-    if let Err(e) = test(cluster).await {
-        cluster.dump_logs();
-        panic!("{e:#}");
+/// An exec worker, an on-demand job `job` triggered `runs` times (each run
+/// waited for) and `ticking`, a job due every second; returns the client.
+async fn run_jobs(cluster: &mut Cluster, job: &str, runs: usize) -> anyhow::Result<rota_client::Client> {
+    cluster.start_worker(WorkerSettings::new(job, "exec"))?;
+    let client = cluster.client()?;
+    let specs = SpecFile::parse_yaml(&format!(
+        "name: {job}\ntask: {{ driver: exec, command: ['true'] }}\n\
+         ---\nname: ticking\nschedule: {{ cron: '* * * * * *' }}\ntask: {{ driver: exec, command: ['true'] }}\n"
+    ))?;
+    for spec in &specs {
+        client.apply_job(spec.to_proto(), false).await?;
     }
+    for _ in 0..runs {
+        let (run, _) = client.trigger_run(job, None, Default::default(), false).await?;
+        wait_for("the run to end", Duration::from_secs(60), || async {
+            let run = client
+                .get_run(&run.id, Consistency::Linearizable)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(run.finished_at.is_some().then_some(()))
+        })
+        .await?;
+    }
+    Ok(client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,26 +116,7 @@ async fn every_server_serves_metrics_health_and_readiness() {
         }
 
         // A few runs, then the metrics say so on every server.
-        cluster.start_worker(WorkerSettings::new("counted", "exec"))?;
-        let client = cluster.client()?;
-        let specs = SpecFile::parse_yaml(
-            "name: counted\ntask: { driver: exec, command: ['true'] }\n\
-             ---\nname: ticking\nschedule: { cron: '* * * * * *' }\ntask: { driver: exec, command: ['true'] }\n",
-        )?;
-        for spec in &specs {
-            client.apply_job(spec.to_proto(), false).await?;
-        }
-        for _ in 0..3 {
-            let (run, _) = client.trigger_run("counted", None, Default::default(), false).await?;
-            wait_for("the run to end", Duration::from_secs(60), || async {
-                let run = client
-                    .get_run(&run.id, Consistency::Linearizable)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(run.finished_at.is_some().then_some(()))
-            })
-            .await?;
-        }
+        let client = run_jobs(cluster, "counted", 3).await?;
         // An error answer, to be counted with its code.
         let missing = client.get_run("no-such-run", Consistency::Linearizable).await;
         anyhow::ensure!(missing.is_err(), "{missing:?}");
@@ -281,26 +281,7 @@ async fn a_real_prometheus_scrapes_the_cluster_and_counts_the_runs() {
     }
     let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
     run_checked(&mut cluster, async |cluster| {
-        cluster.start_worker(WorkerSettings::new("scraped", "exec"))?;
-        let client = cluster.client()?;
-        let specs = SpecFile::parse_yaml(
-            "name: scraped\ntask: { driver: exec, command: ['true'] }\n\
-             ---\nname: ticking\nschedule: { cron: '* * * * * *' }\ntask: { driver: exec, command: ['true'] }\n",
-        )?;
-        for spec in &specs {
-            client.apply_job(spec.to_proto(), false).await?;
-        }
-        for _ in 0..4 {
-            let (run, _) = client.trigger_run("scraped", None, Default::default(), false).await?;
-            wait_for("the run to end", Duration::from_secs(60), || async {
-                let run = client
-                    .get_run(&run.id, Consistency::Linearizable)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(run.finished_at.is_some().then_some(()))
-            })
-            .await?;
-        }
+        run_jobs(cluster, "scraped", 4).await?;
         // Prometheus itself, scraping every server each second.
         let dir = tempfile::tempdir()?;
         let targets: Vec<String> = cluster

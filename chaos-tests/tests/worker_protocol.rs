@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rota_chaos::protocol::{TestWorker, WorkerDescription, open_session};
-use rota_chaos::{Cluster, ServerSettings, wait_for};
+use rota_chaos::{Cluster, ServerSettings, run_checked, wait_for};
 use rota_client::proto as pb;
 use rota_client::proto::worker_message::Message;
 use rota_client::{Consistency, SpecFile};
@@ -34,13 +34,6 @@ async fn job(cluster: &Cluster, yaml: &str) -> anyhow::Result<()> {
 fn millis(ts: &Option<prost_types::Timestamp>) -> i64 {
     ts.as_ref()
         .map_or(i64::MAX, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
-}
-
-async fn run_checked(cluster: &mut Cluster, scenario: impl AsyncFnOnce(&mut Cluster) -> anyhow::Result<()>) {
-    if let Err(e) = scenario(cluster).await {
-        cluster.dump_logs();
-        panic!("{e:#}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
