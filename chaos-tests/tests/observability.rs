@@ -294,7 +294,9 @@ async fn a_real_prometheus_scrapes_the_cluster_and_counts_the_runs() {
             &config,
             format!(
                 "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+                 rule_files: ['{}']\n\
                  scrape_configs:\n  - job_name: rota\n    static_configs:\n      - targets: [{}]\n",
+                deploy("prometheus/rota-alerts.yml").display(),
                 targets.join(", ")
             ),
         )?;
@@ -328,7 +330,132 @@ async fn a_real_prometheus_scrapes_the_cluster_and_counts_the_runs() {
             (0.0..60.0).contains(&lateness),
             "lateness p99 of a per-second job: {lateness}s"
         );
+        // Every query of the dashboard is valid PromQL on live data.
+        for expr in dashboard_queries()? {
+            let (status, body) = http_get(&web, &format!("/api/v1/query?query={}", url_encode(&expr))).await?;
+            anyhow::ensure!(
+                status == 200 && body.contains("\"status\":\"success\""),
+                "dashboard query {expr}: {status} {body}"
+            );
+        }
+        // The alert rules loaded and evaluate without error.
+        wait_for(
+            "every alert rule to evaluate cleanly",
+            Duration::from_secs(30),
+            || async {
+                let (_, body) = http_get(&web, "/api/v1/rules").await.map_err(|e| e.to_string())?;
+                let rules: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                let health: Vec<String> = rules["data"]["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                    .map(|r| {
+                        format!(
+                            "{}={}",
+                            r["name"].as_str().unwrap_or("?"),
+                            r["health"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                let ok = health.len() == 8 && health.iter().all(|h| h.ends_with("=ok"));
+                if ok { Ok(Some(())) } else { Err(format!("{health:?}")) }
+            },
+        )
+        .await?;
         Ok(())
     })
     .await;
+}
+
+/// A file of `deploy/`.
+fn deploy(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
+}
+
+/// Every PromQL query of the Grafana dashboard.
+fn dashboard_queries() -> anyhow::Result<Vec<String>> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/rota-dashboard.json"))?)?;
+    Ok(dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|target| target["expr"].as_str().map(str::to_owned))
+        .collect())
+}
+
+#[test]
+fn the_dashboard_is_well_formed() {
+    let text = std::fs::read_to_string(deploy("grafana/rota-dashboard.json")).expect("the dashboard exists");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "rota-overview");
+    assert!(dashboard["title"].is_string() && dashboard["schemaVersion"].is_u64());
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let graphs: Vec<&serde_json::Value> = panels.iter().filter(|p| p["type"] != "row").collect();
+    assert!(
+        graphs.len() >= 12,
+        "cluster, scheduling, outcomes and workers: {} panels",
+        graphs.len()
+    );
+    for panel in graphs {
+        let title = panel["title"].as_str().unwrap_or("?");
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{title}: the datasource variable"
+        );
+        let targets = panel["targets"].as_array().map_or(0, Vec::len);
+        assert!(targets >= 1, "{title} has a query");
+        let (x, w) = (panel["gridPos"]["x"].as_u64(), panel["gridPos"]["w"].as_u64());
+        assert!(
+            x.zip(w).is_some_and(|(x, w)| w > 0 && x + w <= 24),
+            "{title}: within the 24-column grid"
+        );
+    }
+    let queries = dashboard_queries().expect("queries");
+    for metric in [
+        "rota_raft_is_leader",
+        "rota_trigger_lateness_seconds_bucket",
+        "rota_runs_finished_total",
+        "rota_workers",
+    ] {
+        assert!(
+            queries.iter().any(|q| q.contains(metric)),
+            "the dashboard shows {metric}"
+        );
+    }
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = deploy("prometheus");
+    for args in [
+        ["check", "rules", "rota-alerts.yml"],
+        ["test", "rules", "rota-alerts.test.yml"],
+    ] {
+        let output = match std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+        {
+            Ok(output) => output,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("ROTA_REQUIRE_PROMETHEUS").is_none(),
+                    "promtool is required: {e} (install Debian's prometheus package)"
+                );
+                eprintln!("skipped: no promtool ({e})");
+                return;
+            }
+        };
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
