@@ -11,6 +11,9 @@ use rota_client::{Consistency, SpecFile};
 fn settings() -> ServerSettings {
     ServerSettings {
         http: true,
+        // Snapshots within seconds, to be counted.
+        snapshot_every_logs: 20,
+        keep_logs_after_snapshot: 10,
         ..ServerSettings::default()
     }
 }
@@ -32,6 +35,16 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
             Some((series.to_owned(), value.parse().ok()?))
         })
         .collect()
+}
+
+/// The value of sample `name` on server `id`'s `/metrics`.
+async fn metric(cluster: &Cluster, id: u64, name: &str) -> anyhow::Result<f64> {
+    let (status, text) = http_get(&http_addr(cluster, id)?, "/metrics").await?;
+    anyhow::ensure!(status == 200, "server {id} /metrics: {status}");
+    samples(&text)
+        .get(name)
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("server {id} has no {name}"))
 }
 
 /// `promtool check metrics` on `text`: `Ok(None)` when promtool is not
@@ -138,7 +151,8 @@ async fn every_server_serves_metrics_health_and_readiness() {
                         && at_least("rota_runs_finished_total{outcome=\"succeeded\"}", 3.0)
                         && at_least("rota_dispatch_latency_seconds_count", 3.0)
                         && at_least("rota_run_duration_seconds_count", 3.0)
-                        && at_least("rota_trigger_lateness_seconds_count", 2.0);
+                        && at_least("rota_trigger_lateness_seconds_count", 2.0)
+                        && at_least("rota_raft_snapshots_built_total", 1.0);
                     Ok((status == 200 && counted).then_some(text))
                 },
             )
@@ -154,6 +168,8 @@ async fn every_server_serves_metrics_health_and_readiness() {
                 "rota_jobs",
                 "rota_workers",
                 "rota_runs{state=\"pending\"}",
+                "rota_raft_snapshots_installed_total",
+                "rota_raft_snapshot_build_seconds_total",
             ] {
                 anyhow::ensure!(found.contains_key(name), "server {id} exports {name}: {text}");
             }
@@ -203,6 +219,34 @@ async fn readiness_follows_quorum() {
             })
             .await
         };
+        for id in cluster.ids() {
+            ready(cluster, id, true).await?;
+        }
+        // The leader killed: the survivors count a leader change.
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        let survivors: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != leader).collect();
+        let mut before = BTreeMap::new();
+        for &id in &survivors {
+            before.insert(id, metric(cluster, id, "rota_raft_leader_changes_total").await?);
+        }
+        cluster.kill(leader)?;
+        cluster
+            .wait_for_leader_among(&survivors, Duration::from_secs(30))
+            .await?;
+        for &id in &survivors {
+            wait_for(
+                &format!("server {id} to count the leader change"),
+                Duration::from_secs(30),
+                || async {
+                    let now = metric(cluster, id, "rota_raft_leader_changes_total")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok((now > before[&id]).then_some(()))
+                },
+            )
+            .await?;
+        }
+        cluster.restart(leader)?;
         for id in cluster.ids() {
             ready(cluster, id, true).await?;
         }

@@ -61,6 +61,36 @@ pub struct Metrics {
     workers: IntGauge,
     events: Events,
     api: ApiMetrics,
+    snapshots_built: IntCounter,
+    snapshot_build_seconds: prometheus::Counter,
+    snapshots_installed: IntCounter,
+    snapshot_install_seconds: prometheus::Counter,
+}
+
+/// Brings `counter` up to `total` (counters only go up; the totals are kept
+/// by the storage layer).
+fn catch_up(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+/// Brings `counter` up to `total` seconds.
+fn catch_up_seconds(counter: &prometheus::Counter, total: f64) {
+    let delta = total - counter.get();
+    if delta > 0.0 {
+        counter.inc_by(delta);
+    }
+}
+
+fn int_counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
+    let counter = IntCounter::new(name, help)?;
+    registry.register(Box::new(counter.clone()))?;
+    Ok(counter)
+}
+
+fn seconds_counter(registry: &Registry, name: &str, help: &str) -> Result<prometheus::Counter, prometheus::Error> {
+    let counter = prometheus::Counter::new(name, help)?;
+    registry.register(Box::new(counter.clone()))?;
+    Ok(counter)
 }
 
 /// Counters and histograms of what happened to runs, derived from the run
@@ -286,6 +316,26 @@ impl Metrics {
             )?,
             events: Events::new(&registry)?,
             api: ApiMetrics::new(&registry)?,
+            snapshots_built: int_counter(
+                &registry,
+                "rota_raft_snapshots_built_total",
+                "Snapshots this server built.",
+            )?,
+            snapshot_build_seconds: seconds_counter(
+                &registry,
+                "rota_raft_snapshot_build_seconds_total",
+                "Time spent building snapshots.",
+            )?,
+            snapshots_installed: int_counter(
+                &registry,
+                "rota_raft_snapshots_installed_total",
+                "Snapshots this server received from a leader and installed.",
+            )?,
+            snapshot_install_seconds: seconds_counter(
+                &registry,
+                "rota_raft_snapshot_install_seconds_total",
+                "Time spent installing received snapshots.",
+            )?,
             registry,
         })
     }
@@ -312,6 +362,13 @@ impl Metrics {
             self.snapshot_index
                 .set(as_i64(metrics.snapshot.map_or(0, |id| id.index)));
             self.purged_index.set(as_i64(metrics.purged.map_or(0, |id| id.index)));
+        }
+        {
+            use crate::store::stats::{SNAPSHOTS_BUILT, SNAPSHOTS_INSTALLED};
+            catch_up(&self.snapshots_built, SNAPSHOTS_BUILT.count());
+            catch_up_seconds(&self.snapshot_build_seconds, SNAPSHOTS_BUILT.seconds());
+            catch_up(&self.snapshots_installed, SNAPSHOTS_INSTALLED.count());
+            catch_up_seconds(&self.snapshot_install_seconds, SNAPSHOTS_INSTALLED.seconds());
         }
         {
             let applied = node.state.read();

@@ -19,6 +19,7 @@ pub mod crash;
 pub mod log;
 pub mod snapshot;
 pub mod state_machine;
+pub mod stats;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -316,6 +316,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         let data = snapshot.into_inner();
         // Check everything before anything is written: a bad snapshot changes nothing.
         let decoded = decode_snapshot(&data)?;
@@ -331,6 +332,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let replaced = replace_all(&self.tree, meta, decoded)?;
         *self.write_lock()? = replaced;
         self.announce(meta.last_log_id);
+        super::stats::SNAPSHOTS_INSTALLED.record(started.elapsed());
         tracing::info!(last_log_id = ?meta.last_log_id, snapshot_id = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }
@@ -367,6 +369,7 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let started = std::time::Instant::now();
         let applied = std::mem::take(&mut self.applied);
         let stored_rows =
             std::mem::replace(&mut self.stored_rows, Ok(Vec::new())).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
@@ -397,6 +400,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(|e| snapshot_err(ErrorVerb::Write, e))??;
+        super::stats::SNAPSHOTS_BUILT.record(started.elapsed());
         super::crash::reached("snapshot-built");
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot {
