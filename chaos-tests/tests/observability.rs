@@ -169,6 +169,8 @@ async fn every_server_serves_metrics_health_and_readiness() {
                 "rota_workers",
                 "rota_runs{state=\"pending\"}",
                 "rota_raft_snapshots_installed_total",
+                "rota_ready",
+                "rota_slots_not_run_total{reason=\"starting_deadline\",state=\"missed\"}",
                 "rota_raft_snapshot_build_seconds_total",
             ] {
                 anyhow::ensure!(found.contains_key(name), "server {id} exports {name}: {text}");
@@ -258,6 +260,11 @@ async fn readiness_follows_quorum() {
         }
         let why = ready(cluster, leader, false).await?;
         anyhow::ensure!(why.contains("quorum"), "the reason names the quorum: {why:?}");
+        // Nor does it count as a leader in the metrics (the no-leader alert).
+        for name in ["rota_raft_is_leader", "rota_ready"] {
+            let value = metric(cluster, leader, name).await?;
+            anyhow::ensure!(value == 0.0, "a leader without a quorum reports {name} {value}");
+        }
         let (status, _) = http_get(&http_addr(cluster, leader)?, "/healthz").await?;
         anyhow::ensure!(status == 200, "still healthy (the process is up): {status}");
         // Back together: ready again, everywhere.
@@ -402,7 +409,7 @@ async fn a_real_prometheus_scrapes_the_cluster_and_counts_the_runs() {
                         )
                     })
                     .collect();
-                let ok = health.len() == 8 && health.iter().all(|h| h.ends_with("=ok"));
+                let ok = health.len() == 9 && health.iter().all(|h| h.ends_with("=ok"));
                 if ok { Ok(Some(())) } else { Err(format!("{health:?}")) }
             },
         )

@@ -7,7 +7,7 @@
 //! Prometheus conventions: the `rota_` prefix, `_total` on counters, no run
 //! or job ids in labels (the `state` label has ten values).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -24,7 +24,10 @@ use prometheus::{
 use tokio_util::sync::CancellationToken;
 
 use crate::node::NodeHandle;
-use crate::raft::Raft;
+use crate::raft::{Node, NodeId, Raft};
+
+/// openraft's metrics of this node.
+type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
 
 /// Every run state, for the `state` label (all are always exported, zero
 /// or not, so that a query never finds a series missing).
@@ -65,7 +68,19 @@ pub struct Metrics {
     snapshot_build_seconds: prometheus::Counter,
     snapshots_installed: IntCounter,
     snapshot_install_seconds: prometheus::Counter,
+    ready: IntGauge,
+    /// How recently a leader must have heard from a quorum to count as one.
+    quorum_timeout: Duration,
+    /// One scrape at a time (counters caught up from totals; bounded work).
+    render_lock: tokio::sync::Mutex<()>,
+    /// The commit index known when a leader was first known; readiness
+    /// waits until it is applied, once.
+    start_commit: std::sync::OnceLock<u64>,
+    caught_up: std::sync::atomic::AtomicBool,
 }
+
+/// How long a scrape or readiness check waits for the Raft core.
+const RAFT_STATE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Brings `counter` up to `total` (counters only go up; the totals are kept
 /// by the storage layer).
@@ -108,9 +123,18 @@ struct Events {
     lateness: Histogram,
     dispatch: Histogram,
     duration: Histogram,
-    /// Run ids counted as created, and as finished; pruned to the runs the
-    /// state still holds.
-    counted: Mutex<(HashSet<String>, HashSet<String>)>,
+    /// What was counted of each run; pruned to the runs the state holds.
+    counted: Mutex<HashMap<String, Seen>>,
+}
+
+/// What the event metrics already counted of one run.
+#[derive(Default)]
+struct Seen {
+    created: bool,
+    not_run: bool,
+    finished: bool,
+    attempts: usize,
+    lost: usize,
 }
 
 fn counter_vec(
@@ -191,29 +215,55 @@ impl Events {
             )?,
             counted: Mutex::default(),
         })
+        .inspect(Events::zeroes)
     }
 
-    /// Counts what `runs` show that was not counted before.
-    fn observe<'a>(&self, runs: impl Iterator<Item = &'a crate::state::Run>) {
+    /// Every bounded label value at zero, so that the first event is an
+    /// increase (`increase()` cannot see the start of a new series).
+    fn zeroes(&self) {
+        use crate::state::RunState;
+        use crate::state::run::ReasonCode;
+        for cause in ["scheduled", "manual"] {
+            self.created.with_label_values(&[cause]);
+        }
+        for state in [
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::TimedOut,
+            RunState::Cancelled,
+            RunState::Lost,
+        ] {
+            self.finished.with_label_values(&[state.as_str()]);
+        }
+        let word = |code: ReasonCode| crate::api::convert::word(&code);
+        for (state, reason) in [
+            (RunState::Missed, ReasonCode::CatchUpNone),
+            (RunState::Missed, ReasonCode::Superseded),
+            (RunState::Missed, ReasonCode::BeyondMaxCatchUp),
+            (RunState::Missed, ReasonCode::StartingDeadline),
+            (RunState::Skipped, ReasonCode::ConcurrencyForbid),
+            (RunState::Skipped, ReasonCode::QueueFull),
+        ] {
+            self.not_run.with_label_values(&[state.as_str(), &word(reason)]);
+        }
+    }
+
+    /// Counts what `runs` show that was not counted before; with `count`
+    /// false, only notes it (the baseline at start: counters count what
+    /// happens while this process runs, like any process's counters).
+    fn observe<'a>(&self, runs: impl Iterator<Item = &'a crate::state::Run>, count: bool) {
         use crate::state::RunState;
         use crate::state::run::{AttemptOutcome, Cause};
         let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
-        let (created, finished) = &mut *counted;
         let mut present = HashSet::new();
         for run in runs {
             present.insert(run.id.clone());
+            let seen = counted.entry(run.id.clone()).or_default();
             let slot_record = matches!(run.state, RunState::Missed | RunState::Skipped);
-            if created.insert(run.id.clone()) {
-                if slot_record {
-                    let reason = run
-                        .reason
-                        .as_ref()
-                        .map(|r| crate::api::convert::word(&r.code))
-                        .unwrap_or_default();
-                    self.not_run
-                        .with_label_values(&[run.state.as_str(), reason.as_str()])
-                        .inc_by(run.slot_count.max(1));
-                } else {
+            if !seen.created {
+                seen.created = true;
+                // A slot recorded as missed or skipped from the start is no run.
+                if count && !slot_record {
                     let cause = match run.cause {
                         Cause::Scheduled => "scheduled",
                         Cause::Manual { .. } => "manual",
@@ -224,24 +274,52 @@ impl Events {
                     }
                 }
             }
-            if slot_record || !run.state.is_terminal() || !finished.insert(run.id.clone()) {
+            if slot_record && !seen.not_run {
+                // Also a pending run missed later (its starting deadline).
+                seen.not_run = true;
+                if count {
+                    let reason = run
+                        .reason
+                        .as_ref()
+                        .map(|r| crate::api::convert::word(&r.code))
+                        .unwrap_or_default();
+                    self.not_run
+                        .with_label_values(&[run.state.as_str(), reason.as_str()])
+                        .inc_by(run.slot_count.max(1));
+                }
+            }
+            if count {
+                for (i, attempt) in run.attempts.iter().enumerate().skip(seen.attempts) {
+                    if i == 0 {
+                        self.dispatch.observe(seconds(run.created_at, attempt.assigned_at));
+                    } else if run.attempts[i - 1].outcome != Some(AttemptOutcome::HandedBack) {
+                        self.retries.inc();
+                    }
+                }
+            }
+            seen.attempts = run.attempts.len();
+            let lost = run
+                .attempts
+                .iter()
+                .filter(|a| a.outcome == Some(AttemptOutcome::Lost))
+                .count();
+            if count && lost > seen.lost {
+                self.attempts_lost.inc_by((lost - seen.lost) as u64);
+            }
+            seen.lost = seen.lost.max(lost);
+            if slot_record || !run.state.is_terminal() || seen.finished {
                 continue;
             }
-            self.finished.with_label_values(&[run.state.as_str()]).inc();
-            let outcome = |o: AttemptOutcome| run.attempts.iter().filter(|a| a.outcome == Some(o)).count() as u64;
-            self.attempts_lost.inc_by(outcome(AttemptOutcome::Lost));
-            let counted_attempts = (run.attempts.len() as u64).saturating_sub(outcome(AttemptOutcome::HandedBack));
-            self.retries.inc_by(counted_attempts.saturating_sub(1));
-            if let Some(first) = run.attempts.first() {
-                self.dispatch.observe(seconds(run.created_at, first.assigned_at));
-            }
-            let started = run.attempts.iter().find_map(|a| a.started_at);
-            if let (Some(started), Some(end)) = (started, run.finished_at) {
-                self.duration.observe(seconds(started, end));
+            seen.finished = true;
+            if count {
+                self.finished.with_label_values(&[run.state.as_str()]).inc();
+                let started = run.attempts.iter().find_map(|a| a.started_at);
+                if let (Some(started), Some(end)) = (started, run.finished_at) {
+                    self.duration.observe(seconds(started, end));
+                }
             }
         }
-        created.retain(|id| present.contains(id));
-        finished.retain(|id| present.contains(id));
+        counted.retain(|id, _| present.contains(id));
     }
 }
 
@@ -256,8 +334,10 @@ fn as_i64(value: u64) -> i64 {
 }
 
 impl Metrics {
-    /// Registers every family.
-    pub fn new() -> Result<Self, prometheus::Error> {
+    /// Registers every family. A leader counts as one (`rota_raft_is_leader`,
+    /// readiness) only while a quorum acknowledged it within
+    /// `quorum_timeout`.
+    pub fn new(quorum_timeout: Duration) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let leader_changes = IntCounter::new(
             "rota_raft_leader_changes_total",
@@ -274,7 +354,7 @@ impl Metrics {
             is_leader: gauge(
                 &registry,
                 "rota_raft_is_leader",
-                "1 if this server is the leader, else 0.",
+                "1 if this server leads with a quorum that acknowledged it within the election timeout, else 0.",
             )?,
             leader_changes,
             last_log_index: gauge(
@@ -336,8 +416,72 @@ impl Metrics {
                 "rota_raft_snapshot_install_seconds_total",
                 "Time spent installing received snapshots.",
             )?,
+            ready: gauge(
+                &registry,
+                "rota_ready",
+                "1 if this server is ready (as /readyz answers), else 0.",
+            )?,
+            quorum_timeout,
+            render_lock: tokio::sync::Mutex::new(()),
+            start_commit: std::sync::OnceLock::new(),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
             registry,
         })
+    }
+
+    /// Notes the runs `node` holds at start without counting them: the
+    /// event counters count what happens while this process runs.
+    pub fn baseline(&self, node: &NodeHandle) {
+        let applied = node.state.read();
+        self.events.observe(applied.state.runs_after(None), false);
+    }
+
+    /// Whether this server leads with a recent quorum acknowledgement.
+    fn leads(&self, node: &NodeHandle, metrics: &RaftMetrics) -> Result<bool, String> {
+        if metrics.current_leader != Some(node.id) {
+            return Ok(false);
+        }
+        let limit = u64::try_from(self.quorum_timeout.as_millis()).unwrap_or(u64::MAX);
+        match metrics.millis_since_quorum_ack {
+            Some(ms) if ms <= limit => Ok(true),
+            Some(ms) => Err(format!("leader without a quorum for {ms} ms")),
+            None => Err("leader not yet acknowledged by a quorum".to_owned()),
+        }
+    }
+
+    /// Whether `node` should receive traffic: its Raft core runs, it is a
+    /// member, it knows a leader, it has applied the commit index it knew
+    /// when it first knew a leader, and — if it leads — a quorum
+    /// acknowledged it recently. The error says why not.
+    pub async fn readiness(&self, node: &NodeHandle) -> Result<(), String> {
+        let committed = tokio::time::timeout(RAFT_STATE_TIMEOUT, node.committed())
+            .await
+            .map_err(|_| "the raft core does not answer".to_owned())?
+            .map_or(0, |id| id.index);
+        {
+            let metrics = node.raft.metrics();
+            let metrics = metrics.borrow();
+            if let Err(fatal) = &metrics.running_state {
+                return Err(format!("raft stopped: {fatal}"));
+            }
+            if metrics.membership_config.membership().get_node(&node.id).is_none() {
+                return Err("not a member of the cluster".to_owned());
+            }
+            if metrics.current_leader.is_none() {
+                return Err("no known leader".to_owned());
+            }
+            self.leads(node, &metrics)?;
+        }
+        if self.caught_up.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let target = *self.start_commit.get_or_init(|| committed);
+        let applied = node.state.read().last_applied.map_or(0, |id| id.index);
+        if applied < target {
+            return Err(format!("catching up: applied {applied} of {target} committed"));
+        }
+        self.caught_up.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// The tower layer that counts API calls into these metrics.
@@ -348,13 +492,21 @@ impl Metrics {
     /// Reads the scrape-time gauges from `node`, then renders every family
     /// in the Prometheus text format.
     pub async fn render(&self, node: &NodeHandle) -> String {
-        let committed = node.committed().await.map_or(0, |id| id.index);
+        let _one_at_a_time = self.render_lock.lock().await;
+        let ready = self.readiness(node).await.is_ok();
+        self.ready.set(i64::from(ready));
+        let committed = tokio::time::timeout(RAFT_STATE_TIMEOUT, node.committed())
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |id| id.index);
         {
             let metrics = node.raft.metrics();
             let metrics = metrics.borrow();
             let applied = metrics.last_applied.map_or(0, |id| id.index);
             self.term.set(as_i64(metrics.current_term));
-            self.is_leader.set(i64::from(metrics.current_leader == Some(node.id)));
+            self.is_leader
+                .set(i64::from(self.leads(node, &metrics).unwrap_or(false)));
             self.last_log_index.set(as_i64(metrics.last_log_index.unwrap_or(0)));
             self.commit_index.set(as_i64(committed));
             self.applied_index.set(as_i64(applied));
@@ -382,7 +534,7 @@ impl Metrics {
             for (label, count) in by_state {
                 self.runs.with_label_values(&[label]).set(as_i64(count));
             }
-            self.events.observe(state.runs_after(None));
+            self.events.observe(state.runs_after(None), true);
         }
         let mut text = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
@@ -394,7 +546,10 @@ impl Metrics {
     /// Counts leader changes as this server sees them, until `stop`.
     pub async fn follow_leadership(self: Arc<Self>, raft: Raft, stop: CancellationToken) {
         let mut metrics = raft.metrics();
-        let mut leader = metrics.borrow_and_update().current_leader;
+        let mut known = {
+            let now = metrics.borrow_and_update();
+            now.current_leader.map(|leader| (leader, now.current_term))
+        };
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -404,41 +559,20 @@ impl Metrics {
                     }
                 }
             }
-            let now = metrics.borrow_and_update().current_leader;
-            if now != leader {
-                leader = now;
-                self.leader_changes.inc();
+            let now = {
+                let now = metrics.borrow_and_update();
+                now.current_leader.map(|leader| (leader, now.current_term))
+            };
+            // A new leader (or the same one re-elected in a new term); an
+            // interregnum without a leader is not a change by itself.
+            if now.is_some() && now != known {
+                if known.is_some() {
+                    self.leader_changes.inc();
+                }
+                known = now;
             }
         }
     }
-}
-
-/// Whether `node` should receive traffic: its Raft core runs, it knows a
-/// leader, it has applied what it knows to be committed, and — if it leads —
-/// a quorum acknowledged it within `quorum_timeout`. The error says why not.
-pub async fn readiness(node: &NodeHandle, quorum_timeout: Duration) -> Result<(), String> {
-    let committed = node.committed().await.map_or(0, |id| id.index);
-    let metrics = node.raft.metrics();
-    let metrics = metrics.borrow();
-    if let Err(fatal) = &metrics.running_state {
-        return Err(format!("raft stopped: {fatal}"));
-    }
-    let Some(leader) = metrics.current_leader else {
-        return Err("no known leader".to_owned());
-    };
-    if leader == node.id {
-        let limit = u64::try_from(quorum_timeout.as_millis()).unwrap_or(u64::MAX);
-        match metrics.millis_since_quorum_ack {
-            Some(ms) if ms <= limit => {}
-            Some(ms) => return Err(format!("leader without a quorum for {ms} ms")),
-            None => return Err("leader not yet acknowledged by a quorum".to_owned()),
-        }
-    }
-    let applied = metrics.last_applied.map_or(0, |id| id.index);
-    if applied < committed {
-        return Err(format!("catching up: applied {applied} of {committed} committed"));
-    }
-    Ok(())
 }
 
 /// What the HTTP handlers share.
@@ -446,7 +580,6 @@ pub async fn readiness(node: &NodeHandle, quorum_timeout: Duration) -> Result<()
 struct Http {
     metrics: Arc<Metrics>,
     node: NodeHandle,
-    quorum_timeout: Duration,
 }
 
 async fn metrics_page(AxumState(http): AxumState<Http>) -> impl IntoResponse {
@@ -461,7 +594,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(AxumState(http): AxumState<Http>) -> impl IntoResponse {
-    match readiness(&http.node, http.quorum_timeout).await {
+    match http.metrics.readiness(&http.node).await {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
@@ -473,7 +606,6 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     node: NodeHandle,
-    quorum_timeout: Duration,
     stop: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     use anyhow::Context;
@@ -485,11 +617,7 @@ pub async fn serve(
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(Http {
-            metrics,
-            node,
-            quorum_timeout,
-        });
+        .with_state(Http { metrics, node });
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -542,6 +670,10 @@ impl ApiMetrics {
     }
 
     fn observe(&self, path: &str, code: &str, elapsed: Duration) {
+        // Server-to-server Raft traffic is not API traffic.
+        if path.starts_with("/rota.v1.RaftService/") {
+            return;
+        }
         let method = if self.methods.contains(path) { path } else { "other" };
         self.requests.with_label_values(&[method, code]).inc();
         self.duration
@@ -613,7 +745,13 @@ where
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<i32>().ok())
-                    .map_or_else(|| "OK".to_owned(), |n| format!("{:?}", tonic::Code::from(n))),
+                    .map_or_else(
+                        || "OK".to_owned(),
+                        |n| match tonic::Code::from(n) {
+                            tonic::Code::Ok => "OK".to_owned(),
+                            code => format!("{code:?}"),
+                        },
+                    ),
                 Err(_) => "transport_error".to_owned(),
             };
             metrics.observe(&path, &code, started.elapsed());

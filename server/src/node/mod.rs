@@ -184,7 +184,9 @@ pub async fn run(
         .build_v1alpha()?;
 
     let stop = CancellationToken::new();
-    let metrics = Arc::new(crate::metrics::Metrics::new().context("registering metrics")?);
+    let metrics =
+        Arc::new(crate::metrics::Metrics::new(config.raft.election_timeout_max).context("registering metrics")?);
+    metrics.baseline(&node);
     let server = tonic::transport::Server::builder()
         .timeout(config.request_timeout)
         .tcp_nodelay(true)
@@ -218,8 +220,7 @@ pub async fn run(
 
     tasks.spawn(metrics.clone().follow_leadership(raft.clone(), stopping.clone()));
     if let Some(addr) = config.http_listen {
-        let quorum_timeout = config.raft.election_timeout_max;
-        let (http, _task) = crate::metrics::serve(addr, metrics, node.clone(), quorum_timeout, stop.clone()).await?;
+        let (http, _task) = crate::metrics::serve(addr, metrics, node.clone(), stop.clone()).await?;
         tracing::info!(%http, "serving /metrics, /healthz and /readyz");
     }
 
