@@ -423,6 +423,31 @@ async fn cron_and_manual_jobs(client: &Client, recorder: &Recorder) -> anyhow::R
     Ok(())
 }
 
+/// Waits until the cluster has handled every slot of `every-two` up to now,
+/// then reads the history: those slots since `from` expected, `every-two`
+/// a `forbid` job.
+pub(crate) async fn collect_every_two(
+    cluster: &Cluster,
+    client: &Client,
+    recorder: &Recorder,
+    from: i128,
+) -> anyhow::Result<crate::oracle::History> {
+    let until = now_nanos();
+    wait_slots_handled(client, "every-two", until, 2 * SECOND).await?;
+    collect(
+        cluster,
+        recorder,
+        None,
+        Expectations {
+            slots: vec![("every-two".into(), from, until)],
+            forbid: ["every-two".to_owned()].into(),
+            lease_and_grace: LEASE_AND_GRACE,
+            ..Expectations::default()
+        },
+    )
+    .await
+}
+
 /// How many writes of a scenario must have been acknowledged, and how many
 /// must have gone unanswered (proof that the fault was real).
 /// Only the writes the scenario made after its setup count.
@@ -450,21 +475,7 @@ async fn check_cron_and_manual(
     answered: Answered,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let client = cluster.client()?;
-    let until = now_nanos();
-    wait_slots_handled(&client, "every-two", until, 2 * SECOND).await?;
-    let history = collect(
-        cluster,
-        recorder,
-        None,
-        Expectations {
-            slots: vec![("every-two".into(), from, until)],
-            forbid: ["every-two".to_owned()].into(),
-            lease_and_grace: LEASE_AND_GRACE,
-            ..Expectations::default()
-        },
-    )
-    .await?;
+    let history = collect_every_two(cluster, &cluster.client()?, recorder, from).await?;
     // The guarantees first: a violation is the more important account.
     verdict(&history, seed)?;
     let ops = history.ops.get(setup_ops..).unwrap_or_default();

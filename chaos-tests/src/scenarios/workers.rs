@@ -8,11 +8,30 @@ use rand::rngs::StdRng;
 use rota_client::{SpecFile, proto as pb};
 
 use super::{
-    HEARTBEAT, LEASE_AND_GRACE, SECOND, container_job, kept, reassigned_after_lease_and_grace, wait_ended,
-    wait_for_output, wait_slots_handled,
+    HEARTBEAT, LEASE_AND_GRACE, container_job, kept, reassigned_after_lease_and_grace, wait_ended, wait_for_output,
 };
 use crate::record::{Expectations, Recorder, collect, now_nanos, verdict};
 use crate::{Cluster, WorkerSettings, wait_for};
+
+/// A Docker worker `worker`, the container job `job` working for `secs`
+/// seconds ([`container_job`]), and its run triggered and started (it
+/// printed `start`), with the engine's container events watched from
+/// before.
+async fn container_running(
+    cluster: &mut Cluster,
+    worker: &str,
+    job: &str,
+    secs: u32,
+) -> anyhow::Result<(rota_client::Client, Recorder, crate::record::ContainerWatch, pb::Run)> {
+    cluster.start_worker(WorkerSettings::new(worker, "docker"))?;
+    let client = cluster.client()?;
+    let recorder = Recorder::default();
+    let containers = crate::record::ContainerWatch::start()?;
+    recorder.apply_job(&client, container_job(job, secs)?).await?;
+    let run = recorder.trigger(&client, job, "once").await?;
+    wait_for_output(&client, &run.id, "start").await?;
+    Ok((client, recorder, containers, run))
+}
 
 /// Scenario 5: the worker is SIGKILLed while its container runs, then
 /// restarted on its data directory: it takes the container over, the run
@@ -22,13 +41,7 @@ pub(super) async fn worker_killed_while_its_container_runs_then_restarted(
     rng: &mut StdRng,
     seed: u64,
 ) -> anyhow::Result<()> {
-    cluster.start_worker(WorkerSettings::new("phoenix", "docker"))?;
-    let client = cluster.client()?;
-    let recorder = Recorder::default();
-    let containers = crate::record::ContainerWatch::start()?;
-    recorder.apply_job(&client, container_job("rises", 6)?).await?;
-    let run = recorder.trigger(&client, "rises", "once").await?;
-    wait_for_output(&client, &run.id, "start").await?;
+    let (client, recorder, containers, run) = container_running(cluster, "phoenix", "rises", 6).await?;
     // Somewhere in the container's life.
     tokio::time::sleep(Duration::from_millis(rng.random_range(0..2000))).await;
     cluster.worker("phoenix")?.process.kill()?;
@@ -163,13 +176,7 @@ pub(super) async fn worker_lost_for_good_mid_run(
     rng: &mut StdRng,
     seed: u64,
 ) -> anyhow::Result<()> {
-    cluster.start_worker(WorkerSettings::new("doomed", "docker"))?;
-    let client = cluster.client()?;
-    let recorder = Recorder::default();
-    let containers = crate::record::ContainerWatch::start()?;
-    recorder.apply_job(&client, container_job("outlives", 4)?).await?;
-    let run = recorder.trigger(&client, "outlives", "once").await?;
-    wait_for_output(&client, &run.id, "start").await?;
+    let (client, recorder, containers, run) = container_running(cluster, "doomed", "outlives", 4).await?;
     cluster.start_worker(WorkerSettings::new("survivor", "docker"))?;
     tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
     cluster.worker("doomed")?.process.kill()?;
@@ -251,20 +258,7 @@ pub(super) async fn lossy_slow_links_between_workers_and_servers(
     for id in &chatty {
         wait_ended(&client, id, Duration::from_secs(90)).await?;
     }
-    let until = now_nanos();
-    wait_slots_handled(&client, "every-two", until, 2 * SECOND).await?;
-    let history = collect(
-        cluster,
-        &recorder,
-        None,
-        Expectations {
-            slots: vec![("every-two".into(), from, until)],
-            forbid: ["every-two".to_owned()].into(),
-            lease_and_grace: LEASE_AND_GRACE,
-            ..Expectations::default()
-        },
-    )
-    .await?;
+    let history = super::collect_every_two(cluster, &client, &recorder, from).await?;
     let lost: Vec<(&str, &str)> = history
         .runs
         .iter()
