@@ -120,6 +120,24 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body.to_owned()))
 }
 
+/// The samples of a Prometheus text exposition, `name{labels}` → value.
+pub fn metric_samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The samples of `/metrics` at `addr`.
+pub async fn scrape(addr: &str) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    let (status, text) = http_get(addr, "/metrics").await?;
+    anyhow::ensure!(status == 200, "{addr}/metrics answered {status}: {text}");
+    Ok(metric_samples(&text))
+}
+
 /// Debian's libfaketime (the thread-safe variant), if installed.
 pub fn faketime_library() -> Option<PathBuf> {
     [
@@ -296,6 +314,9 @@ pub struct WorkerSettings {
     pub servers: Option<Vec<String>>,
     /// More environment, e.g. `("RUST_LOG", "debug")`.
     pub env: Vec<(String, String)>,
+    /// Give it an HTTP endpoint (`--http-listen`, a free loopback port kept
+    /// across restarts; [`Worker::http_addr`]).
+    pub http: bool,
 }
 
 impl WorkerSettings {
@@ -308,6 +329,7 @@ impl WorkerSettings {
             labels: String::new(),
             servers: None,
             env: Vec::new(),
+            http: false,
         }
     }
 }
@@ -321,6 +343,8 @@ pub struct Worker {
     pub data_dir: PathBuf,
     /// The process.
     pub process: Process,
+    /// Its HTTP endpoint, with [`WorkerSettings::http`].
+    pub http_addr: Option<String>,
 }
 
 /// A cluster of real `rota-server` processes.
@@ -677,6 +701,7 @@ impl Cluster {
             settings: settings.clone(),
             data_dir: data_dir.clone(),
             process: Process::new(log),
+            http_addr: None,
         });
         if worker.process.is_running() {
             bail!("worker {id} is still running");
@@ -699,6 +724,14 @@ impl Cluster {
             .envs(settings.env.iter().map(|(k, v)| (k, v)));
         if !settings.labels.is_empty() {
             command.arg("--labels").arg(&settings.labels);
+        }
+        if settings.http {
+            let addr = match &worker.http_addr {
+                Some(addr) => addr.clone(),
+                None => format!("127.0.0.1:{}", free_port()?),
+            };
+            command.arg("--http-listen").arg(&addr);
+            worker.http_addr = Some(addr);
         }
         worker.process.spawn(command)
     }

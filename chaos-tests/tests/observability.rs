@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rota_chaos::{Cluster, ServerSettings, WorkerSettings, http_get, run_checked, wait_for};
+use rota_chaos::{Cluster, ServerSettings, WorkerSettings, http_get, metric_samples, run_checked, wait_for};
 use rota_client::{Consistency, SpecFile};
 
 fn settings() -> ServerSettings {
@@ -26,22 +26,19 @@ fn http_addr(cluster: &Cluster, id: u64) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("server {id} has no HTTP endpoint"))
 }
 
-/// The samples of a text exposition, `name{labels}` → value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
+fn worker_http_addr(cluster: &mut Cluster, id: &str) -> anyhow::Result<String> {
+    cluster
+        .worker(id)?
+        .http_addr
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("worker {id} has no HTTP endpoint"))
 }
 
 /// The value of sample `name` on server `id`'s `/metrics`.
 async fn metric(cluster: &Cluster, id: u64, name: &str) -> anyhow::Result<f64> {
     let (status, text) = http_get(&http_addr(cluster, id)?, "/metrics").await?;
     anyhow::ensure!(status == 200, "server {id} /metrics: {status}");
-    samples(&text)
+    metric_samples(&text)
         .get(name)
         .copied()
         .ok_or_else(|| anyhow::anyhow!("server {id} has no {name}"))
@@ -81,13 +78,17 @@ fn promtool_check(text: &str) -> anyhow::Result<Option<String>> {
     Ok(Some(report))
 }
 
-/// An exec worker, an on-demand job `job` triggered `runs` times (each run
-/// waited for) and `ticking`, a job due every second; returns the client.
+/// An exec worker `job` with an HTTP endpoint, an on-demand job `job`
+/// (printing a line) triggered `runs` times (each run waited for) and
+/// `ticking`, a job due every second; returns the client.
 async fn run_jobs(cluster: &mut Cluster, job: &str, runs: usize) -> anyhow::Result<rota_client::Client> {
-    cluster.start_worker(WorkerSettings::new(job, "exec"))?;
+    cluster.start_worker(WorkerSettings {
+        http: true,
+        ..WorkerSettings::new(job, "exec")
+    })?;
     let client = cluster.client()?;
     let specs = SpecFile::parse_yaml(&format!(
-        "name: {job}\ntask: {{ driver: exec, command: ['true'] }}\n\
+        "name: {job}\ntask: {{ driver: exec, command: ['echo', 'counted'] }}\n\
          ---\nname: ticking\nschedule: {{ cron: '* * * * * *' }}\ntask: {{ driver: exec, command: ['true'] }}\n"
     ))?;
     for spec in &specs {
@@ -143,7 +144,7 @@ async fn every_server_serves_metrics_health_and_readiness() {
                 Duration::from_secs(30),
                 || async {
                     let (status, text) = http_get(&addr, "/metrics").await.map_err(|e| e.to_string())?;
-                    let found = samples(&text);
+                    let found = metric_samples(&text);
                     let at_least = |name: &str, n: f64| found.get(name).copied().unwrap_or(0.0) >= n;
                     let counted = at_least("rota_runs{state=\"succeeded\"}", 3.0)
                         && at_least("rota_runs_created_total{cause=\"manual\"}", 3.0)
@@ -157,7 +158,7 @@ async fn every_server_serves_metrics_health_and_readiness() {
                 },
             )
             .await?;
-            let found = samples(&text);
+            let found = metric_samples(&text);
             for name in [
                 "rota_raft_term",
                 "rota_raft_is_leader",
@@ -166,7 +167,8 @@ async fn every_server_serves_metrics_health_and_readiness() {
                 "rota_raft_applied_index",
                 "rota_raft_apply_lag",
                 "rota_jobs",
-                "rota_workers",
+                "rota_workers{state=\"lost\"}",
+                "rota_slots{state=\"used\"}",
                 "rota_runs{state=\"pending\"}",
                 "rota_raft_snapshots_installed_total",
                 "rota_ready",
@@ -175,7 +177,12 @@ async fn every_server_serves_metrics_health_and_readiness() {
             ] {
                 anyhow::ensure!(found.contains_key(name), "server {id} exports {name}: {text}");
             }
-            anyhow::ensure!(found["rota_jobs"] >= 1.0 && found["rota_workers"] >= 1.0, "{text}");
+            anyhow::ensure!(
+                found["rota_jobs"] >= 1.0
+                    && found.get("rota_workers{state=\"alive\"}") == Some(&1.0)
+                    && found.get("rota_slots{state=\"free\"}").is_some_and(|&free| free <= 2.0),
+                "{text}"
+            );
             leaders += found["rota_raft_is_leader"];
             let series = |name: &str| found.get(name).copied().unwrap_or(0.0);
             applies += series("rota_api_requests_total{code=\"OK\",method=\"/rota.v1.JobService/ApplyJob\"}");
@@ -194,6 +201,41 @@ async fn every_server_serves_metrics_health_and_readiness() {
             }
         }
         anyhow::ensure!(leaders == 1.0, "exactly one server says it leads, not {leaders}");
+
+        // The worker's endpoint: health, readiness, what it ran and shipped.
+        let worker = worker_http_addr(cluster, "counted")?;
+        let (status, body) = http_get(&worker, "/healthz").await?;
+        anyhow::ensure!(status == 200 && body == "ok\n", "worker healthz: {status} {body:?}");
+        ready_at("the worker", &worker, true).await?;
+        let text = wait_for("the worker to count its runs", Duration::from_secs(30), || async {
+            let (_, text) = http_get(&worker, "/metrics").await.map_err(|e| e.to_string())?;
+            let found = metric_samples(&text);
+            let at_least = |name: &str, n: f64| found.get(name).copied().unwrap_or(0.0) >= n;
+            // "counted\n" three times.
+            let counted = at_least("rota_worker_attempts_started_total{driver=\"exec\"}", 3.0)
+                && at_least("rota_worker_log_bytes_shipped_total", 24.0);
+            Ok(counted.then_some(text))
+        })
+        .await?;
+        let found = metric_samples(&text);
+        for (name, want) in [
+            ("rota_worker_connected", 1.0),
+            ("rota_worker_slots", 2.0),
+            ("rota_worker_registrations_total", 1.0),
+            ("rota_worker_attempts_failed_to_start_total{driver=\"exec\"}", 0.0),
+            ("rota_worker_image_pulls_total{result=\"ok\"}", 0.0),
+            ("rota_worker_reconcile_removals_total{kind=\"container\"}", 0.0),
+            ("rota_worker_container_start_seconds_count", 0.0),
+        ] {
+            anyhow::ensure!(found.get(name) == Some(&want), "worker {name} is {want}: {text}");
+        }
+        anyhow::ensure!(found.contains_key("rota_worker_running_tasks"), "{text}");
+        if let Some(report) = promtool_check(&text)? {
+            anyhow::ensure!(
+                report.trim().is_empty(),
+                "promtool check metrics on the worker: {report}"
+            );
+        }
         anyhow::ensure!(
             applies >= 2.0 && not_found >= 1.0,
             "API calls counted by method and code: {applies} applies, {not_found} not-found reads"
@@ -203,24 +245,39 @@ async fn every_server_serves_metrics_health_and_readiness() {
     .await;
 }
 
+/// Waits until `/readyz` at `addr` answers 200 (`want`) or 503; returns
+/// its body.
+async fn ready_at(what: &str, addr: &str, want: bool) -> anyhow::Result<String> {
+    let expected = if want { 200 } else { 503 };
+    wait_for(
+        &format!("{what} /readyz to be {expected}"),
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = http_get(addr, "/readyz").await.map_err(|e| e.to_string())?;
+            if status == expected {
+                Ok(Some(body))
+            } else {
+                Err(format!("{status} {body:?}"))
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_quorum() {
     let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
     run_checked(&mut cluster, async |cluster| {
         let ready = async |cluster: &Cluster, id: u64, want: bool| -> anyhow::Result<String> {
-            let addr = http_addr(cluster, id)?;
-            let what = format!("server {id} /readyz to be {}", if want { 200 } else { 503 });
-            wait_for(&what, Duration::from_secs(30), || async {
-                let (status, body) = http_get(&addr, "/readyz").await.map_err(|e| e.to_string())?;
-                let expected = if want { 200 } else { 503 };
-                if status == expected {
-                    Ok(Some(body))
-                } else {
-                    Err(format!("{status} {body:?}"))
-                }
-            })
-            .await
+            ready_at(&format!("server {id}"), &http_addr(cluster, id)?, want).await
         };
+        // A worker, ready once registered.
+        cluster.start_worker(WorkerSettings {
+            http: true,
+            ..WorkerSettings::new("w-ready", "exec")
+        })?;
+        let worker_http = worker_http_addr(cluster, "w-ready")?;
+        ready_at("the worker", &worker_http, true).await?;
         for id in cluster.ids() {
             ready(cluster, id, true).await?;
         }
@@ -286,6 +343,13 @@ async fn readiness_follows_quorum() {
         }
         let why = ready(cluster, follower, false).await?;
         anyhow::ensure!(why.contains("leader"), "the reason names the leader: {why:?}");
+        // Neither is the worker, which cannot register anywhere.
+        let why = ready_at("the worker", &worker_http, false).await?;
+        anyhow::ensure!(why.contains("not registered"), "the worker's reason: {why:?}");
+        for id in cluster.ids().into_iter().filter(|&id| id != follower) {
+            cluster.restart(id)?;
+        }
+        ready_at("the worker", &worker_http, true).await?;
         Ok(())
     })
     .await;
@@ -340,13 +404,15 @@ async fn a_real_prometheus_scrapes_the_cluster_and_counts_the_runs() {
             .into_iter()
             .map(|id| http_addr(cluster, id).map(|addr| format!("\"{addr}\"")))
             .collect::<anyhow::Result<_>>()?;
+        let worker = worker_http_addr(cluster, "scraped")?;
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
                 "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
                  rule_files: ['{}']\n\
-                 scrape_configs:\n  - job_name: rota\n    static_configs:\n      - targets: [{}]\n",
+                 scrape_configs:\n  - job_name: rota\n    static_configs:\n      - targets: [{}]\n\
+                 \x20 - job_name: rota-worker\n    static_configs:\n      - targets: [\"{worker}\"]\n",
                 deploy("prometheus/rota-alerts.yml").display(),
                 targets.join(", ")
             ),
@@ -371,6 +437,17 @@ async fn a_real_prometheus_scrapes_the_cluster_and_counts_the_runs() {
         expect("sum(rota_raft_is_leader)", 1.0).await?;
         expect("min(rota_runs_created_total{cause=\"manual\"})", 4.0).await?;
         expect("max(rota_jobs)", 2.0).await?;
+        // The worker, scraped as its own job: registered, and it ran and
+        // shipped the output of the four runs ("counted\n" each).
+        expect("count(up{job=\"rota-worker\"} == 1)", 1.0).await?;
+        expect("sum(rota_worker_connected)", 1.0).await?;
+        expect(
+            "sum(rota_worker_attempts_started_total{driver=\"exec\"}) >= bool 4",
+            1.0,
+        )
+        .await?;
+        expect("sum(rota_worker_log_bytes_shipped_total) >= bool 32", 1.0).await?;
+        expect("max(rota_workers{state=\"alive\"})", 1.0).await?;
         // The dashboard's lateness query answers (a number, not NaN).
         let p99 = "histogram_quantile(0.99, sum by (le) (rate(rota_trigger_lateness_seconds_bucket[1m])))";
         let lateness = wait_for("the lateness p99", Duration::from_secs(60), || async {
@@ -409,7 +486,7 @@ async fn a_real_prometheus_scrapes_the_cluster_and_counts_the_runs() {
                         )
                     })
                     .collect();
-                let ok = health.len() == 9 && health.iter().all(|h| h.ends_with("=ok"));
+                let ok = health.len() == 10 && health.iter().all(|h| h.ends_with("=ok"));
                 if ok { Ok(Some(())) } else { Err(format!("{health:?}")) }
             },
         )
@@ -472,6 +549,9 @@ fn the_dashboard_is_well_formed() {
         "rota_trigger_lateness_seconds_bucket",
         "rota_runs_finished_total",
         "rota_workers",
+        "rota_slots",
+        "rota_worker_running_tasks",
+        "rota_worker_container_start_seconds_bucket",
     ] {
         assert!(
             queries.iter().any(|q| q.contains(metric)),

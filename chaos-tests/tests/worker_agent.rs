@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use rota_chaos::proxy::Proxy;
-use rota_chaos::{Cluster, ServerSettings, WorkerSettings, docker, output_text, rotactl, wait_for};
+use rota_chaos::{Cluster, ServerSettings, WorkerSettings, docker, output_text, rotactl, scrape, wait_for};
 use rota_client::proto as pb;
 use rota_client::{Consistency, SpecFile};
 
@@ -469,11 +469,13 @@ async fn images_no_run_used_for_the_gc_age_are_removed_but_never_one_in_use() {
     let mut cluster = Cluster::start(3, settings()).await.expect("cluster starts");
     let worker = "gc-worker";
     let mut worker_settings = WorkerSettings::new(worker, "docker");
+    worker_settings.http = true;
     worker_settings.env.push(("ROTA_IMAGE_GC_AGE".into(), "3s".into()));
     worker_settings
         .env
         .push(("ROTA_RECONCILE_INTERVAL".into(), "1s".into()));
     cluster.start_worker(worker_settings).expect("worker starts");
+    let http = cluster.worker(worker).expect("the worker").http_addr.clone();
     let job = |name: &str, image: &str, script: &str| {
         format!("name: {name}\ntask:\n  image: {image}\n  pull: never\n  command: [\"sh\", \"-c\", \"{script}\"]\n")
     };
@@ -508,7 +510,26 @@ async fn images_no_run_used_for_the_gc_age_are_removed_but_never_one_in_use() {
         wait_for("the busy image to be collected", Duration::from_secs(60), || async {
             Ok((!docker::image_exists(&busy).map_err(|e| e.to_string())?).then_some(()))
         })
-        .await
+        .await?;
+        // The worker's metrics saw both containers start and both removals.
+        let http = http
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("the worker has no HTTP endpoint"))?;
+        let found = wait_for("the worker to count both removals", Duration::from_secs(30), || async {
+            let found = scrape(http).await.map_err(|e| e.to_string())?;
+            let removed = found.get("rota_worker_reconcile_removals_total{kind=\"image\"}");
+            Ok((removed == Some(&2.0)).then_some(found))
+        })
+        .await?;
+        for (name, want) in [
+            ("rota_worker_container_start_seconds_count", 2.0),
+            ("rota_worker_attempts_started_total{driver=\"docker\"}", 2.0),
+            ("rota_worker_running_tasks", 0.0),
+            ("rota_worker_image_pulls_total{result=\"ok\"}", 0.0),
+        ] {
+            anyhow::ensure!(found.get(name) == Some(&want), "{name} should be {want}: {found:?}");
+        }
+        Ok(())
     };
     let result = scenario.await;
     docker::remove_worker_containers(worker);

@@ -8,19 +8,12 @@
 //! or job ids in labels (the `state` label has ten values).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State as AxumState;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use rota_proto::telemetry::register;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::NodeHandle;
@@ -61,7 +54,8 @@ pub struct Metrics {
     purged_index: IntGauge,
     jobs: IntGauge,
     runs: IntGaugeVec,
-    workers: IntGauge,
+    workers: IntGaugeVec,
+    slots: IntGaugeVec,
     events: Events,
     api: ApiMetrics,
     snapshots_built: IntCounter,
@@ -97,15 +91,11 @@ fn catch_up_seconds(counter: &prometheus::Counter, total: f64) {
 }
 
 fn int_counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
-    let counter = IntCounter::new(name, help)?;
-    registry.register(Box::new(counter.clone()))?;
-    Ok(counter)
+    register(registry, IntCounter::new(name, help))
 }
 
 fn seconds_counter(registry: &Registry, name: &str, help: &str) -> Result<prometheus::Counter, prometheus::Error> {
-    let counter = prometheus::Counter::new(name, help)?;
-    registry.register(Box::new(counter.clone()))?;
-    Ok(counter)
+    register(registry, prometheus::Counter::new(name, help))
 }
 
 /// Counters and histograms of what happened to runs, derived from the run
@@ -143,15 +133,14 @@ fn counter_vec(
     help: &str,
     labels: &[&str],
 ) -> Result<IntCounterVec, prometheus::Error> {
-    let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(counter.clone()))?;
-    Ok(counter)
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Result<Histogram, prometheus::Error> {
-    let histogram = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?;
-    registry.register(Box::new(histogram.clone()))?;
-    Ok(histogram)
+    register(
+        registry,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())),
+    )
 }
 
 /// Seconds from `from` to `to` (negative clamped to zero).
@@ -324,9 +313,7 @@ impl Events {
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
-    let gauge = IntGauge::new(name, help)?;
-    registry.register(Box::new(gauge.clone()))?;
-    Ok(gauge)
+    register(registry, IntGauge::new(name, help))
 }
 
 fn as_i64(value: u64) -> i64 {
@@ -389,10 +376,25 @@ impl Metrics {
             )?,
             jobs: gauge(&registry, "rota_jobs", "Jobs defined.")?,
             runs,
-            workers: gauge(
+            workers: register(
                 &registry,
-                "rota_workers",
-                "Workers the cluster knows (registered, not forgotten).",
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rota_workers",
+                        "Workers the cluster knows, by state: alive (renewing its lease) or lost.",
+                    ),
+                    &["state"],
+                ),
+            )?,
+            slots: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rota_slots",
+                        "Slots of alive workers: used (attempts held) and free (a draining worker has none free).",
+                    ),
+                    &["state"],
+                ),
             )?,
             events: Events::new(&registry)?,
             api: ApiMetrics::new(&registry)?,
@@ -526,7 +528,30 @@ impl Metrics {
             let applied = node.state.read();
             let state = &applied.state;
             self.jobs.set(as_i64(state.job_count() as u64));
-            self.workers.set(as_i64(state.workers().count() as u64));
+            let (mut alive, mut lost, mut used, mut free) = (0u64, 0u64, 0u64, 0u64);
+            for worker in state.workers() {
+                if worker.state == crate::state::run::WorkerState::Lost {
+                    lost += 1;
+                    continue;
+                }
+                alive += 1;
+                let slots = u64::from(worker.capacity.slots);
+                let held = state
+                    .index()
+                    .on_worker
+                    .get(&worker.id)
+                    .map_or(0, |runs| runs.len() as u64);
+                used += held.min(slots);
+                if worker.drain.is_none() {
+                    free += slots.saturating_sub(held);
+                }
+            }
+            for (label, count) in [("alive", alive), ("lost", lost)] {
+                self.workers.with_label_values(&[label]).set(as_i64(count));
+            }
+            for (label, count) in [("used", used), ("free", free)] {
+                self.slots.with_label_values(&[label]).set(as_i64(count));
+            }
             let mut by_state: BTreeMap<&str, u64> = RUN_STATES.iter().map(|s| (s.as_str(), 0)).collect();
             for run in state.runs_after(None) {
                 *by_state.entry(run.state.as_str()).or_default() += 1;
@@ -536,11 +561,7 @@ impl Metrics {
             }
             self.events.observe(state.runs_after(None), true);
         }
-        let mut text = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
-            tracing::warn!(error = %e, "encoding metrics");
-        }
-        String::from_utf8_lossy(&text).into_owned()
+        rota_proto::telemetry::encode(&self.registry)
     }
 
     /// Counts leader changes as this server sees them, until `stop`.
@@ -575,58 +596,22 @@ impl Metrics {
     }
 }
 
-/// What the HTTP handlers share.
-#[derive(Clone)]
-struct Http {
-    metrics: Arc<Metrics>,
-    node: NodeHandle,
+/// What the HTTP endpoint of a server reads.
+pub struct Http {
+    /// The server's metric families.
+    pub metrics: Arc<Metrics>,
+    /// The node they describe.
+    pub node: NodeHandle,
 }
 
-async fn metrics_page(AxumState(http): AxumState<Http>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        http.metrics.render(&http.node).await,
-    )
-}
-
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(AxumState(http): AxumState<Http>) -> impl IntoResponse {
-    match http.metrics.readiness(&http.node).await {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+impl rota_proto::telemetry::Endpoint for Http {
+    async fn metrics(&self) -> String {
+        self.metrics.render(&self.node).await
     }
-}
 
-/// Binds `addr` and serves `/metrics`, `/healthz` and `/readyz` until
-/// `stop`; returns the bound address and the serving task.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    node: NodeHandle,
-    stop: CancellationToken,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    use anyhow::Context;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding http_listen {addr}"))?;
-    let local = listener.local_addr()?;
-    let router = Router::new()
-        .route("/metrics", get(metrics_page))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(Http { metrics, node });
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "http endpoint failed");
-        }
-    });
-    Ok((local, task))
+    async fn readiness(&self) -> Result<(), String> {
+        self.metrics.readiness(&self.node).await
+    }
 }
 
 /// Counts and times every gRPC call the server answers, as a tower layer

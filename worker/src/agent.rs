@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::driver::{self, Launch, Output, Stopper, TaskId};
 use crate::journal::{AttemptKey, AttemptRecord, DriverKind, Exit, Journal};
 use crate::logbuf::LogBuffer;
+use crate::metrics::Metrics;
 use crate::session::{self, Backoff, Session};
 
 /// Output bytes pending that make a batch worth sending at once.
@@ -189,6 +190,7 @@ pub struct Agent {
     shutdown: Option<Instant>,
     images: crate::images::ImageUse,
     next_reconcile: Instant,
+    metrics: std::sync::Arc<Metrics>,
     /// Held for the agent's life: one worker per data directory.
     _lock: nix::fcntl::Flock<fs::File>,
 }
@@ -213,6 +215,7 @@ impl Agent {
         let (events_tx, events) = mpsc::channel(1024);
         let lease = Self::load_lease(&data_dir);
         let images = crate::images::ImageUse::load(&data_dir)?;
+        let metrics = std::sync::Arc::new(Metrics::new(config.slots)?);
         let mut agent = Agent {
             config,
             docker,
@@ -231,10 +234,16 @@ impl Agent {
             shutdown: None,
             images,
             next_reconcile: Instant::now(),
+            metrics,
             _lock: lock,
         };
         agent.recover().await?;
         Ok(agent)
+    }
+
+    /// The worker's metrics and health, for its HTTP endpoint.
+    pub fn metrics(&self) -> std::sync::Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The drivers to offer, and the engine when docker is one of them.
@@ -397,6 +406,7 @@ impl Agent {
     }
 
     fn begin_shutdown(&mut self) {
+        self.metrics.set_shutting_down();
         let running = self.attempts.values().filter(|a| a.record.exit.is_none()).count();
         tracing::info!(
             running,
@@ -460,7 +470,13 @@ impl Agent {
                     for id in containers {
                         tracing::info!(container = %id, "removing a container of no attempt held");
                         let docker = docker.clone();
-                        tokio::spawn(async move { driver::docker::remove(&docker, &id).await });
+                        let metrics = self.metrics.clone();
+                        tokio::spawn(async move {
+                            match driver::docker::remove(&docker, &id).await {
+                                Ok(()) => metrics.reconcile_removals.with_label_values(&["container"]).inc(),
+                                Err(e) => tracing::warn!(container = %id, error = %e, "stray container not removed"),
+                            }
+                        });
                     }
                 }
             }
@@ -567,6 +583,8 @@ impl Agent {
                 let _ = events.send(Event::Connected(Box::new(result))).await;
             });
         }
+        self.metrics
+            .set_running(self.attempts.values().filter(|a| a.record.exit.is_none()).count());
         self.heartbeat(now);
         self.fence(now);
         self.shutdown_step(now);
@@ -666,6 +684,7 @@ impl Agent {
             .filter_map(|a| a.record.image.clone())
             .collect();
         let images = self.images.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             match driver::docker::list_own(&docker, &worker).await {
                 Ok(containers) => {
@@ -683,6 +702,7 @@ impl Agent {
                     Ok(true) => {
                         tracing::info!(%image, "removed an image no run used recently");
                         images.forget(&image);
+                        metrics.reconcile_removals.with_label_values(&["image"]).inc();
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "image not removed"),
@@ -698,9 +718,11 @@ impl Agent {
             Err(e) => {
                 self.reconnect_at = Instant::now() + self.backoff.next_delay();
                 tracing::warn!(error = %e, "cannot reach the cluster; retrying");
+                self.metrics.set_session(Err(&e));
                 return;
             }
         };
+        self.metrics.set_session(Ok(()));
         self.backoff.reset();
         self.generation += 1;
         let generation = self.generation;
@@ -777,6 +799,7 @@ impl Agent {
         if let Some(live) = self.session.take() {
             tracing::warn!(server = %live.server, reason, "session lost; reconnecting");
         }
+        self.metrics.set_session(Err(reason));
         for attempt in self.attempts.values_mut() {
             attempt.started_in_flight = false;
             attempt.logs_in_flight = false;
@@ -885,6 +908,8 @@ impl Agent {
                 if !ack.accepted {
                     tracing::warn!(run = %key.0, error = %ack.error, next = ack.next_log_offset, "output refused; resending from the cluster's offset");
                 }
+                let shipped = ack.next_log_offset.saturating_sub(attempt.record.logs_acked);
+                self.metrics.log_bytes_shipped.inc_by(shipped);
                 attempt.record.logs_acked = ack.next_log_offset;
                 if let Err(e) = self.journal.put(attempt.record.clone()) {
                     tracing::error!(error = %e, "cannot save the journal");
@@ -990,6 +1015,7 @@ impl Agent {
     fn spawn_task(&self, key: AttemptKey, launcher: Launcher) {
         let events = self.events_tx.clone();
         let worker_id = self.config.id().to_owned();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
             let forward_events = events.clone();
@@ -1005,11 +1031,13 @@ impl Agent {
                     }
                 }
             });
+            let driver = launcher.driver();
             let started = match launcher {
                 Launcher::Exec(assignment) => driver::exec::start(
                     &Launch {
                         assignment: &assignment,
                         worker_id: &worker_id,
+                        metrics: &metrics,
                     },
                     out_tx,
                 ),
@@ -1019,6 +1047,7 @@ impl Agent {
                         &Launch {
                             assignment: &assignment,
                             worker_id: &worker_id,
+                            metrics: &metrics,
                         },
                         out_tx,
                     )
@@ -1030,6 +1059,11 @@ impl Agent {
                     skip,
                 } => driver::docker::adopt(&docker, &container, skip, out_tx).await,
             };
+            let counter = match &started {
+                Ok(_) => &metrics.attempts_started,
+                Err(_) => &metrics.attempts_failed_to_start,
+            };
+            counter.with_label_values(&[driver]).inc();
             let exit = match started {
                 Ok(started) => {
                     let running = Event::Running {
@@ -1161,4 +1195,15 @@ enum Launcher {
         container: String,
         skip: u64,
     },
+}
+
+impl Launcher {
+    /// The `driver` label of the attempt's metrics.
+    fn driver(&self) -> &'static str {
+        match self {
+            Launcher::Exec(_) => "exec",
+            Launcher::Docker(..) => "docker",
+            Launcher::Adopt { .. } => "adopted",
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //! Every option is documented in `deploy/worker.toml`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -61,6 +62,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Log output format.
     pub log_format: LogFormat,
+    /// Address of the HTTP endpoint serving `/metrics` (Prometheus),
+    /// `/healthz` and `/readyz`; unset: no HTTP endpoint.
+    pub http_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -76,6 +80,7 @@ impl Default for Config {
             image_gc_age: Duration::from_secs(24 * 3600),
             shutdown_timeout: Duration::from_secs(60),
             log_format: LogFormat::Text,
+            http_listen: None,
         }
     }
 }
@@ -158,6 +163,11 @@ pub struct Flags {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Address for /metrics, /healthz and /readyz over HTTP, e.g.
+    /// 127.0.0.1:9500.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// The configuration could not be loaded.
@@ -183,6 +193,7 @@ const ENV_KEYS: &[&str] = &[
     "image_gc_age",
     "shutdown_timeout",
     "log_format",
+    "http_listen",
 ];
 
 /// Most attempts a worker may run at once (the server's bound).

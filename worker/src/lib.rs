@@ -13,6 +13,7 @@ pub mod driver;
 pub mod images;
 pub mod journal;
 pub mod logbuf;
+pub mod metrics;
 pub mod session;
 
 pub use agent::Agent;

@@ -81,7 +81,14 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let stop = CancellationToken::new();
         tokio::spawn(watch_signals(stop.clone()));
+        let http_listen = config.http_listen;
         let agent = Agent::new(config).await?;
+        if let Some(addr) = http_listen {
+            // Up until the process exits: a draining worker answers /readyz
+            // with why it is not ready.
+            let (http, _task) = rota_proto::telemetry::serve(addr, agent.metrics(), std::future::pending()).await?;
+            tracing::info!(%http, "serving /metrics, /healthz and /readyz");
+        }
         agent.run(stop).await
     })
 }

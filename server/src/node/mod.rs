@@ -220,7 +220,11 @@ pub async fn run(
 
     tasks.spawn(metrics.clone().follow_leadership(raft.clone(), stopping.clone()));
     if let Some(addr) = config.http_listen {
-        let (http, _task) = crate::metrics::serve(addr, metrics, node.clone(), stop.clone()).await?;
+        let endpoint = Arc::new(crate::metrics::Http {
+            metrics,
+            node: node.clone(),
+        });
+        let (http, _task) = rota_proto::telemetry::serve(addr, endpoint, stop.clone().cancelled_owned()).await?;
         tracing::info!(%http, "serving /metrics, /healthz and /readyz");
     }
 

@@ -145,6 +145,7 @@ async fn ensure_image(
     image: &str,
     policy: pb::PullPolicy,
     out: &mpsc::Sender<Output>,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<(), String> {
     let present = match docker.inspect_image(image).await {
         Ok(_) => true,
@@ -164,6 +165,15 @@ async fn ensure_image(
     if !pull {
         return Ok(());
     }
+    let pulled = pull_image(docker, image, present, out).await;
+    let result = if pulled.is_ok() { "ok" } else { "error" };
+    metrics.image_pulls.with_label_values(&[result]).inc();
+    pulled
+}
+
+/// Pulls `image`, progress to the attempt's system log; when the pull
+/// fails but the image is `present`, that one is used.
+async fn pull_image(docker: &Docker, image: &str, present: bool, out: &mpsc::Sender<Output>) -> Result<(), String> {
     let reference = pull_reference(image);
     system(out, format!("pulling image {reference}")).await;
     let options = CreateImageOptions {
@@ -257,7 +267,8 @@ pub async fn start(docker: &Docker, launch: &Launch<'_>, out: mpsc::Sender<Outpu
     if task.image.is_empty() {
         return Err("task.image is empty; the docker driver needs an image".into());
     }
-    ensure_image(docker, &task.image, task.pull(), &out).await?;
+    ensure_image(docker, &task.image, task.pull(), &out, launch.metrics).await?;
+    let creating = std::time::Instant::now();
     let body = container_body(launch, &task)?;
     let name = container_name(&launch.assignment.run_id, launch.assignment.epoch);
     let options = || CreateContainerOptions {
@@ -280,6 +291,10 @@ pub async fn start(docker: &Docker, launch: &Launch<'_>, out: mpsc::Sender<Outpu
         let _ = remove(docker, &created.id).await;
         return Err(format!("starting the container: {e}"));
     }
+    launch
+        .metrics
+        .container_start_seconds
+        .observe(creating.elapsed().as_secs_f64());
     Ok(follow(docker.clone(), created.id, 0, out))
 }
 

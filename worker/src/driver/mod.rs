@@ -90,6 +90,8 @@ pub struct Launch<'a> {
     pub assignment: &'a pb::Assignment,
     /// The worker's id (a container label).
     pub worker_id: &'a str,
+    /// The worker's metrics (container start latency, image pulls).
+    pub metrics: &'a crate::metrics::Metrics,
 }
 
 impl Launch<'_> {
