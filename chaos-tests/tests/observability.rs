@@ -153,7 +153,9 @@ async fn every_server_serves_metrics_health_and_readiness() {
                         && at_least("rota_dispatch_latency_seconds_count", 3.0)
                         && at_least("rota_run_duration_seconds_count", 3.0)
                         && at_least("rota_trigger_lateness_seconds_count", 2.0)
-                        && at_least("rota_raft_snapshots_built_total", 1.0);
+                        && at_least("rota_raft_snapshots_built_total", 1.0)
+                        && at_least("rota_raft_log_append_seconds_count", 1.0)
+                        && at_least("rota_raft_log_sync_seconds_count", 1.0);
                     Ok((status == 200 && counted).then_some(text))
                 },
             )
@@ -550,6 +552,7 @@ fn the_dashboard_is_well_formed() {
         "rota_runs_finished_total",
         "rota_workers",
         "rota_slots",
+        "rota_raft_log_append_seconds_bucket",
         "rota_worker_running_tasks",
         "rota_worker_container_start_seconds_bucket",
     ] {

@@ -326,6 +326,12 @@ impl Metrics {
     /// `quorum_timeout`.
     pub fn new(quorum_timeout: Duration) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
+        for latency in [
+            &crate::store::stats::LOG_APPEND_SECONDS,
+            &crate::store::stats::LOG_SYNC_SECONDS,
+        ] {
+            register(&registry, Ok(Histogram::clone(latency)))?;
+        }
         let leader_changes = IntCounter::new(
             "rota_raft_leader_changes_total",
             "Times this server saw the cluster's leader change (including to no leader).",

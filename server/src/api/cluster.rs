@@ -108,10 +108,16 @@ impl ClusterService for ClusterApi {
         _request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
         let committed = self.node.committed().await;
+        // Everything that takes a lock of its own is read before borrowing
+        // openraft's metrics: a second borrow (or another lock) while one is
+        // held deadlocks against the Raft core waiting to publish new metrics
+        // (std's RwLock lets a waiting writer block new readers).
+        let leader = self.node.leader();
+        let snapshot_index = self.node.state.snapshot_index();
+        let job_count = self.node.state.read().state.job_count() as u64;
         let status = {
             let metrics = self.node.raft.metrics();
             let m = metrics.borrow();
-            let leader = self.node.leader();
             pb::GetStatusResponse {
                 node_id: self.node.id,
                 advertise_addr: self.node.advertise.clone(),
@@ -125,9 +131,9 @@ impl ClusterService for ClusterApi {
                 commit_index: committed.map_or(0, |id| id.index),
                 applied_index: m.last_applied.map_or(0, |id| id.index),
                 last_log_index: m.last_log_index.unwrap_or_default(),
-                snapshot_index: self.node.state.snapshot_index(),
+                snapshot_index,
                 purged_index: m.purged.map_or(0, |id| id.index),
-                job_count: self.node.state.read().state.job_count() as u64,
+                job_count,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             }
         };

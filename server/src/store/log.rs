@@ -115,17 +115,21 @@ impl Decode for WalPayload {
 
 /// Who is told when a flush reaches the disk.
 pub enum FlushCallback {
-    /// openraft's append callback.
-    Log(LogFlushed<TypeConfig>),
-    /// A caller waiting for its own write.
-    Wait(oneshot::Sender<io::Result<()>>),
+    /// openraft's append callback, and when the append began.
+    Log(LogFlushed<TypeConfig>, std::time::Instant),
+    /// A caller waiting for its own write, and when it asked.
+    Wait(oneshot::Sender<io::Result<()>>, std::time::Instant),
 }
 
 impl raft_log::Callback for FlushCallback {
     fn send(self, res: io::Result<()>) {
         match self {
-            FlushCallback::Log(callback) => callback.log_io_completed(res),
-            FlushCallback::Wait(tx) => {
+            FlushCallback::Log(callback, began) => {
+                super::stats::LOG_APPEND_SECONDS.observe(began.elapsed().as_secs_f64());
+                callback.log_io_completed(res);
+            }
+            FlushCallback::Wait(tx, began) => {
+                super::stats::LOG_SYNC_SECONDS.observe(began.elapsed().as_secs_f64());
                 // The waiter may have gone away (node shutting down); nothing to tell then.
                 let _ = tx.send(res);
             }
@@ -136,8 +140,8 @@ impl raft_log::Callback for FlushCallback {
 impl Debug for FlushCallback {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            FlushCallback::Log(_) => "FlushCallback::Log",
-            FlushCallback::Wait(_) => "FlushCallback::Wait",
+            FlushCallback::Log(..) => "FlushCallback::Log",
+            FlushCallback::Wait(..) => "FlushCallback::Wait",
         })
     }
 }
@@ -197,7 +201,7 @@ impl LogStore {
     async fn sync(&self, subject: ErrorSubject<u64>) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
         self.lock()?
-            .flush(true, Some(FlushCallback::Wait(tx)))
+            .flush(true, Some(FlushCallback::Wait(tx, std::time::Instant::now())))
             .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
         match rx.await {
             Ok(result) => result.map_err(|e| io_err(subject, ErrorVerb::Write, e)),
@@ -300,6 +304,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let began = std::time::Instant::now();
         let mut wal = self.lock()?;
         // Entries at or below the purge point are already applied (that is
         // what allowed the purge); openraft's storage Suite sends such
@@ -318,7 +323,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         super::crash::reached("append-written");
         // The callback runs on the flush worker once the entries are fsynced.
-        wal.flush(true, Some(FlushCallback::Log(callback)))
+        wal.flush(true, Some(FlushCallback::Log(callback, began)))
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
