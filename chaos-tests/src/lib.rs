@@ -16,6 +16,7 @@
 
 pub mod docker;
 pub mod oracle;
+pub mod otlp;
 pub mod protocol;
 pub mod proxy;
 pub mod record;

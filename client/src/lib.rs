@@ -160,6 +160,16 @@ struct Inner {
     preferred: Mutex<Option<String>>,
 }
 
+/// A request carrying the trace context of the caller's current span (W3C
+/// `traceparent`), when the application traces with OpenTelemetry
+/// (`tracing-opentelemetry`): the servers' spans, and the worker's for the
+/// attempts of a triggered run, join the caller's trace.
+fn traced<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    rota_proto::trace::inject(&tracing::Span::current(), request.metadata_mut());
+    request
+}
+
 /// Strips a scheme and trailing slash: `http://a:1/` → `a:1`.
 fn normalize(endpoint: &str) -> String {
     let trimmed = endpoint.trim();
@@ -255,7 +265,7 @@ impl Client {
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
+        let mut request = traced(message);
         request.set_timeout(self.options.timeout);
         request
     }
@@ -617,7 +627,7 @@ impl Client {
         include_existing: bool,
     ) -> Result<Streaming<pb::WatchRunsResponse>, Error> {
         self.call(true, |ch| {
-            let request = Request::new(pb::WatchRunsRequest {
+            let request = traced(pb::WatchRunsRequest {
                 job: job.to_owned(),
                 include_existing,
             });
@@ -630,7 +640,7 @@ impl Client {
     /// open until the run has ended.
     pub async fn logs(&self, run_id: &str, follow: bool, from_seq: u64) -> Result<Streaming<pb::LogChunk>, Error> {
         self.call(true, |ch| {
-            let request = Request::new(pb::GetLogsRequest {
+            let request = traced(pb::GetLogsRequest {
                 run_id: run_id.to_owned(),
                 follow,
                 from_seq,

@@ -4,11 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use rota_server::node::{
-    self, Config,
-    config::{Flags, LogFormat},
-};
-use tracing_subscriber::EnvFilter;
+use rota_server::node::{self, Config, config::Flags};
 
 /// A rota server: replicates job definitions with Raft and serves the
 /// rota.v1 gRPC API.
@@ -37,20 +33,6 @@ Examples:
   # a fourth server that will be added with `rotactl cluster add-node 4 127.0.0.1:7404`
   rota-server --node-id 4 --listen 127.0.0.1:7404 --data-dir data/4";
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn"));
-    // Colour only on a terminal (and never with NO_COLOR): log files stay plain.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// Completes on the first SIGTERM or Ctrl-C; a second one exits at once.
 async fn shutdown_signal() {
     let wait = || async {
@@ -78,14 +60,25 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config =
         Config::load(args.config.as_deref(), std::env::vars(), &args.flags).context("invalid configuration")?;
-    init_tracing(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // The OTLP exporter needs the runtime; the guard flushes spans on drop.
+    let tracing = {
+        let _in_runtime = runtime.enter();
+        rota_proto::trace::init(
+            "rota-server",
+            config.log_format,
+            "info,openraft=warn,sled=warn",
+            config.otlp_endpoint.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?
+    };
     let result = runtime.block_on(node::run(config, shutdown_signal(), |_| {}));
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "server failed");
     }
+    drop(tracing);
     result
 }

@@ -1016,7 +1016,21 @@ impl Agent {
         let events = self.events_tx.clone();
         let worker_id = self.config.id().to_owned();
         let metrics = self.metrics.clone();
-        tokio::spawn(async move {
+        // The attempt's span: from start to exit, in the trace of the
+        // server's assignment (an adopted attempt starts a trace of its own).
+        let span = tracing::info_span!(
+            "attempt",
+            run = %key.0,
+            epoch = key.1,
+            job = tracing::field::Empty,
+            driver = launcher.driver(),
+            worker = %worker_id,
+        );
+        if let Launcher::Exec(assignment) | Launcher::Docker(_, assignment) = &launcher {
+            span.record("job", assignment.job.as_str());
+            rota_proto::trace::set_parent(&span, &assignment.traceparent);
+        }
+        let task = async move {
             let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
             let forward_events = events.clone();
             let forward_key = key.clone();
@@ -1084,7 +1098,8 @@ impl Agent {
             };
             let _ = forwarder.await;
             let _ = events.send(Event::Exited { key, exit }).await;
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 
     /// Sends what each attempt has to report, in order: started, output,

@@ -16,16 +16,7 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use rota_proto::trace::LogFormat;
 
 /// The configuration of `rota-worker`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +56,9 @@ pub struct Config {
     /// Address of the HTTP endpoint serving `/metrics` (Prometheus),
     /// `/healthz` and `/readyz`; unset: no HTTP endpoint.
     pub http_listen: Option<SocketAddr>,
+    /// OTLP/gRPC endpoint spans are exported to (e.g.
+    /// `http://127.0.0.1:4317`, an OpenTelemetry collector); unset: no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -81,6 +75,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(60),
             log_format: LogFormat::Text,
             http_listen: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -168,6 +163,11 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<SocketAddr>,
+    /// OTLP/gRPC endpoint to export trace spans to, e.g.
+    /// http://127.0.0.1:4317 (default: none, no export).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The configuration could not be loaded.
@@ -194,6 +194,7 @@ const ENV_KEYS: &[&str] = &[
     "shutdown_timeout",
     "log_format",
     "http_listen",
+    "otlp_endpoint",
 ];
 
 /// Most attempts a worker may run at once (the server's bound).

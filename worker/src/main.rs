@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use rota_worker::config::{Flags, LogFormat};
+use rota_worker::config::Flags;
 use rota_worker::{Agent, Config};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// A rota worker: connects to the cluster, runs the attempts it is assigned
 /// as Docker containers or host processes, and ships their output and exit
@@ -37,19 +36,6 @@ Examples:
   # a worker that runs host processes (no Docker)
   rota-worker --servers 127.0.0.1:7401 --id bench-1 --drivers exec --data-dir data/bench-1";
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// Cancels `stop` on the first SIGTERM or Ctrl-C; a second one exits at once.
 async fn watch_signals(stop: CancellationToken) {
     let wait = || async {
@@ -76,9 +62,19 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config =
         Config::load(args.config.as_deref(), std::env::vars(), &args.flags).context("invalid configuration")?;
-    init_tracing(config.log_format);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    runtime.block_on(async move {
+    // The OTLP exporter needs the runtime; the guard flushes spans on drop.
+    let tracing = {
+        let _in_runtime = runtime.enter();
+        rota_proto::trace::init(
+            "rota-worker",
+            config.log_format,
+            "info",
+            config.otlp_endpoint.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?
+    };
+    let result = runtime.block_on(async move {
         let stop = CancellationToken::new();
         tokio::spawn(watch_signals(stop.clone()));
         let http_listen = config.http_listen;
@@ -90,5 +86,7 @@ fn main() -> anyhow::Result<()> {
             tracing::info!(%http, "serving /metrics, /healthz and /readyz");
         }
         agent.run(stop).await
-    })
+    });
+    drop(tracing);
+    result
 }

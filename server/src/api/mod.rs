@@ -148,6 +148,7 @@ where
     if let Some(deadline) = deadline {
         forwarded.metadata_mut().insert("grpc-timeout", deadline);
     }
+    rota_proto::trace::inject(&tracing::Span::current(), forwarded.metadata_mut());
     call(forwarded).await.map_err(|status| {
         // A status the leader sent carries its response headers; one without
         // any is a transport failure. If the connection could not be made the

@@ -293,6 +293,9 @@ impl RunService for RunApi {
                 request_id: req.request_id,
                 params: req.params.into_iter().collect::<BTreeMap<_, _>>(),
                 force: req.force,
+                // The trace this call belongs to: the run (and the attempts
+                // workers make of it) joins it.
+                trace: rota_proto::trace::traceparent(&tracing::Span::current()),
             })
             .await?;
         match answer {

@@ -139,6 +139,19 @@ fn assignment(run: &Run, attempt: &Attempt) -> pb::Assignment {
     );
     env.insert("ROTA_JOB".into(), run.job.clone());
     env.insert("ROTA_ATTEMPT".into(), attempt.number.to_string());
+    // A span for the hand-over, in the trace of the call that triggered the
+    // run (a root for scheduled runs); the worker's attempt span is its child.
+    let span = tracing::info_span!(
+        "assign",
+        run = %run.id,
+        job = %run.job,
+        epoch = attempt.epoch,
+        worker = %attempt.worker,
+    );
+    if let Some(trace) = &run.trace {
+        rota_proto::trace::set_parent(&span, trace);
+    }
+    let traceparent = rota_proto::trace::traceparent(&span).unwrap_or_default();
     pb::Assignment {
         run_id: run.id.clone(),
         epoch: attempt.epoch,
@@ -153,6 +166,7 @@ fn assignment(run: &Run, attempt: &Attempt) -> pb::Assignment {
             .and_then(|t| add(attempt.assigned_at, t))
             .map(convert::timestamp),
         kill_grace: Some(convert::duration(run.spec.kill_grace)),
+        traceparent,
     }
 }
 

@@ -18,16 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::raft::NodeId;
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use rota_proto::trace::LogFormat;
 
 /// Raft timing and log compaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +80,9 @@ pub struct Config {
     /// Address of the HTTP endpoint serving `/metrics` (Prometheus),
     /// `/healthz` and `/readyz`; unset: no HTTP endpoint.
     pub http_listen: Option<SocketAddr>,
+    /// OTLP/gRPC endpoint spans are exported to (e.g.
+    /// `http://127.0.0.1:4317`, an OpenTelemetry collector); unset: no export.
+    pub otlp_endpoint: Option<String>,
     /// Upper bound on any request's deadline (the caller's own deadline
     /// applies when shorter). Keep it above 120 s: `AddNode` waits up to that
     /// long for a new node to catch up.
@@ -122,6 +116,7 @@ impl Default for Config {
             initial_cluster: None,
             log_format: LogFormat::Text,
             http_listen: None,
+            otlp_endpoint: None,
             request_timeout: Duration::from_secs(180),
             shutdown_timeout: Duration::from_secs(10),
             worker_lease: Duration::from_secs(15),
@@ -163,6 +158,11 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<SocketAddr>,
+    /// OTLP/gRPC endpoint to export trace spans to, e.g.
+    /// http://127.0.0.1:4317 (default: none, no export).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The configuration could not be loaded.
@@ -185,6 +185,7 @@ const ENV_KEYS: &[&str] = &[
     "initial_cluster",
     "log_format",
     "http_listen",
+    "otlp_endpoint",
     "request_timeout",
     "shutdown_timeout",
     "worker_lease",

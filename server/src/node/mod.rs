@@ -192,6 +192,12 @@ pub async fn run(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .layer(metrics.api_layer())
+        // Raft traffic between servers is not traced (heartbeats would drown
+        // the traces of calls).
+        .layer(rota_proto::trace::GrpcSpans::new(
+            id.to_string(),
+            "/rota.v1.RaftService/",
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -181,6 +181,7 @@ mod tests {
                 request_id: format!("r{i}"),
                 params: BTreeMap::new(),
                 force: false,
+                trace: None,
             };
             state.apply(10 + i, &command(op)).expect("triggered");
         }

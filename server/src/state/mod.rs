@@ -167,6 +167,9 @@ pub enum Op {
         params: BTreeMap<String, String>,
         /// Ignore the concurrency policy.
         force: bool,
+        /// W3C trace context of the call that asked (kept with the run).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<String>,
     },
     /// Cancel a run.
     CancelRun {
@@ -420,7 +423,10 @@ pub fn apply(state: &mut State, index: LogIndex, command: &Command) -> ApplyResu
             request_id,
             params,
             force,
-        } => state.trigger(job, request_id, params, *force, now, index),
+            trace,
+        } => state
+            .trigger(job, request_id, params, *force, now, index)
+            .map(|answer| state.keep_trace(answer, trace.as_deref(), index)),
         Op::CancelRun { run } => state.cancel(run, now, index),
         Op::RegisterWorker { worker, info, held } => Ok(state.register_worker(worker, info, held, now, index)),
         Op::WorkerLost { worker, session } => state.worker_lost(worker, *session, now, index),

@@ -280,6 +280,10 @@ pub struct Run {
     pub finished_at: Option<DateTime<Utc>>,
     /// Its log.
     pub log: LogMeta,
+    /// W3C trace context (`traceparent`) of the call that triggered it: its
+    /// attempts are traced as part of that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 impl Run {

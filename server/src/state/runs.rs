@@ -72,6 +72,7 @@ pub(super) fn new_run(
         attempts: Vec::new(),
         finished_at: None,
         log: LogMeta::default(),
+        trace: None,
     }
 }
 
@@ -276,6 +277,25 @@ impl State {
         let run = new_run(&job, id, cause, None, params.clone(), now, index);
         self.put_run(run.clone(), index);
         Ok(Response::Triggered { run, existing: false })
+    }
+
+    /// Keeps `trace` (the caller's trace context) with the run a trigger
+    /// just created; a run the trigger found existing keeps its own.
+    pub(super) fn keep_trace(&mut self, answer: Response, trace: Option<&str>, index: LogIndex) -> Response {
+        match (answer, trace) {
+            (
+                Response::Triggered {
+                    mut run,
+                    existing: false,
+                },
+                Some(trace),
+            ) => {
+                run.trace = Some(trace.to_owned());
+                self.put_run(run.clone(), index);
+                Response::Triggered { run, existing: false }
+            }
+            (answer, _) => answer,
+        }
     }
 
     /// Cancels run `id` if it has not finished: pending runs end at once;

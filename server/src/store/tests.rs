@@ -264,6 +264,7 @@ async fn log_chunks_are_stored_apart_and_travel_in_snapshots() {
             request_id: "r".into(),
             params: Default::default(),
             force: false,
+            trace: None,
         }),
     ];
     for (i, entry) in entries.iter_mut().enumerate() {

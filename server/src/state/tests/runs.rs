@@ -154,6 +154,7 @@ impl Sim {
             request_id: request_id.to_owned(),
             params: BTreeMap::from([("TARGET".to_owned(), "x".to_owned())]),
             force,
+            trace: None,
         })
     }
 }
@@ -398,6 +399,35 @@ fn queue_is_bounded_and_first_in_first_out() {
     assert!(sim.refused(&second, "w1").contains("still running"));
     sim.finish("w1", &first, epoch, 0).expect("finished");
     sim.assign(&second, "w1");
+}
+
+#[test]
+fn a_triggered_run_keeps_the_callers_trace_and_a_retry_does_not_replace_it() {
+    let mut sim = Sim::new();
+    let mut spec = every("traced", 3600);
+    spec.schedule.trigger = None;
+    sim.job(spec);
+    let traced = |trace: &str| Op::TriggerRun {
+        job: "traced".to_owned(),
+        request_id: "req".to_owned(),
+        params: BTreeMap::new(),
+        force: false,
+        trace: Some(trace.to_owned()),
+    };
+    let first = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let Ok(Response::Triggered { run, existing: false }) = sim.apply(traced(first)) else {
+        panic!("trigger refused")
+    };
+    assert_eq!(run.trace.as_deref(), Some(first));
+    assert_eq!(sim.run(&run.id).trace.as_deref(), Some(first), "stored with the run");
+    let Ok(Response::Triggered {
+        run: again,
+        existing: true,
+    }) = sim.apply(traced("00-11111111111111111111111111111111-2222222222222222-01"))
+    else {
+        panic!("retry not idempotent")
+    };
+    assert_eq!(again.trace.as_deref(), Some(first), "a retry keeps the first trace");
 }
 
 #[test]
@@ -1128,6 +1158,7 @@ fn commands(steps: &[Step]) -> Vec<Command> {
                 request_id: format!("req-{r}"),
                 params: BTreeMap::new(),
                 force: *f,
+                trace: None,
             },
             Step::Cancel(i) => match pick(i) {
                 Some(run) => Op::CancelRun { run: run.id },
