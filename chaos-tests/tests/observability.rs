@@ -247,6 +247,33 @@ async fn every_server_serves_metrics_health_and_readiness() {
     .await;
 }
 
+/// Waits until the gRPC health service of server `id` says `want` for
+/// the server as a whole (service `""`).
+async fn grpc_health(cluster: &Cluster, id: u64, want: tonic_health::ServingStatus) -> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let addr = format!("http://{}", cluster.server(id)?.addr);
+    wait_for(
+        &format!("server {id} gRPC health {want:?}"),
+        Duration::from_secs(30),
+        || async {
+            let channel = tonic::transport::Endpoint::from_shared(addr.clone())
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut client = HealthClient::new(channel);
+            let answer = client
+                .check(HealthCheckRequest { service: String::new() })
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            let want = tonic_health::pb::health_check_response::ServingStatus::from(want) as i32;
+            Ok((answer.status == want).then_some(()))
+        },
+    )
+    .await
+}
+
 /// Waits until `/readyz` at `addr` answers 200 (`want`) or 503; returns
 /// its body.
 async fn ready_at(what: &str, addr: &str, want: bool) -> anyhow::Result<String> {
@@ -319,6 +346,8 @@ async fn readiness_follows_quorum() {
         }
         let why = ready(cluster, leader, false).await?;
         anyhow::ensure!(why.contains("quorum"), "the reason names the quorum: {why:?}");
+        // The gRPC health service says so too.
+        grpc_health(cluster, leader, tonic_health::ServingStatus::NotServing).await?;
         // Nor does it count as a leader in the metrics (the no-leader alert).
         for name in ["rota_raft_is_leader", "rota_ready"] {
             let value = metric(cluster, leader, name).await?;
@@ -333,6 +362,7 @@ async fn readiness_follows_quorum() {
         for id in cluster.ids() {
             ready(cluster, id, true).await?;
         }
+        grpc_health(cluster, leader, tonic_health::ServingStatus::Serving).await?;
         // A follower that loses its leader (and cannot elect one) is not ready.
         let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
         let follower = cluster

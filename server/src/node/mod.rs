@@ -225,6 +225,12 @@ pub async fn run(
     on_listening(local_addr);
 
     tasks.spawn(metrics.clone().follow_leadership(raft.clone(), stopping.clone()));
+    tasks.spawn(follow_readiness(
+        metrics.clone(),
+        node.clone(),
+        health.clone(),
+        stopping.clone(),
+    ));
     if let Some(addr) = config.http_listen {
         let endpoint = Arc::new(crate::metrics::Http {
             metrics,
@@ -268,6 +274,9 @@ pub async fn run(
     }
 
     tracing::info!(node = id, "shutting down: draining requests");
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
     health.set_not_serving::<JobServiceServer<JobApi>>().await;
     health.set_not_serving::<ClusterServiceServer<ClusterApi>>().await;
     health.set_not_serving::<RunServiceServer<RunApi>>().await;
@@ -347,5 +356,33 @@ async fn initialize(raft: &Raft, id: NodeId, cluster: &str, turn: std::time::Dur
             Ok(())
         }
         Err(e) => Err(e).context("initializing the cluster"),
+    }
+}
+
+/// Keeps the gRPC health service's overall status (service `""`, what
+/// `grpc_health_probe` and Kubernetes gRPC probes ask) in step with
+/// readiness (`/readyz`), checked every second until `stop`.
+async fn follow_readiness(
+    metrics: Arc<crate::metrics::Metrics>,
+    node: NodeHandle,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    let mut last = None;
+    loop {
+        let ready = metrics.readiness(&node).await.is_ok();
+        if last != Some(ready) {
+            let status = if ready {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            last = Some(ready);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
     }
 }
