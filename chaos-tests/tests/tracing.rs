@@ -120,6 +120,33 @@ async fn a_triggered_run_is_one_trace_from_client_to_worker() {
                 && attempt.attribute("driver") == Some("exec"),
             "the worker's attempt is a child of the server's assignment: {account}"
         );
+        // The leader's proposal of the trigger, under the call, with node and term.
+        let propose = spans
+            .iter()
+            .find(|s| s.name == "propose trigger_run")
+            .ok_or_else(|| anyhow::anyhow!("the leader's propose span: {account}"))?;
+        anyhow::ensure!(
+            by_id(&spans, &propose.parent_span_id).is_some_and(|p| p.name == "/rota.v1.RunService/TriggerRun")
+                && propose
+                    .attribute("term")
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .is_some_and(|t| t >= 1)
+                && propose.attribute("node").is_some(),
+            "{account}"
+        );
+        // The leader's scheduler loops trace what they propose, each a root
+        // with the node and term (the dispatcher placed this very run).
+        wait_for("a dispatch span of the leader", Duration::from_secs(30), || async {
+            let found = collector.spans().into_iter().any(|s| {
+                s.name == "dispatch"
+                    && s.service == "rota-server"
+                    && s.parent_span_id.is_empty()
+                    && s.attribute("term").is_some()
+                    && s.attribute("placements").is_some()
+            });
+            Ok(found.then_some(()))
+        })
+        .await?;
         Ok(())
     })
     .await;

@@ -106,6 +106,11 @@ impl NodeHandle {
         }
     }
 
+    /// This node's current Raft term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     /// The current leader, if one is known.
     pub fn leader(&self) -> Option<LeaderHint> {
         let metrics = self.raft.metrics();
@@ -139,8 +144,17 @@ impl NodeHandle {
                 "leadership is being transferred; retry in a few seconds".into(),
             ));
         }
+        let span = tracing::info_span!(
+            "propose",
+            otel.name = %format_args!("propose {}", op.name()),
+            op = op.name(),
+            node = self.id,
+            term = self.term(),
+        );
         let command = Command { now: Utc::now(), op };
-        let written = self.raft.client_write(command).await.map_err(client_write_error)?;
+        let written = tracing::Instrument::instrument(self.raft.client_write(command), span)
+            .await
+            .map_err(client_write_error)?;
         written.data.map_err(ApiError::Rejected)
     }
 

@@ -87,7 +87,8 @@ pub async fn run(node: NodeHandle, leases: Arc<Leases>, cancel: CancellationToke
         };
         if !placements.is_empty() {
             let count = placements.len();
-            match node.propose(Op::Assign { placements }).await {
+            let span = tracing::info_span!("dispatch", node = node.id, term = node.term(), placements = count);
+            match tracing::Instrument::instrument(node.propose(Op::Assign { placements }), span).await {
                 Ok(Response::Assigned { placed, refused }) => {
                     tracing::debug!(
                         proposed = count,

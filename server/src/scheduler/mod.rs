@@ -157,13 +157,12 @@ async fn watch_leases(node: NodeHandle, leases: Arc<Leases>, cancel: Cancellatio
                 continue;
             };
             tracing::warn!(worker = %worker, session, "worker lease expired: declaring it lost");
-            match node
-                .propose(Op::WorkerLost {
-                    worker: worker.clone(),
-                    session,
-                })
-                .await
-            {
+            let span = tracing::info_span!("worker_lost", node = node.id, term = node.term(), worker = %worker);
+            let lost = node.propose(Op::WorkerLost {
+                worker: worker.clone(),
+                session,
+            });
+            match tracing::Instrument::instrument(lost, span).await {
                 Ok(_) => leases.forget(&worker, renewed),
                 Err(ApiError::Rejected(rejection)) => {
                     // It registered again meanwhile; its new session holds a lease.

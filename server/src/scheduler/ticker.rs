@@ -37,7 +37,8 @@ pub async fn run(node: NodeHandle, cancel: CancellationToken) {
         let due = next_due(&node);
         let now = Utc::now();
         if due.is_some_and(|at| at <= now) {
-            match node.propose(Op::Tick).await {
+            let span = tracing::info_span!("tick", node = node.id, term = node.term());
+            match tracing::Instrument::instrument(node.propose(Op::Tick), span).await {
                 Ok(Response::Ticked(summary)) => {
                     tracing::debug!(?summary, "tick");
                     continue;

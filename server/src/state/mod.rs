@@ -452,6 +452,30 @@ pub fn apply(state: &mut State, index: LogIndex, command: &Command) -> ApplyResu
     }
 }
 
+impl Op {
+    /// Its name, as in its serialized form (`trigger_run`): for logs and
+    /// trace spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::CreateJob { .. } => "create_job",
+            Op::UpdateJob { .. } => "update_job",
+            Op::ApplyJob { .. } => "apply_job",
+            Op::DeleteJob { .. } => "delete_job",
+            Op::SetJobSuspended { .. } => "set_job_suspended",
+            Op::Tick => "tick",
+            Op::TriggerRun { .. } => "trigger_run",
+            Op::CancelRun { .. } => "cancel_run",
+            Op::RegisterWorker { .. } => "register_worker",
+            Op::WorkerLost { .. } => "worker_lost",
+            Op::DrainWorker { .. } => "drain_worker",
+            Op::Assign { .. } => "assign",
+            Op::AttemptStarted { .. } => "attempt_started",
+            Op::AttemptFinished { .. } => "attempt_finished",
+            Op::AppendLogs { .. } => "append_logs",
+        }
+    }
+}
+
 impl State {
     /// Applies one command; see [`apply`].
     pub fn apply(&mut self, index: LogIndex, command: &Command) -> ApplyResult {
