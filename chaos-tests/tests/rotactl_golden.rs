@@ -45,6 +45,12 @@ fn normalize(output: &str, keep_times: bool) -> String {
         (r"epoch \d+", "epoch <n>"),
         (r"\b(leader|follower)\b", "<role>"),
         (r"\b\d+(s|m|h\d+m|d) ago\b", "<age> ago"),
+        (
+            r"ran \d+\.\ds, cpu \d+ ms, peak memory \d+ KiB",
+            "ran <s>, cpu <ms>, peak memory <KiB>",
+        ),
+        // What the worker measured of a process varies from run to run.
+        (r#""(cpu_time_ms|peak_memory_bytes)": \d+"#, r#""$1": <n>"#),
     ];
     if !keep_times {
         rules.push((

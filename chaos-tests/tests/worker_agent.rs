@@ -169,6 +169,16 @@ async fn jobs_run_end_to_end(driver: &str) {
     )
     .await;
     create_job(&cluster, "fails", driver, "echo failing; exit 3", "", "").await;
+    // Burns about a second of CPU in a child shell (counted: its parent waits).
+    create_job(
+        &cluster,
+        "busy",
+        driver,
+        "sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'; echo counted",
+        "",
+        "",
+    )
+    .await;
     create_job(
         &cluster,
         "slow",
@@ -199,6 +209,7 @@ async fn jobs_run_end_to_end(driver: &str) {
 
     let hello = trigger(&cluster, "hello", &[("GREETING", "from-a-param")]).await;
     let fails = trigger(&cluster, "fails", &[]).await;
+    let busy = trigger(&cluster, "busy", &[]).await;
     let slow = trigger(&cluster, "slow", &[]).await;
     let graceful = trigger(&cluster, "graceful", &[]).await;
     let stubborn = trigger(&cluster, "stubborn", &[]).await;
@@ -218,6 +229,15 @@ async fn jobs_run_end_to_end(driver: &str) {
         anyhow::ensure!(run.state() == pb::RunState::Failed, "fails: {run:?}");
         anyhow::ensure!(last_attempt(&run).exit_code == Some(3), "fails: {run:?}");
         anyhow::ensure!(logs(&cluster, &fails).await?.contains("failing"));
+
+        let run = wait_ended(&cluster, &busy, Duration::from_secs(60)).await?;
+        anyhow::ensure!(run.state() == pb::RunState::Succeeded, "busy: {run:?}");
+        if driver == "exec" {
+            // Read from /proc before the process is reaped (docker's stats
+            // sampler may miss so short a container).
+            let cpu = last_attempt(&run).cpu_time_ms;
+            anyhow::ensure!(cpu >= 50, "busy's CPU time is reported: {cpu} ms in {run:?}");
+        }
 
         let run = wait_ended(&cluster, &slow, Duration::from_secs(60)).await?;
         anyhow::ensure!(run.state() == pb::RunState::TimedOut, "slow: {run:?}");

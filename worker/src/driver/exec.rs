@@ -102,6 +102,57 @@ pub fn attempt_cgroup_name(run_id: &str, epoch: u64) -> String {
 }
 
 /// Starts the task of `launch` as a process group.
+/// Completes once process `pid` (a child of this one) has exited, leaving
+/// it unreaped (`WNOWAIT`), so that its `/proc` entry can still be read. A
+/// thread of its own waits: one per running attempt, never a runtime thread.
+async fn exited_unreaped(pid: i32) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let (tx, rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("rota-exec-{pid}"))
+        .spawn(move || {
+            loop {
+                match waitid(Id::Pid(Pid::from_raw(pid)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+                    Err(nix::errno::Errno::EINTR) => {}
+                    _ => break,
+                }
+            }
+            let _ = tx.send(());
+        });
+    if spawned.is_ok() {
+        let _ = rx.await;
+    }
+}
+
+/// CPU time (user + system) of exited, unreaped process `pid` and of the
+/// children it waited for, in milliseconds, from `/proc/PID/stat`.
+fn cpu_time_ms(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_ms_of_stat(&stat, clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|ticks| u64::try_from(ticks).ok())
+        .filter(|&ticks| ticks > 0)
+        .unwrap_or(100)
+}
+
+/// utime + stime + cutime + cstime (fields 14–17) of a `/proc/PID/stat`
+/// line, in milliseconds. The command name (field 2) may hold spaces and
+/// parentheses, so fields are counted after its last `)`.
+fn cpu_ms_of_stat(stat: &str, ticks_per_second: u64) -> Option<u64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
+    Some(ticks.saturating_mul(1000) / ticks_per_second)
+}
+
 pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, String> {
     let task = launch.task();
     let mut argv = task.command.clone();
@@ -191,6 +242,10 @@ pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, 
     let (exit_tx, exit) = oneshot::channel();
     let done = exited.clone();
     tokio::spawn(async move {
+        // Its CPU time is read from /proc once it has exited but before it
+        // is reaped (then the totals are gone).
+        exited_unreaped(pgid).await;
+        let cpu_time_ms = cpu_time_ms(pgid);
         let status = child.wait().await;
         // Whatever is left in the group goes with the main process.
         signal_group(pgid, Signal::SIGKILL);
@@ -203,6 +258,7 @@ pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, 
                 use std::os::unix::process::ExitStatusExt;
                 Exit {
                     exit_code: status.code().or_else(|| status.signal().map(|s| 128 + s)),
+                    cpu_time_ms: cpu_time_ms.unwrap_or(0),
                     ..Exit::default()
                 }
             }
@@ -225,4 +281,18 @@ pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, 
             exited,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_counts_the_process_and_its_waited_children() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime ...
+        let stat = "4242 (a (weird) name) Z 1 4242 4242 0 -1 4194564 120 0 0 0 150 25 20 5 20 0 1 0 99";
+        assert_eq!(cpu_ms_of_stat(stat, 100), Some(2000));
+        assert_eq!(cpu_ms_of_stat("4242 (short) Z 1 2", 100), None);
+        assert_eq!(cpu_ms_of_stat("garbage", 100), None);
+    }
 }

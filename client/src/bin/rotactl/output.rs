@@ -544,7 +544,16 @@ pub fn print_run(run: &pb::Run, format: Format) -> anyhow::Result<()> {
                 if a.oom_killed {
                     details.push_str(" (OOM-killed)");
                 }
-                if a.peak_memory_bytes > 0 || a.cpu_time_ms > 0 {
+                if let (Some(started), Some(ended)) = (a.started_at, a.ended_at) {
+                    // What the worker measured (0 when it could not: a
+                    // container too short for the engine's stats).
+                    let ran = (ended - started).num_milliseconds().max(0) as f64 / 1000.0;
+                    details.push_str(&format!(
+                        ", ran {ran:.1}s, cpu {} ms, peak memory {} KiB",
+                        a.cpu_time_ms,
+                        a.peak_memory_bytes / 1024
+                    ));
+                } else if a.peak_memory_bytes > 0 || a.cpu_time_ms > 0 {
                     details.push_str(&format!(
                         ", peak memory {} KiB, cpu {} ms",
                         a.peak_memory_bytes / 1024,
