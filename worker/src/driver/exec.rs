@@ -111,12 +111,8 @@ async fn exited_unreaped(pid: i32) {
     let spawned = std::thread::Builder::new()
         .name(format!("rota-exec-{pid}"))
         .spawn(move || {
-            loop {
-                match waitid(Id::Pid(Pid::from_raw(pid)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-                    Err(nix::errno::Errno::EINTR) => {}
-                    _ => break,
-                }
-            }
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+            while let Err(nix::errno::Errno::EINTR) = waitid(Id::Pid(Pid::from_raw(pid)), flags) {}
             let _ = tx.send(());
         });
     if spawned.is_ok() {
