@@ -490,6 +490,20 @@ async fn a_real_prometheus_scrapes_the_cluster_and_counts_the_runs() {
             (0.0..60.0).contains(&lateness),
             "lateness p99 of a per-second job: {lateness}s"
         );
+        // The leader killed while the per-second job runs: Prometheus sees
+        // one server down, a new leader, the survivors' leader-change
+        // counter move, and slots still fire (the lateness count grows).
+        let lateness_count = "max(rota_trigger_lateness_seconds_count)";
+        let before = wait_for("a lateness count", Duration::from_secs(30), || async {
+            promql(&web, lateness_count).await
+        })
+        .await?;
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        cluster.kill(leader)?;
+        expect("count(up{job=\"rota\"} == 0)", 1.0).await?;
+        expect("max(rota_raft_leader_changes_total) >= bool 1", 1.0).await?;
+        expect("sum(rota_raft_is_leader)", 1.0).await?;
+        expect(&format!("{lateness_count} > bool {}", before + 2.0), 1.0).await?;
         // Every query of the dashboard is valid PromQL on live data.
         for expr in dashboard_queries()? {
             let (status, body) = http_get(&web, &format!("/api/v1/query?query={}", url_encode(&expr))).await?;
