@@ -46,7 +46,7 @@ fn normalize(output: &str, keep_times: bool) -> String {
         (r"\b(leader|follower)\b", "<role>"),
         (r"\b\d+(s|m|h\d+m|d) ago\b", "<age> ago"),
         (
-            r"ran \d+\.\ds, cpu \d+ ms, peak memory \d+ KiB",
+            r"ran \d+\.\ds, cpu \d+ ms, peak memory (\d+ KiB|not measured)",
             "ran <s>, cpu <ms>, peak memory <KiB>",
         ),
         // What the worker measured of a process varies from run to run.

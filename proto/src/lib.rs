@@ -2,15 +2,16 @@
 //! generated at build time from `proto/rota/v1/*.proto`.
 //!
 //! This crate holds wire types (and the parsing of the quantity strings they
-//! carry, [`quantity`]); with the `trace` feature, logging and trace
-//! context propagation (module `trace`); with `telemetry`, what the server
+//! carry, [`quantity`]); with the `propagation` feature, trace context in
+//! gRPC metadata, and with `trace` also logging and span export (module
+//! `trace`); with `telemetry`, what the server
 //! and the worker share to be observed (module `telemetry`). Domain types, validation and the conversions
 //! between the two live in the crates that use them.
 
 pub mod quantity;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
-#[cfg(feature = "trace")]
+#[cfg(feature = "propagation")]
 pub mod trace;
 
 /// Generated code of package `rota.v1`.

@@ -396,7 +396,7 @@ impl Metrics {
                 &registry,
                 IntGaugeVec::new(
                     Opts::new(
-                        "rota_slots",
+                        "rota_cluster_slots",
                         "Slots of alive workers: used (attempts held) and free (a draining worker has none free).",
                     ),
                     &["state"],

@@ -108,7 +108,7 @@ impl Metrics {
             log_bytes_shipped: register(
                 &registry,
                 IntCounter::new(
-                    "rota_worker_log_bytes_shipped_total",
+                    "rota_worker_log_shipped_bytes_total",
                     "Bytes of task output the cluster acknowledged.",
                 ),
             )?,

@@ -144,13 +144,19 @@ impl NodeHandle {
                 "leadership is being transferred; retry in a few seconds".into(),
             ));
         }
-        let span = tracing::info_span!(
-            "propose",
+        // Traced under its caller (a call, a leader loop); a proposal with
+        // none (a worker's report) is not, or every report would be a trace.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "propose",
             otel.name = %format_args!("propose {}", op.name()),
             op = op.name(),
             node = self.id,
-            term = self.term(),
-        );
+                term = self.term(),
+            )
+        };
         let command = Command { now: Utc::now(), op };
         let written = tracing::Instrument::instrument(self.raft.client_write(command), span)
             .await

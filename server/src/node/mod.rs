@@ -225,11 +225,12 @@ pub async fn run(
     on_listening(local_addr);
 
     tasks.spawn(metrics.clone().follow_leadership(raft.clone(), stopping.clone()));
-    tasks.spawn(follow_readiness(
+    let readiness_stop = CancellationToken::new();
+    let readiness = tokio::spawn(follow_readiness(
         metrics.clone(),
         node.clone(),
         health.clone(),
-        stopping.clone(),
+        readiness_stop.clone(),
     ));
     if let Some(addr) = config.http_listen {
         let endpoint = Arc::new(crate::metrics::Http {
@@ -274,6 +275,9 @@ pub async fn run(
     }
 
     tracing::info!(node = id, "shutting down: draining requests");
+    // The readiness follower ends first, so it cannot set SERVING again.
+    readiness_stop.cancel();
+    let _ = readiness.await;
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
@@ -370,7 +374,10 @@ async fn follow_readiness(
 ) {
     let mut last = None;
     loop {
-        let ready = metrics.readiness(&node).await.is_ok();
+        let ready = tokio::select! {
+            () = stop.cancelled() => return,
+            ready = metrics.readiness(&node) => ready.is_ok(),
+        };
         if last != Some(ready) {
             let status = if ready {
                 tonic_health::ServingStatus::Serving

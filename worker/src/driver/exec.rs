@@ -101,7 +101,6 @@ pub fn attempt_cgroup_name(run_id: &str, epoch: u64) -> String {
     format!("{run_id}-{epoch}")
 }
 
-/// Starts the task of `launch` as a process group.
 /// Completes once process `pid` (a child of this one) has exited, leaving
 /// it unreaped (`WNOWAIT`), so that its `/proc` entry can still be read. A
 /// thread of its own waits: one per running attempt, never a runtime thread.
@@ -149,6 +148,7 @@ fn cpu_ms_of_stat(stat: &str, ticks_per_second: u64) -> Option<u64> {
     Some(ticks.saturating_mul(1000) / ticks_per_second)
 }
 
+/// Starts the task of `launch` as a process group.
 pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, String> {
     let task = launch.task();
     let mut argv = task.command.clone();

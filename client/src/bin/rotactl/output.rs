@@ -545,13 +545,17 @@ pub fn print_run(run: &pb::Run, format: Format) -> anyhow::Result<()> {
                     details.push_str(" (OOM-killed)");
                 }
                 if let (Some(started), Some(ended)) = (a.started_at, a.ended_at) {
-                    // What the worker measured (0 when it could not: a
-                    // container too short for the engine's stats).
+                    // What the worker measured. Peak memory is never really
+                    // 0: it was not measured (an exec task without a memory
+                    // limit, a container too short for the engine's stats).
                     let ran = (ended - started).num_milliseconds().max(0) as f64 / 1000.0;
+                    let peak = match a.peak_memory_bytes {
+                        0 => "not measured".to_owned(),
+                        bytes => format!("{} KiB", bytes / 1024),
+                    };
                     details.push_str(&format!(
-                        ", ran {ran:.1}s, cpu {} ms, peak memory {} KiB",
-                        a.cpu_time_ms,
-                        a.peak_memory_bytes / 1024
+                        ", ran {ran:.1}s, cpu {} ms, peak memory {peak}",
+                        a.cpu_time_ms
                     ));
                 } else if a.peak_memory_bytes > 0 || a.cpu_time_ms > 0 {
                     details.push_str(&format!(
