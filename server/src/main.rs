@@ -64,17 +64,15 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    // The OTLP exporter needs the runtime; the guard flushes spans on drop.
-    let tracing = {
-        let _in_runtime = runtime.enter();
-        rota_proto::trace::init(
-            "rota-server",
-            config.log_format,
-            "info,openraft=warn,sled=warn",
-            config.otlp_endpoint.as_deref(),
-        )
-        .map_err(anyhow::Error::msg)?
-    };
+    // The guard flushes spans on drop.
+    let tracing = rota_proto::trace::init(
+        &runtime,
+        "rota-server",
+        config.log_format,
+        "info,openraft=warn,sled=warn",
+        config.otlp_endpoint.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let result = runtime.block_on(node::run(config, shutdown_signal(), |_| {}));
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "server failed");

@@ -63,17 +63,15 @@ fn main() -> anyhow::Result<()> {
     let config =
         Config::load(args.config.as_deref(), std::env::vars(), &args.flags).context("invalid configuration")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    // The OTLP exporter needs the runtime; the guard flushes spans on drop.
-    let tracing = {
-        let _in_runtime = runtime.enter();
-        rota_proto::trace::init(
-            "rota-worker",
-            config.log_format,
-            "info",
-            config.otlp_endpoint.as_deref(),
-        )
-        .map_err(anyhow::Error::msg)?
-    };
+    // The guard flushes spans on drop.
+    let tracing = rota_proto::trace::init(
+        &runtime,
+        "rota-worker",
+        config.log_format,
+        "info",
+        config.otlp_endpoint.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let result = runtime.block_on(async move {
         let stop = CancellationToken::new();
         tokio::spawn(watch_signals(stop.clone()));

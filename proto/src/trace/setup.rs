@@ -56,9 +56,9 @@ pub fn otlp_provider(service: &str, endpoint: &str) -> Result<SdkTracerProvider,
 /// Installs the global subscriber: log lines in `format` on stderr,
 /// filtered by `RUST_LOG` (else `default_filter`), and — with
 /// `otlp_endpoint` — rota's spans at info level and above exported over OTLP
-/// as `service` (not filtered by `RUST_LOG`). Must be
-/// called within a Tokio runtime when exporting.
+/// as `service` (not filtered by `RUST_LOG`), from tasks of `runtime`.
 pub fn init(
+    runtime: &tokio::runtime::Runtime,
     service: &str,
     format: LogFormat,
     default_filter: &str,
@@ -77,9 +77,12 @@ pub fn init(
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    let provider = otlp_endpoint
-        .map(|endpoint| otlp_provider(service, endpoint))
-        .transpose()?;
+    let provider = {
+        let _in_runtime = runtime.enter();
+        otlp_endpoint
+            .map(|endpoint| otlp_provider(service, endpoint))
+            .transpose()?
+    };
     // `RUST_LOG` chooses log lines only: the spans exported (and the trace
     // context propagated) are rota's own at info, whatever it says.
     let spans = provider.as_ref().map(|provider| {
