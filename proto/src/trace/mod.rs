@@ -131,7 +131,6 @@ where
             "grpc",
             otel.name = %path,
             otel.kind = "server",
-            rpc.method = %path,
             node = %self.layer.node,
         );
         let _ = span.set_parent(TraceContextPropagator::new().extract(&HeaderExtractor(request.headers())));
