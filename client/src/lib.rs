@@ -761,6 +761,51 @@ impl Client {
         self.set_preferred(None);
         Ok(response.leader_id)
     }
+
+    /// A backup of everything the cluster holds (jobs, runs, logs, workers),
+    /// made by the leader from a fresh snapshot: the backup file's bytes and
+    /// the log position it covers. Start a new cluster from it with
+    /// `rota-server --restore-from FILE` on every founding member.
+    pub async fn save_snapshot(&self) -> Result<Backup, Error> {
+        let mut stream = self
+            .call(true, |ch| {
+                let request = self.request(pb::SaveSnapshotRequest {});
+                async move { Self::cluster(ch).save_snapshot(request).await }
+            })
+            .await?;
+        let mut backup = Backup::default();
+        let mut expected = None;
+        while let Some(chunk) = stream.message().await? {
+            if expected.is_none() {
+                expected = Some(chunk.total_bytes);
+                backup.last_index = chunk.last_index;
+                backup.last_term = chunk.last_term;
+            }
+            backup.data.extend_from_slice(&chunk.data);
+        }
+        match expected {
+            Some(total) if total == backup.data.len() as u64 => Ok(backup),
+            _ => Err(Error::Unreachable {
+                endpoints: self.inner.endpoints.clone(),
+                last_error: format!(
+                    "the backup stream ended early ({} of {} bytes); try again",
+                    backup.data.len(),
+                    expected.unwrap_or(0)
+                ),
+            }),
+        }
+    }
+}
+
+/// A backup file made by [`Client::save_snapshot`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backup {
+    /// The file's bytes.
+    pub data: Vec<u8>,
+    /// The last log index it covers.
+    pub last_index: u64,
+    /// That entry's term.
+    pub last_term: u64,
 }
 
 /// Checks an address and makes a tonic endpoint of it, without connecting

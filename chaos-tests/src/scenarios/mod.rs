@@ -484,7 +484,10 @@ async fn check_cron_and_manual(
         .iter()
         .filter(|op| op.outcome == Outcome::Unknown)
         .filter(|op| match &op.op {
-            Op::Trigger { request_id, .. } => request_id.starts_with(answered.unanswered_prefix),
+            // The load names its jobs and request ids after its side.
+            Op::Trigger { request_id: key, .. } | Op::CreateJob { name: key, .. } => {
+                key.starts_with(answered.unanswered_prefix)
+            }
             _ => answered.unanswered_prefix.is_empty(),
         })
         .count();

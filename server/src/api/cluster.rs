@@ -101,8 +101,76 @@ fn check_addr(addr: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Size of the chunks a backup is streamed in.
+const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+/// How long a backup waits for the snapshot it asked for.
+const BACKUP_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
+impl ClusterApi {
+    /// A backup file of everything this leader has applied: a snapshot is
+    /// built (unless one covers it already), then read back from disk.
+    async fn backup(&self) -> Result<(Vec<u8>, crate::raft::LogId), ApiError> {
+        match self.node.leader() {
+            Some(leader) if leader.id == self.node.id => {}
+            leader => return Err(ApiError::NotLeader { leader }),
+        }
+        self.node.ensure_linearizable().await?;
+        let applied = self.node.state.read().last_applied;
+        self.node
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("cannot build a snapshot: {e}")))?;
+        self.node
+            .raft
+            .wait(Some(BACKUP_SNAPSHOT_TIMEOUT))
+            .metrics(|m| m.snapshot >= applied, "a snapshot covering everything applied")
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("no snapshot was built: {e}")))?;
+        let state = self.node.state.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || state.current_snapshot())
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("reading the snapshot: {e}")))?
+            .map_err(|e| ApiError::Unavailable(format!("reading the snapshot: {e}")))?
+            .ok_or_else(|| ApiError::Unavailable("no snapshot on disk".into()))?;
+        let last = meta
+            .last_log_id
+            .ok_or_else(|| ApiError::FailedPrecondition("the cluster holds nothing to back up yet".into()))?;
+        let file = crate::store::backup::encode(&meta, &data).map_err(ApiError::Unavailable)?;
+        Ok((file, last))
+    }
+}
+
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
+    type SaveSnapshotStream = BackupStream;
+
+    async fn save_snapshot(
+        &self,
+        _request: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        let (file, last) = self.backup().await?;
+        let total = file.len() as u64;
+        let chunks: Vec<Result<pb::BackupChunk, Status>> = file
+            .chunks(BACKUP_CHUNK_BYTES)
+            .enumerate()
+            .map(|(i, data)| {
+                let first = i == 0;
+                Ok(pb::BackupChunk {
+                    data: data.to_vec(),
+                    last_index: if first { last.index } else { 0 },
+                    last_term: if first { last.leader_id.term } else { 0 },
+                    total_bytes: if first { total } else { 0 },
+                })
+            })
+            .collect();
+        tracing::info!(last_index = last.index, bytes = total, "streaming a backup");
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
     async fn get_status(
         &self,
         _request: Request<pb::GetStatusRequest>,

@@ -75,6 +75,11 @@ pub struct Config {
     /// directory holds a cluster. Leave unset for a server that will join an
     /// existing cluster through `ClusterService.AddNode`.
     pub initial_cluster: Option<String>,
+    /// A backup file (`rotactl cluster snapshot save`) to start a new
+    /// cluster from: with `initial_cluster`, on first start only (ignored
+    /// once the data directory holds a cluster). Every founding member is
+    /// given the same file.
+    pub restore_from: Option<PathBuf>,
     /// Log output format.
     pub log_format: LogFormat,
     /// Address of the HTTP endpoint serving `/metrics` (Prometheus),
@@ -114,6 +119,7 @@ impl Default for Config {
             advertise: None,
             data_dir: None,
             initial_cluster: None,
+            restore_from: None,
             log_format: LogFormat::Text,
             http_listen: None,
             otlp_endpoint: None,
@@ -149,6 +155,11 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_cluster: Option<String>,
+    /// A backup file to start a new cluster from (first start, with
+    /// --initial-cluster; give every founding member the same file).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,6 +194,7 @@ const ENV_KEYS: &[&str] = &[
     "advertise",
     "data_dir",
     "initial_cluster",
+    "restore_from",
     "log_format",
     "http_listen",
     "otlp_endpoint",

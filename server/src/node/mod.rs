@@ -120,7 +120,17 @@ pub async fn run(
     };
     check_identity(&data_dir, id)?;
     store::crash::arm_from_env().map_err(anyhow::Error::msg)?;
-    let (log, state_machine) = store::open(&data_dir, &StoreOptions::default())?;
+    let (mut log, mut state_machine) = store::open(&data_dir, &StoreOptions::default())?;
+    if let Some(backup) = &config.restore_from {
+        restore_backup(
+            &mut log,
+            &mut state_machine,
+            backup,
+            id,
+            config.initial_cluster.as_deref(),
+        )
+        .await?;
+    }
     let state = state_machine.reader();
     let flush_handle = state_machine.flush_handle();
 
@@ -392,4 +402,39 @@ async fn follow_readiness(
             () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// Starts a new cluster's member from a backup (`restore_from`): once, into
+/// an empty data dir; a data dir that holds a cluster already is resumed.
+async fn restore_backup(
+    log: &mut store::LogStore,
+    state_machine: &mut store::StateMachineStore,
+    backup: &std::path::Path,
+    id: NodeId,
+    initial_cluster: Option<&str>,
+) -> anyhow::Result<()> {
+    use openraft::storage::RaftLogStorage;
+    if log.get_log_state().await?.last_log_id.is_some() || log.read_vote().await?.is_some() {
+        tracing::info!(backup = %backup.display(), "data dir holds a cluster already; restore_from ignored");
+        return Ok(());
+    }
+    let Some(cluster) = initial_cluster else {
+        bail!("restore_from needs initial_cluster: the members of the new cluster (every one restores the same file)");
+    };
+    let members: BTreeMap<NodeId, Node> = config::parse_initial_cluster(cluster)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .map(|(id, addr)| (id, Node { addr }))
+        .collect();
+    let file = std::fs::read(backup).with_context(|| format!("restore_from: reading {}", backup.display()))?;
+    let restored = store::backup::restore(log, state_machine, &file, id, members)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        backup = %backup.display(),
+        last_index = restored.last_index,
+        last_term = restored.last_term,
+        "restored a backup; the new cluster's log continues after it"
+    );
+    Ok(())
 }

@@ -15,6 +15,7 @@
 // openraft's storage traits fix the error type to `StorageError`, which is large.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 pub mod crash;
 pub mod log;
 pub mod snapshot;

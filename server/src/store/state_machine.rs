@@ -86,6 +86,12 @@ impl StateReader {
         Ok(chunks)
     }
 
+    /// The snapshot stored on disk (the latest built or installed): its
+    /// metadata and data.
+    pub fn current_snapshot(&self) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+        self.snapshots.read()
+    }
+
     /// Last log index covered by the stored snapshot (0 if none).
     pub fn snapshot_index(&self) -> u64 {
         self.snapshots

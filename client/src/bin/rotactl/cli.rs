@@ -304,6 +304,24 @@ pub enum ClusterCommand {
         /// The voter to lead; default: the most caught-up other voter.
         node_id: Option<u64>,
     },
+    /// Backups of the whole cluster state.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save a backup: the leader snapshots everything it applied (jobs, runs
+    /// with their logs, workers) into FILE. Start a new cluster from it with
+    /// `rota-server --restore-from FILE --initial-cluster ...` on every
+    /// founding member.
+    #[command(
+        after_help = "Example:\n  rotactl cluster snapshot save /var/backups/rota/$(date +%F).rota\n\n  # then, for each server of the new cluster (same file, empty data dirs):\n  rota-server --node-id 1 --listen 10.0.1.1:7400 --data-dir /var/lib/rota \\\n      --initial-cluster 1=10.0.1.1:7400,2=10.0.1.2:7400,3=10.0.1.3:7400 \\\n      --restore-from /var/backups/rota/2026-11-29.rota"
+    )]
+    Save {
+        /// Where to write the backup (replaced atomically).
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

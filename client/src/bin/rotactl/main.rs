@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
-use cli::{Cli, ClusterCommand, Command, ConfigCommand, JobCommand, RunCommand, WorkerCommand};
+use cli::{Cli, ClusterCommand, Command, ConfigCommand, JobCommand, RunCommand, SnapshotCommand, WorkerCommand};
 use output::{Format, JobView, print_members, print_statuses};
 use rota_client::{Client, ClientOptions, Consistency, SpecFile, proto as pb};
 
@@ -357,6 +357,21 @@ async fn cluster(session: &Session, command: ClusterCommand) -> anyhow::Result<(
         ClusterCommand::TransferLeader { node_id } => {
             let leader = client.transfer_leadership(node_id.unwrap_or(0)).await?;
             println!("node {leader} is the leader");
+        }
+        ClusterCommand::Snapshot(SnapshotCommand::Save { file }) => {
+            let backup = client.save_snapshot().await?;
+            let tmp = file.with_extension("partial");
+            std::fs::write(&tmp, &backup.data)
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &file))
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", file.display()))?;
+            println!(
+                "saved {} ({} bytes, log index {}, term {})",
+                file.display(),
+                backup.data.len(),
+                backup.last_index,
+                backup.last_term
+            );
         }
     }
     Ok(())
