@@ -32,15 +32,26 @@ fail() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
 
 engine_up() { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
 
+# The pids recorded in $DIR/pids that still run a program of this quick
+# start (a stale file, after a reboot, names other processes).
+ours() {
+  local recorded=() pid
+  [ -f "$DIR/pids" ] && read -r -a recorded <"$DIR/pids"
+  for pid in "${recorded[@]}"; do
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$DIR"; then
+      printf '%s ' "$pid"
+    fi
+  done
+}
+
 # Stops what a quick start in $DIR started: SIGTERM first (the worker hands
 # back what it runs, servers drain), SIGKILL after 30 s; then removes any
 # container its worker left.
 stop() {
   local pids=()
-  if [ ! -f "$DIR/pids" ]; then
+  read -r -a pids <<<"$(ours)" || true
+  if [ "${#pids[@]}" -eq 0 ]; then
     say "quickstart: nothing runs from $DIR"
-  else
-    read -r -a pids <"$DIR/pids" || true
   fi
   if [ "${#pids[@]}" -gt 0 ]; then
     kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -72,7 +83,8 @@ if [ "${1:-}" = "stop" ]; then
   exit 0
 fi
 [ -z "${1:-}" ] || fail "unknown argument ${1}; use no argument to start, or 'stop'"
-[ -f "$DIR/pids" ] && fail "a quick start already runs from $DIR; stop it first: deploy/quickstart.sh stop"
+[ -n "$(ours)" ] && fail "a quick start already runs from $DIR; stop it first: deploy/quickstart.sh stop"
+rm -f "$DIR/pids"
 
 case "$PORT" in
   '' | *[!0-9]*) fail "ROTA_QUICKSTART_PORT=$PORT is not a port number" ;;
@@ -114,7 +126,10 @@ fi
 # which stops them in order (a second signal would make them exit at once).
 pids=()
 save_pids() { printf '%s ' "${pids[@]}" >"$DIR/pids"; }
-trap 'stop; exit 130' INT TERM
+# Whatever ends this script early (an error, Ctrl-C) stops what it started.
+cleanup=1
+trap 'if [ "$cleanup" = 1 ]; then stop; fi' EXIT
+trap 'exit 130' INT TERM
 
 INITIAL="1=127.0.0.1:$PORT,2=127.0.0.1:$((PORT + 1)),3=127.0.0.1:$((PORT + 2))"
 for i in 1 2 3; do
@@ -128,7 +143,7 @@ export ROTA_SERVERS="$SERVERS"
 ROTACTL="$BIN/rotactl"
 deadline=$((SECONDS + 60))
 until "$ROTACTL" cluster status >/dev/null 2>&1; do
-  [ "$SECONDS" -lt "$deadline" ] || { stop; fail "the servers did not elect a leader within 60 s; see $DIR/node-*.log"; }
+  [ "$SECONDS" -lt "$deadline" ] || fail "the servers did not elect a leader within 60 s; see $DIR/node-*.log"
   sleep 0.5
 done
 
@@ -167,14 +182,19 @@ task:
 EOF
 "$ROTACTL" apply -f "$DIR/jobs" >/dev/null
 
+registered() {
+  local workers
+  workers="$("$ROTACTL" worker list 2>/dev/null)" || return 1
+  [[ "$workers" == *"$WORKER_ID"* ]]
+}
 deadline=$((SECONDS + 60))
-until "$ROTACTL" worker list 2>/dev/null | grep -q "$WORKER_ID"; do
-  [ "$SECONDS" -lt "$deadline" ] || { stop; fail "the worker did not register within 60 s; see $DIR/worker.log"; }
+until registered; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "the worker did not register within 60 s; see $DIR/worker.log"
   sleep 0.5
 done
 
 say "quickstart: running the nightly build once now:"
-if ! timeout 120 "$ROTACTL" job run quickstart-nightly --wait; then
+if ! timeout --foreground 120 "$ROTACTL" job run quickstart-nightly --wait; then
   say "quickstart: the nightly build did not succeed; see: $ROTACTL run list --job quickstart-nightly"
 fi
 
@@ -197,7 +217,7 @@ Watch it:
 EOF
 
 if [ "${ROTA_QUICKSTART_DETACH:-}" = "1" ]; then
-  trap - INT TERM
+  cleanup=0
   say "Stop it with: deploy/quickstart.sh stop"
   exit 0
 fi
@@ -205,3 +225,5 @@ say "Ctrl-C stops everything (or, from another terminal: deploy/quickstart.sh st
 while [ -f "$DIR/pids" ]; do
   sleep 1
 done
+# Stopped from elsewhere: nothing left to clean.
+cleanup=0

@@ -34,6 +34,22 @@ async fn quickstart(dir: &Path, port: u16, args: &[&str], with_docker: bool) -> 
     Ok(tokio::time::timeout(Duration::from_secs(300), run).await??)
 }
 
+/// A base port for the script: it and the six ports it derives from it
+/// (+1, +2, +2000 … +2003) are free.
+fn free_base() -> u16 {
+    for _ in 0..200 {
+        let base = free_port().expect("a free port");
+        let free = [1u16, 2, 2000, 2001, 2002, 2003].iter().all(|d| {
+            base.checked_add(*d)
+                .is_some_and(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no base port with its six companions free");
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -72,7 +88,7 @@ async fn the_quick_start_runs_the_nightly_build_and_stops_without_leftovers() {
 async fn quick_start_end_to_end(with_docker: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("rota");
-    let port = free_port().expect("a free port");
+    let port = free_base();
     let result = async {
         let started = quickstart(&data, port, &[], with_docker).await?;
         let out = text(&started);

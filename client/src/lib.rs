@@ -767,9 +767,12 @@ impl Client {
     /// the log position it covers. Start a new cluster from it with
     /// `rota-server --restore-from FILE` on every founding member.
     pub async fn save_snapshot(&self) -> Result<Backup, Error> {
-        let mut stream = self
+        // Building a snapshot of a big state takes a while (the server gives
+        // it up to two minutes).
+        let patient = self.with_timeout(self.options.timeout.max(Duration::from_secs(150)));
+        let mut stream = patient
             .call(true, |ch| {
-                let request = self.request(pb::SaveSnapshotRequest {});
+                let request = patient.request(pb::SaveSnapshotRequest {});
                 async move { Self::cluster(ch).save_snapshot(request).await }
             })
             .await?;

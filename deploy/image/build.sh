@@ -41,6 +41,7 @@ fi
 
 FS="$(mktemp -d)"
 trap 'rm -rf "$FS"' EXIT
+chmod 755 "$FS"
 mkdir -p "$FS/usr/local/bin" "$FS/bin" "$FS/etc" "$FS/tmp" "$FS/var/lib/rota" "$FS/var/lib/rota-worker"
 chmod 1777 "$FS/tmp"
 for b in rota-server rota-worker rotactl; do
@@ -66,7 +67,7 @@ nogroup:x:65534:
 EOF
 echo "hosts: files dns" >"$FS/etc/nsswitch.conf"
 
-tar -C "$FS" -c . | docker import \
+tar -C "$FS" --numeric-owner --owner=0 --group=0 -c . | docker import \
   --change 'ENV PATH=/usr/local/bin:/bin' \
   --change 'WORKDIR /var/lib/rota' \
   --change 'EXPOSE 7400 9400 9500' \

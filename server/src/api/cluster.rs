@@ -110,7 +110,7 @@ type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::Back
 
 impl ClusterApi {
     /// A backup file of everything this leader has applied: a snapshot is
-    /// built (unless one covers it already), then read back from disk.
+    /// built, then read back from disk.
     async fn backup(&self) -> Result<(Vec<u8>, crate::raft::LogId), ApiError> {
         match self.node.leader() {
             Some(leader) if leader.id == self.node.id => {}

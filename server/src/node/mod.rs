@@ -414,7 +414,9 @@ async fn restore_backup(
     initial_cluster: Option<&str>,
 ) -> anyhow::Result<()> {
     use openraft::storage::RaftLogStorage;
-    if log.get_log_state().await?.last_log_id.is_some() || log.read_vote().await?.is_some() {
+    // The vote is what a restore writes last (and what any member of a
+    // cluster has): with it, the data dir holds a cluster.
+    if log.read_vote().await?.is_some() {
         tracing::info!(backup = %backup.display(), "data dir holds a cluster already; restore_from ignored");
         return Ok(());
     }

@@ -33,17 +33,20 @@ pub fn encode(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, String> {
 /// Decodes and checks a backup file: its metadata and snapshot data.
 pub fn decode(file: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), String> {
     let not_a_backup = "not a rota backup file (made by `rotactl cluster snapshot save`)";
-    let body = file.strip_prefix(MAGIC).ok_or(not_a_backup)?;
+    if !file.starts_with(MAGIC) {
+        return Err(not_a_backup.into());
+    }
     let (content, crc) = file
         .len()
         .checked_sub(4)
+        .filter(|&at| at >= MAGIC.len())
         .map(|at| file.split_at(at))
         .ok_or("the backup file is truncated")?;
     let expected = u32::from_be_bytes(crc.try_into().map_err(|_| "the backup file is truncated")?);
     if crc32fast::hash(content) != expected {
         return Err("the backup file is damaged (checksum mismatch)".into());
     }
-    let mut rest = &body[..body.len() - 4];
+    let mut rest = content.strip_prefix(MAGIC).ok_or(not_a_backup)?;
     let mut part = || -> Result<&[u8], String> {
         let (len, tail) = rest.split_at_checked(8).ok_or("the backup file is truncated")?;
         let len = usize::try_from(u64::from_be_bytes(len.try_into().map_err(|_| "truncated")?))
@@ -89,17 +92,19 @@ pub async fn restore(
             "restore_from: node {id} is not among the initial_cluster members"
         ));
     }
-    let log_state = log.get_log_state().await.map_err(|e| e.to_string())?;
-    let (applied, _) = state_machine.applied_state().await.map_err(|e| e.to_string())?;
-    if log_state.last_log_id.is_some() || applied.is_some() {
-        return Err(
-            "restore_from: the data dir already holds a cluster's state; restore into an empty data dir".into(),
-        );
-    }
     let (meta, data) = decode(file).map_err(|e| format!("restore_from: {e}"))?;
     let Some(last) = meta.last_log_id else {
         return Err("restore_from: the backup holds an empty snapshot".into());
     };
+    let log_state = log.get_log_state().await.map_err(|e| e.to_string())?;
+    let (applied, _) = state_machine.applied_state().await.map_err(|e| e.to_string())?;
+    if log_state.last_log_id.is_some_and(|id| id != last) || applied.is_some_and(|id| id != last) {
+        return Err(
+            "restore_from: the data dir already holds a cluster's state; restore into an empty data dir".into(),
+        );
+    }
+    // A restore interrupted after installing the snapshot (the vote, saved
+    // last, marks it done) resumes here with the same file.
     let voters = members.keys().copied().collect::<std::collections::BTreeSet<_>>();
     let membership = Membership::new(vec![voters], members);
     let meta = SnapshotMeta {
@@ -107,10 +112,12 @@ pub async fn restore(
         last_membership: StoredMembership::new(Some(last), membership),
         snapshot_id: format!("restored-{}", meta.snapshot_id),
     };
-    state_machine
-        .install_snapshot(&meta, Box::new(Cursor::new(data)))
-        .await
-        .map_err(|e| format!("restore_from: installing the snapshot: {e}"))?;
+    if applied.is_none() {
+        state_machine
+            .install_snapshot(&meta, Box::new(Cursor::new(data)))
+            .await
+            .map_err(|e| format!("restore_from: installing the snapshot: {e}"))?;
+    }
     log.purge(last)
         .await
         .map_err(|e| format!("restore_from: starting the log after the snapshot: {e}"))?;

@@ -328,3 +328,66 @@ async fn log_chunks_are_stored_apart_and_travel_in_snapshots() {
         Some(10)
     );
 }
+
+#[tokio::test]
+async fn a_backup_restores_into_an_empty_store_repeatably_and_never_over_another_state() {
+    // A backup of a store holding two jobs, applied up to (3, 7).
+    let source = TempDir::new().expect("temp dir");
+    let (_log, mut sm) = open(source.path(), &StoreOptions::default()).expect("opens");
+    sm.apply(vec![create_entry(3, 6, "a"), create_entry(3, 7, "b")])
+        .await
+        .expect("applies");
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+    let file = backup::encode(&snapshot.meta, &snapshot.snapshot.into_inner()).expect("backup");
+    let members: BTreeMap<u64, crate::raft::Node> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                crate::raft::Node {
+                    addr: format!("10.0.0.{id}:7400"),
+                },
+            )
+        })
+        .collect();
+
+    let target = TempDir::new().expect("temp dir");
+    let (mut log, mut sm) = open(target.path(), &StoreOptions::default()).expect("opens");
+    let restored = backup::restore(&mut log, &mut sm, &file, 2, members.clone())
+        .await
+        .expect("restores");
+    assert_eq!((restored.last_index, restored.last_term), (7, 3));
+    // Again with the same file (as after a crash midway): the same result.
+    backup::restore(&mut log, &mut sm, &file, 2, members.clone())
+        .await
+        .expect("restores again");
+    drop((log, sm));
+    let (mut log, mut sm) = reopen(target.path()).await;
+    let (applied, membership) = sm.applied_state().await.expect("applied state");
+    assert_eq!(applied, Some(log_id(3, 7)));
+    assert_eq!(
+        membership.membership().voter_ids().collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "the new cluster's members"
+    );
+    assert_eq!(sm.reader().read().state.job_count(), 2);
+    let state = log.get_log_state().await.expect("log state");
+    assert_eq!(
+        (state.last_purged_log_id, state.last_log_id),
+        (Some(log_id(3, 7)), Some(log_id(3, 7)))
+    );
+    assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(3, 2)));
+
+    // Not over another state, nor for a node outside the members.
+    let other = TempDir::new().expect("temp dir");
+    let (mut log, mut sm) = open(other.path(), &StoreOptions::default()).expect("opens");
+    sm.apply(vec![create_entry(1, 1, "c")]).await.expect("applies");
+    let refused = backup::restore(&mut log, &mut sm, &file, 2, members.clone()).await;
+    assert!(refused.expect_err("refused").contains("already holds"));
+    let refused = backup::restore(&mut log, &mut sm, &file, 9, members).await;
+    assert!(refused.expect_err("refused").contains("not among"));
+}
