@@ -5,12 +5,15 @@
 //! carry, [`quantity`]); with the `propagation` feature, trace context in
 //! gRPC metadata, and with `trace` also logging and span export (module
 //! `trace`); with `telemetry`, what the server
-//! and the worker share to be observed (module `telemetry`). Domain types, validation and the conversions
+//! and the worker share to be observed (module `telemetry`); with `tls`,
+//! mutual TLS for every link (module `tls`). Domain types, validation and the conversions
 //! between the two live in the crates that use them.
 
 pub mod quantity;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(feature = "propagation")]
 pub mod trace;
 

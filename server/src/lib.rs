@@ -10,10 +10,12 @@
 //! - [`scheduler`]: leader-only loops that propose ticks, placements and
 //!   worker losses;
 //! - [`api`]: the client-facing gRPC services;
+//! - [`auth`]: who may call what (certificates, tokens) and the audit log;
 //! - [`metrics`]: Prometheus metrics and health over HTTP;
 //! - [`node`]: configuration, startup and graceful shutdown.
 
 pub mod api;
+pub mod auth;
 pub mod metrics;
 pub mod node;
 pub mod raft;

@@ -89,6 +89,8 @@ pub struct Index {
     pub requests: HashMap<(String, String), RunId>,
     /// Drain deadlines not yet handled, of alive workers.
     pub drains: BTreeSet<(DateTime<Utc>, WorkerId)>,
+    /// Token ids by the hash of their secret.
+    pub token_by_hash: HashMap<String, String>,
 }
 
 /// When a `Tick` must hand back what a draining worker still runs.

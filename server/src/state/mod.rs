@@ -34,6 +34,7 @@ mod runs;
 pub mod schedule;
 mod table;
 mod tick;
+pub mod tokens;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,6 +48,7 @@ pub use job::{Job, JobSpec};
 pub use run::{Run, RunId, RunState, Worker, WorkerId};
 pub use table::Table;
 pub use tick::TickSummary;
+pub use tokens::{Token, TokenRole};
 
 /// A Raft log index.
 pub type LogIndex = u64;
@@ -241,6 +243,16 @@ pub enum Op {
         /// The pieces, in order.
         chunks: Vec<LogAppend>,
     },
+    /// Create an API token (its secret only as a hash).
+    CreateToken {
+        /// The token; its times and revision are set when applied.
+        token: Token,
+    },
+    /// Revoke an API token.
+    RevokeToken {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// What an apply did (or would do).
@@ -296,6 +308,8 @@ pub enum Response {
     },
     /// The worker after the command.
     Worker(Worker),
+    /// The token after the command.
+    Token(Token),
     /// The result of [`Op::Assign`].
     Assigned {
         /// Placements made, with the epoch of each new attempt.
@@ -358,10 +372,11 @@ pub type ApplyResult = Result<Response, Rejection>;
 const JOB_PREFIX: &str = "job/";
 const RUN_PREFIX: &str = "run/";
 const WORKER_PREFIX: &str = "worker/";
+const TOKEN_PREFIX: &str = "token/";
 
 /// Prefixes of the rows [`State::from_rows`] keeps in memory; the other
 /// rows (log chunks, [`logs::LOG_PREFIX`]) stay in storage.
-pub const MEMORY_PREFIXES: [&str; 3] = [JOB_PREFIX, RUN_PREFIX, WORKER_PREFIX];
+pub const MEMORY_PREFIXES: [&str; 4] = [JOB_PREFIX, RUN_PREFIX, WORKER_PREFIX, TOKEN_PREFIX];
 
 /// A state row could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -398,6 +413,7 @@ pub struct State {
     jobs: Table<Job>,
     runs: Table<Run>,
     workers: Table<Worker>,
+    tokens: Table<Token>,
     index: Index,
     /// Log chunk rows written or deleted since the last `take_changes`; they
     /// are not kept in memory.
@@ -449,6 +465,8 @@ pub fn apply(state: &mut State, index: LogIndex, command: &Command) -> ApplyResu
             epoch,
             chunks,
         } => state.append_logs(worker, run, *epoch, chunks, index),
+        Op::CreateToken { token } => state.create_token(token, now, index),
+        Op::RevokeToken { id } => state.revoke_token(id, now, index),
     }
 }
 
@@ -472,6 +490,8 @@ impl Op {
             Op::AttemptStarted { .. } => "attempt_started",
             Op::AttemptFinished { .. } => "attempt_finished",
             Op::AppendLogs { .. } => "append_logs",
+            Op::CreateToken { .. } => "create_token",
+            Op::RevokeToken { .. } => "revoke_token",
         }
     }
 }
@@ -553,6 +573,7 @@ impl State {
         encode_changes(&mut self.jobs, JOB_PREFIX, &mut changes)?;
         encode_changes(&mut self.runs, RUN_PREFIX, &mut changes)?;
         encode_changes(&mut self.workers, WORKER_PREFIX, &mut changes)?;
+        encode_changes(&mut self.tokens, TOKEN_PREFIX, &mut changes)?;
         changes.append(&mut self.log_changes);
         Ok(changes)
     }
@@ -563,7 +584,8 @@ impl State {
         let jobs = self.jobs.iter().map(|(k, v)| encode_row(JOB_PREFIX, k, v));
         let runs = self.runs.iter().map(|(k, v)| encode_row(RUN_PREFIX, k, v));
         let workers = self.workers.iter().map(|(k, v)| encode_row(WORKER_PREFIX, k, v));
-        jobs.chain(runs).chain(workers)
+        let tokens = self.tokens.iter().map(|(k, v)| encode_row(TOKEN_PREFIX, k, v));
+        jobs.chain(runs).chain(workers).chain(tokens)
     }
 
     /// Rebuilds a state from rows written by [`State::take_changes`] or
@@ -584,6 +606,8 @@ impl State {
                 state.runs.load(id.to_owned(), decode_row(key, value)?);
             } else if let Some(id) = key.strip_prefix(WORKER_PREFIX) {
                 state.workers.load(id.to_owned(), decode_row(key, value)?);
+            } else if let Some(id) = key.strip_prefix(TOKEN_PREFIX) {
+                state.tokens.load(id.to_owned(), decode_row(key, value)?);
             } else if !key.starts_with(logs::LOG_PREFIX) {
                 return Err(CodecError::UnknownKey(key.to_owned()));
             }
@@ -603,6 +627,9 @@ impl State {
         }
         for (_, worker) in self.workers.iter() {
             index.insert_worker(worker);
+        }
+        for (id, token) in self.tokens.iter() {
+            index.token_by_hash.insert(token.hash.clone(), id.clone());
         }
         self.index = index;
     }

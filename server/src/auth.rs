@@ -1,0 +1,583 @@
+//! Who may call what: the one access check every gRPC call passes
+//! ([`AuthLayer`]), and the audit line it writes.
+//!
+//! Two things are checked, in this order:
+//!
+//! 1. **The certificate** (when TLS is on): Raft calls need a server's
+//!    certificate, the worker protocol a worker's, and the client API a
+//!    client's or a server's (servers forward calls to the leader). A worker
+//!    certificate therefore cannot call Raft or any client method, whatever
+//!    token it sends.
+//! 2. **The token** (when `auth.enabled`): `authorization: Bearer <token>`;
+//!    its SHA-256 is looked up in the replicated tokens. Roles: `admin`
+//!    (membership, tokens, snapshots, and everything an operator can do),
+//!    `operator` (jobs and runs), `viewer` (reads), `worker` (the worker
+//!    protocol only). Raft calls carry no token: servers prove themselves by
+//!    certificate.
+//!
+//! A missing, unknown, revoked or expired token is `UNAUTHENTICATED`; a
+//! certificate or token without the needed role is `PERMISSION_DENIED`.
+//! Every denial is an audit line (`target: "audit"`, warn) naming who (token
+//! id and name, certificate role, address), what (the method) and why;
+//! allowed writes are audit lines at info, allowed reads at debug. Health
+//! checks and reflection are open.
+//!
+//! The bootstrap token (`auth.bootstrap_token_file`) is accepted as an admin
+//! token from the start, before the leader has replicated its row; once the
+//! row exists (see `node`), the row decides, so revoking it works.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tonic::Code;
+use tonic::body::Body;
+use tonic::codegen::http;
+
+use crate::state::tokens::BOOTSTRAP_TOKEN_ID;
+use crate::state::{Token, TokenRole};
+use crate::store::StateReader;
+use rota_proto::tls::{Peer, Role};
+
+/// Metadata key of the bearer token.
+pub const AUTHORIZATION: &str = "authorization";
+
+/// What a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (health checks, reflection).
+    Open,
+    /// A server's certificate (Raft).
+    Raft,
+    /// A worker's certificate and token.
+    Worker,
+    /// A token of viewer, operator or admin.
+    Read,
+    /// A token of operator or admin.
+    Write,
+    /// An admin token.
+    Admin,
+}
+
+impl Access {
+    /// What calling `path` (`/package.Service/Method`) needs. Unknown methods
+    /// need admin: a method added without a rule here is closed, not open.
+    pub fn of(path: &str) -> Access {
+        let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+            return Access::Admin;
+        };
+        match service {
+            "grpc.health.v1.Health"
+            | "grpc.reflection.v1.ServerReflection"
+            | "grpc.reflection.v1alpha.ServerReflection" => Access::Open,
+            "rota.v1.RaftService" => Access::Raft,
+            "rota.v1.WorkerService" => Access::Worker,
+            "rota.v1.JobService" => match method {
+                "GetJob" | "ListJobs" | "ExplainSchedule" => Access::Read,
+                "CreateJob" | "UpdateJob" | "ApplyJob" | "DeleteJob" | "SuspendJob" | "ResumeJob" => Access::Write,
+                _ => Access::Admin,
+            },
+            "rota.v1.RunService" => match method {
+                "GetRun" | "ListRuns" | "WatchRuns" | "GetLogs" => Access::Read,
+                "CancelRun" | "TriggerRun" => Access::Write,
+                _ => Access::Admin,
+            },
+            "rota.v1.ClusterService" => match method {
+                "GetStatus" | "ListMembers" | "ListWorkers" => Access::Read,
+                _ => Access::Admin,
+            },
+            _ => Access::Admin,
+        }
+    }
+
+    /// The token roles that satisfy it.
+    fn roles(self) -> &'static [TokenRole] {
+        match self {
+            Access::Open | Access::Raft => &[],
+            Access::Worker => &[TokenRole::Worker],
+            Access::Read => &[TokenRole::Admin, TokenRole::Operator, TokenRole::Viewer],
+            Access::Write => &[TokenRole::Admin, TokenRole::Operator],
+            Access::Admin => &[TokenRole::Admin],
+        }
+    }
+
+    /// The certificate roles that satisfy it.
+    fn cert_roles(self) -> &'static [Role] {
+        match self {
+            Access::Open => &[Role::Server, Role::Worker, Role::Client],
+            Access::Raft => &[Role::Server],
+            Access::Worker => &[Role::Worker],
+            Access::Read | Access::Write | Access::Admin => &[Role::Client, Role::Server],
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Access::Open => "nothing",
+            Access::Raft => "a server certificate",
+            Access::Worker => "a worker certificate and a worker token",
+            Access::Read => "a viewer, operator or admin token",
+            Access::Write => "an operator or admin token",
+            Access::Admin => "an admin token",
+        }
+    }
+}
+
+/// The caller of an allowed call, as the services see it (a request
+/// extension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Id of its token (`None` without auth, or for Raft).
+    pub token_id: Option<String>,
+    /// Its token's role.
+    pub role: Option<TokenRole>,
+}
+
+/// The token settings of a server.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// Whether calls need a token.
+    pub enabled: bool,
+    /// Whether the listener is TLS (so certificates are checked).
+    pub tls: bool,
+    /// Hash of the bootstrap token, if this server was given one.
+    pub bootstrap_hash: Option<String>,
+}
+
+/// Hex SHA-256 of a token's secret: what the state keeps.
+pub fn hash_secret(secret: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new random secret: `rota_` and 43 characters (256 bits).
+pub fn new_secret() -> Result<String, ring::error::Unspecified> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)?;
+    Ok(format!(
+        "rota_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+/// A new token id (public): 12 hex characters.
+pub fn new_token_id() -> Result<String, ring::error::Unspecified> {
+    let mut bytes = [0u8; 6];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A denied call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// `UNAUTHENTICATED` or `PERMISSION_DENIED`.
+    pub code: Code,
+    /// Why, for the caller and the audit line.
+    pub message: String,
+}
+
+impl Denied {
+    fn unauthenticated(message: String) -> Self {
+        Denied {
+            code: Code::Unauthenticated,
+            message,
+        }
+    }
+
+    fn permission_denied(message: String) -> Self {
+        Denied {
+            code: Code::PermissionDenied,
+            message,
+        }
+    }
+}
+
+/// The bearer token of a request's `authorization` value.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The access decision, without I/O: `lookup` finds a token by the hash of
+/// its secret.
+pub fn decide(
+    settings: &AuthSettings,
+    access: Access,
+    method: &str,
+    peer: Option<&Peer>,
+    authorization: Option<&str>,
+    lookup: impl FnOnce(&str) -> Option<Token>,
+) -> Result<Caller, Denied> {
+    let anonymous = Caller {
+        token_id: None,
+        role: None,
+    };
+    if access == Access::Open {
+        return Ok(anonymous);
+    }
+    if settings.tls {
+        let role = peer.and_then(|p| p.role);
+        if !role.is_some_and(|r| access.cert_roles().contains(&r)) {
+            let shown = role.map_or("a certificate naming no rota role".to_owned(), |r| {
+                format!("a {r} certificate")
+            });
+            return Err(Denied::permission_denied(format!(
+                "{method} needs {}; the caller showed {shown}",
+                match access {
+                    Access::Raft => "a server certificate",
+                    Access::Worker => "a worker certificate",
+                    _ => "a client or server certificate",
+                }
+            )));
+        }
+    }
+    if access == Access::Raft || !settings.enabled {
+        return Ok(anonymous);
+    }
+    let Some(header) = authorization else {
+        return Err(Denied::unauthenticated(format!(
+            "{method} needs a token: send the metadata 'authorization: Bearer <token>' \
+             (rotactl: --token-file or ROTA_TOKEN)"
+        )));
+    };
+    let Some(secret) = bearer(header).filter(|s| !s.is_empty()) else {
+        return Err(Denied::unauthenticated(
+            "the authorization metadata must be 'Bearer <token>'".to_owned(),
+        ));
+    };
+    let hash = hash_secret(secret);
+    let is_bootstrap = settings.bootstrap_hash.as_deref() == Some(hash.as_str());
+    let token = match lookup(&hash) {
+        Some(token) => token,
+        // Until the leader replicates the bootstrap row, the configured
+        // token is an admin token; afterwards the row decides (and a
+        // revoked one stays revoked though its file is still configured).
+        None if is_bootstrap => Token {
+            id: BOOTSTRAP_TOKEN_ID.to_owned(),
+            name: "bootstrap".to_owned(),
+            role: TokenRole::Admin,
+            hash,
+            created_at: Utc::now(),
+            expires_at: None,
+            revoked_at: None,
+            revision: 0,
+        },
+        None => return Err(Denied::unauthenticated("unknown token".to_owned())),
+    };
+    if let Some(at) = token.revoked_at {
+        return Err(Denied::unauthenticated(format!(
+            "token {} ({}) was revoked at {}",
+            token.id,
+            token.name,
+            at.to_rfc3339()
+        )));
+    }
+    if !token.is_usable(Utc::now()) {
+        return Err(Denied::unauthenticated(format!(
+            "token {} ({}) has expired",
+            token.id, token.name
+        )));
+    }
+    if !access.roles().contains(&token.role) {
+        return Err(Denied::permission_denied(format!(
+            "token {} ({}, role {}) may not call {method}, which needs {}",
+            token.id,
+            token.name,
+            token.role,
+            access.describe()
+        )));
+    }
+    Ok(Caller {
+        token_id: Some(token.id),
+        role: Some(token.role),
+    })
+}
+
+/// The access check as a tower layer around every gRPC service.
+#[derive(Clone)]
+pub struct AuthLayer {
+    settings: Arc<AuthSettings>,
+    state: StateReader,
+}
+
+impl AuthLayer {
+    /// The check with `settings`, reading tokens from `state`.
+    pub fn new(settings: AuthSettings, state: StateReader) -> Self {
+        Self {
+            settings: Arc::new(settings),
+            state,
+        }
+    }
+
+    /// Finds the token whose secret hashes to `hash`.
+    fn lookup(&self, hash: &str) -> Option<Token> {
+        self.state.read().state.token_by_hash(hash).cloned()
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around the API.
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let access = Access::of(&path);
+        let method = path.trim_start_matches('/').trim_start_matches("rota.v1.");
+        let peer = request.extensions().get::<Peer>().cloned();
+        let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let decision = decide(
+            &self.layer.settings,
+            access,
+            method,
+            peer.as_ref(),
+            authorization,
+            |hash| self.layer.lookup(hash),
+        );
+        let remote = peer
+            .as_ref()
+            .and_then(|p| p.remote_addr)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let cert = peer.as_ref().and_then(|p| p.role).map_or("none", Role::as_str);
+        match decision {
+            Ok(caller) => {
+                let token = caller.token_id.as_deref().unwrap_or("none");
+                match access {
+                    Access::Write | Access::Admin => {
+                        tracing::info!(target: "audit", %method, token, cert, %remote, allowed = true, "call allowed");
+                    }
+                    Access::Read | Access::Worker => {
+                        tracing::debug!(target: "audit", %method, token, cert, %remote, allowed = true, "call allowed");
+                    }
+                    Access::Open | Access::Raft => {}
+                }
+                request.extensions_mut().insert(caller);
+                Box::pin(self.inner.call(request))
+            }
+            Err(denied) => {
+                tracing::warn!(
+                    target: "audit",
+                    %method,
+                    cert,
+                    %remote,
+                    allowed = false,
+                    code = ?denied.code,
+                    reason = %denied.message,
+                    "call denied"
+                );
+                let response = tonic::Status::new(denied.code, denied.message).into_http();
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(role: TokenRole) -> Token {
+        Token {
+            id: "abc".into(),
+            name: "ci".into(),
+            role,
+            hash: hash_secret("s3cret"),
+            created_at: Utc::now(),
+            expires_at: None,
+            revoked_at: None,
+            revision: 1,
+        }
+    }
+
+    fn peer(role: Option<Role>) -> Peer {
+        Peer {
+            remote_addr: None,
+            tls: true,
+            role,
+        }
+    }
+
+    const ON: AuthSettings = AuthSettings {
+        enabled: true,
+        tls: true,
+        bootstrap_hash: None,
+    };
+
+    #[test]
+    fn every_method_of_the_api_has_a_rule_and_unknown_ones_need_admin() {
+        assert_eq!(Access::of("/rota.v1.JobService/GetJob"), Access::Read);
+        assert_eq!(Access::of("/rota.v1.JobService/CreateJob"), Access::Write);
+        assert_eq!(Access::of("/rota.v1.RunService/TriggerRun"), Access::Write);
+        assert_eq!(Access::of("/rota.v1.ClusterService/AddNode"), Access::Admin);
+        assert_eq!(Access::of("/rota.v1.ClusterService/GetStatus"), Access::Read);
+        assert_eq!(Access::of("/rota.v1.RaftService/Vote"), Access::Raft);
+        assert_eq!(Access::of("/rota.v1.WorkerService/Session"), Access::Worker);
+        assert_eq!(Access::of("/grpc.health.v1.Health/Check"), Access::Open);
+        assert_eq!(Access::of("/rota.v1.JobService/NewThing"), Access::Admin);
+        assert_eq!(Access::of("nonsense"), Access::Admin);
+    }
+
+    #[test]
+    fn roles_allow_what_they_should_and_nothing_else() {
+        let bearer = "Bearer s3cret";
+        let call = |role: TokenRole, path: &str| {
+            decide(
+                &ON,
+                Access::of(path),
+                path,
+                Some(&peer(Some(Role::Client))),
+                Some(bearer),
+                |_| Some(token(role)),
+            )
+        };
+        assert!(call(TokenRole::Viewer, "/rota.v1.JobService/ListJobs").is_ok());
+        let denied = call(TokenRole::Viewer, "/rota.v1.JobService/CreateJob").expect_err("viewer writes");
+        assert_eq!(denied.code, Code::PermissionDenied);
+        assert!(denied.message.contains("role viewer"), "{}", denied.message);
+        assert!(call(TokenRole::Operator, "/rota.v1.RunService/TriggerRun").is_ok());
+        assert_eq!(
+            call(TokenRole::Operator, "/rota.v1.ClusterService/AddNode")
+                .expect_err("operator membership")
+                .code,
+            Code::PermissionDenied
+        );
+        assert!(call(TokenRole::Admin, "/rota.v1.ClusterService/AddNode").is_ok());
+        assert_eq!(
+            call(TokenRole::Worker, "/rota.v1.JobService/GetJob")
+                .expect_err("worker reads")
+                .code,
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            call(TokenRole::Admin, "/rota.v1.WorkerService/Session")
+                .expect_err("admin as a worker")
+                .code,
+            Code::PermissionDenied
+        );
+    }
+
+    #[test]
+    fn certificates_are_checked_before_tokens() {
+        let worker_cert = peer(Some(Role::Worker));
+        let raft = decide(&ON, Access::Raft, "RaftService/Vote", Some(&worker_cert), None, |_| {
+            None
+        })
+        .expect_err("worker cert on raft");
+        assert_eq!(raft.code, Code::PermissionDenied);
+        assert!(raft.message.contains("worker certificate"), "{}", raft.message);
+        let admin = decide(
+            &ON,
+            Access::Admin,
+            "ClusterService/AddNode",
+            Some(&worker_cert),
+            Some("Bearer s3cret"),
+            |_| Some(token(TokenRole::Admin)),
+        )
+        .expect_err("worker cert on admin");
+        assert_eq!(admin.code, Code::PermissionDenied);
+        assert!(
+            decide(
+                &ON,
+                Access::Raft,
+                "RaftService/Vote",
+                Some(&peer(Some(Role::Server))),
+                None,
+                |_| None
+            )
+            .is_ok()
+        );
+        let plain = AuthSettings {
+            tls: false,
+            ..ON.clone()
+        };
+        assert!(decide(&plain, Access::Raft, "RaftService/Vote", None, None, |_| None).is_ok());
+    }
+
+    #[test]
+    fn missing_unknown_revoked_and_expired_tokens_are_unauthenticated() {
+        let client = peer(Some(Role::Client));
+        let read = |authorization: Option<&str>, found: Option<Token>| {
+            decide(
+                &ON,
+                Access::Read,
+                "JobService/ListJobs",
+                Some(&client),
+                authorization,
+                |_| found,
+            )
+            .expect_err("denied")
+        };
+        let missing = read(None, None);
+        assert_eq!(missing.code, Code::Unauthenticated);
+        assert!(missing.message.contains("Bearer"), "{}", missing.message);
+        assert_eq!(read(Some("Bearer nope"), None).code, Code::Unauthenticated);
+        assert_eq!(read(Some("Basic abc"), None).code, Code::Unauthenticated);
+        let mut revoked = token(TokenRole::Admin);
+        revoked.revoked_at = Some(Utc::now());
+        assert!(read(Some("Bearer s3cret"), Some(revoked)).message.contains("revoked"));
+        let mut expired = token(TokenRole::Admin);
+        expired.expires_at = Some(Utc::now() - chrono::Duration::seconds(1));
+        assert!(read(Some("Bearer s3cret"), Some(expired)).message.contains("expired"));
+    }
+
+    #[test]
+    fn the_bootstrap_token_is_admin_until_its_row_decides() {
+        let settings = AuthSettings {
+            bootstrap_hash: Some(hash_secret("boot")),
+            ..ON.clone()
+        };
+        let client = peer(Some(Role::Client));
+        let caller = decide(
+            &settings,
+            Access::Admin,
+            "ClusterService/AddNode",
+            Some(&client),
+            Some("Bearer boot"),
+            |_| None,
+        )
+        .expect("bootstrap allowed");
+        assert_eq!(caller.token_id.as_deref(), Some(BOOTSTRAP_TOKEN_ID));
+        let mut revoked = token(TokenRole::Admin);
+        revoked.revoked_at = Some(Utc::now());
+        assert!(
+            decide(
+                &settings,
+                Access::Admin,
+                "ClusterService/AddNode",
+                Some(&client),
+                Some("Bearer boot"),
+                |_| Some(revoked)
+            )
+            .is_err()
+        );
+        assert_eq!(hash_secret("boot").len(), 64);
+        assert!(new_secret().expect("random").starts_with("rota_"));
+    }
+}
