@@ -31,6 +31,9 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
+    /// The TLS files could not be used.
+    #[error("{0}")]
+    Tls(String),
     /// The request was refused as invalid; `violations` names the fields.
     #[error("{message}")]
     InvalidArgument {
@@ -82,7 +85,7 @@ impl Error {
             Error::Unavailable(_) => Code::Unavailable,
             Error::OutcomeUnknown(_) => Code::Unknown,
             Error::Other { code, .. } => *code,
-            Error::Unreachable { .. } | Error::InvalidEndpoint { .. } => return None,
+            Error::Unreachable { .. } | Error::InvalidEndpoint { .. } | Error::Tls(_) => return None,
         })
     }
 }

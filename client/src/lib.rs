@@ -63,6 +63,7 @@
 //! `chaos-tests/tests/sdk.rs` makes the same calls against a real
 //! three-server cluster and a worker.
 
+pub mod certs;
 mod error;
 pub mod spec_file;
 
@@ -72,6 +73,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
+pub use rota_proto::tls::TlsFiles;
+use rota_proto::tls::{Connector, Role, Tls};
 use rota_proto::v1 as pb;
 use rota_proto::v1::cluster_service_client::ClusterServiceClient;
 use rota_proto::v1::job_service_client::JobServiceClient;
@@ -106,8 +109,8 @@ impl Consistency {
     }
 }
 
-/// Retry and deadline settings.
-#[derive(Debug, Clone)]
+/// Retry, deadline and security settings.
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Deadline of each attempt.
     pub timeout: Duration,
@@ -119,6 +122,24 @@ pub struct ClientOptions {
     pub max_backoff: Duration,
     /// Deadline for opening a connection.
     pub connect_timeout: Duration,
+    /// The API token sent with every call (`authorization: Bearer`).
+    pub token: Option<String>,
+    /// Mutual TLS: the cluster's CA and a client certificate.
+    pub tls: Option<TlsFiles>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -129,6 +150,8 @@ impl Default for ClientOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
+            token: None,
+            tls: None,
         }
     }
 }
@@ -154,6 +177,9 @@ pub struct Client {
 
 struct Inner {
     endpoints: Vec<String>,
+    connector: Connector,
+    /// `Bearer <token>`, ready to send.
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     channels: Mutex<HashMap<String, Channel>>,
     /// The address calls go to first: the last leader learned, or the last
     /// endpoint that answered.
@@ -206,10 +232,24 @@ impl Client {
         if list.is_empty() {
             list.push(DEFAULT_ENDPOINT.to_owned());
         }
+        let tls = match &options.tls {
+            Some(files) => Some(Tls::load(files.clone(), Role::Client).map_err(|e| Error::Tls(e.to_string()))?),
+            None => None,
+        };
+        let authorization = match &options.token {
+            Some(token) => Some(
+                format!("Bearer {}", token.trim())
+                    .parse()
+                    .map_err(|_| Error::Tls("the token has characters a gRPC header cannot carry".into()))?,
+            ),
+            None => None,
+        };
         let client = Client {
             options,
             inner: Arc::new(Inner {
                 endpoints: list,
+                connector: Connector::new(tls.as_ref()),
+                authorization,
                 channels: Mutex::new(HashMap::new()),
                 preferred: Mutex::new(None),
             }),
@@ -248,10 +288,10 @@ impl Client {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = endpoint_for(addr)?
-            .connect_timeout(self.options.connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = self
+            .inner
+            .connector
+            .channel(endpoint_for(addr)?.connect_timeout(self.options.connect_timeout));
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -264,8 +304,17 @@ impl Client {
         *self.inner.preferred.lock().unwrap_or_else(|p| p.into_inner()) = addr;
     }
 
-    fn request<T>(&self, message: T) -> Request<T> {
+    /// A request carrying the caller's trace context and the token.
+    fn authorized<T>(&self, message: T) -> Request<T> {
         let mut request = traced(message);
+        if let Some(authorization) = &self.inner.authorization {
+            request.metadata_mut().insert("authorization", authorization.clone());
+        }
+        request
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = self.authorized(message);
         request.set_timeout(self.options.timeout);
         request
     }
@@ -627,7 +676,7 @@ impl Client {
         include_existing: bool,
     ) -> Result<Streaming<pb::WatchRunsResponse>, Error> {
         self.call(true, |ch| {
-            let request = traced(pb::WatchRunsRequest {
+            let request = self.authorized(pb::WatchRunsRequest {
                 job: job.to_owned(),
                 include_existing,
             });
@@ -640,7 +689,7 @@ impl Client {
     /// open until the run has ended.
     pub async fn logs(&self, run_id: &str, follow: bool, from_seq: u64) -> Result<Streaming<pb::LogChunk>, Error> {
         self.call(true, |ch| {
-            let request = traced(pb::GetLogsRequest {
+            let request = self.authorized(pb::GetLogsRequest {
                 run_id: run_id.to_owned(),
                 follow,
                 from_seq,
@@ -748,6 +797,52 @@ impl Client {
             })
             .await?;
         response.worker.ok_or_else(missing("worker"))
+    }
+
+    /// Creates an API token (admin only); the answer holds its secret, shown
+    /// only this once. Not retried after an unknown outcome (a retry would
+    /// make a second token).
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: pb::TokenRole,
+        ttl: Option<Duration>,
+    ) -> Result<pb::CreateTokenResponse, Error> {
+        let ttl = ttl.map(|d| prost_types::Duration {
+            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+        });
+        self.call(false, |ch| {
+            let request = self.request(pb::CreateTokenRequest {
+                name: name.to_owned(),
+                role: role as i32,
+                ttl,
+            });
+            async move { Self::cluster(ch).create_token(request).await }
+        })
+        .await
+    }
+
+    /// Every token (admin only), revoked ones included; never their secrets.
+    pub async fn list_tokens(&self) -> Result<Vec<pb::ApiToken>, Error> {
+        let response = self
+            .call(true, |ch| {
+                let request = self.request(pb::ListTokensRequest {});
+                async move { Self::cluster(ch).list_tokens(request).await }
+            })
+            .await?;
+        Ok(response.tokens)
+    }
+
+    /// Revokes the token with id `id` (admin only).
+    pub async fn revoke_token(&self, id: &str) -> Result<pb::ApiToken, Error> {
+        let response = self
+            .call(true, |ch| {
+                let request = self.request(pb::RevokeTokenRequest { id: id.to_owned() });
+                async move { Self::cluster(ch).revoke_token(request).await }
+            })
+            .await?;
+        response.token.ok_or_else(missing("token"))
     }
 
     /// Moves leadership to `to_node_id` (0: any other voter); returns the new leader.

@@ -10,9 +10,62 @@ use tonic::{Request, Response, Status};
 
 use super::worker::{MAX_DRAIN, check_worker_id};
 use super::{ApiError, convert, forward_if_follower, is_linearizable};
+use crate::auth::{hash_secret, new_secret, new_token_id};
 use crate::node::NodeHandle;
 use crate::raft::NodeId;
-use crate::state::{Op, Response as Answer};
+use crate::state::{Op, Response as Answer, Token, TokenRole};
+
+/// Longest lifetime of a token with a ttl.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
+/// Checks a token's name: `[a-z0-9][a-z0-9._-]{0,62}`.
+fn check_token_name(name: &str) -> Result<(), ApiError> {
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    if first_ok && rest_ok && name.len() <= 63 {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "name",
+            format!("{name:?}: accepted 1 to 63 of a-z 0-9 . _ -, starting with a letter or digit"),
+        ))
+    }
+}
+
+fn token_role(role: i32) -> Result<TokenRole, ApiError> {
+    match pb::TokenRole::try_from(role) {
+        Ok(pb::TokenRole::Admin) => Ok(TokenRole::Admin),
+        Ok(pb::TokenRole::Operator) => Ok(TokenRole::Operator),
+        Ok(pb::TokenRole::Viewer) => Ok(TokenRole::Viewer),
+        Ok(pb::TokenRole::Worker) => Ok(TokenRole::Worker),
+        _ => Err(ApiError::invalid(
+            "role",
+            "required; accepted: admin, operator, viewer, worker",
+        )),
+    }
+}
+
+/// A token as the API shows it (never its hash).
+fn api_token(token: &Token) -> pb::ApiToken {
+    pb::ApiToken {
+        id: token.id.clone(),
+        name: token.name.clone(),
+        role: match token.role {
+            TokenRole::Admin => pb::TokenRole::Admin,
+            TokenRole::Operator => pb::TokenRole::Operator,
+            TokenRole::Viewer => pb::TokenRole::Viewer,
+            TokenRole::Worker => pb::TokenRole::Worker,
+        } as i32,
+        created_at: Some(convert::timestamp(token.created_at)),
+        expires_at: token.expires_at.map(convert::timestamp),
+        revoked_at: token.revoked_at.map(convert::timestamp),
+    }
+}
 
 /// Drain deadline when the request gives none.
 const DEFAULT_DRAIN: Duration = Duration::from_secs(3600);
@@ -395,5 +448,78 @@ impl ClusterService for ClusterApi {
         tracing::info!(target_node = target, "transferring leadership");
         let leader_id = self.node.transfer_leadership(target, &addr).await?;
         Ok(Response::new(pb::TransferLeadershipResponse { leader_id }))
+    }
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let req = request.get_ref();
+        check_token_name(&req.name)?;
+        let role = token_role(req.role)?;
+        let ttl = match &req.ttl {
+            Some(ttl) => Some(convert::std_duration("ttl", ttl)?),
+            None => None,
+        };
+        let expires_at = match ttl {
+            Some(ttl) if ttl.is_zero() || ttl > MAX_TOKEN_TTL => {
+                return Err(ApiError::invalid("ttl", format!("{ttl:?}: accepted 1s to 10 years, or unset")).into());
+            }
+            Some(ttl) => chrono::Duration::from_std(ttl)
+                .ok()
+                .and_then(|ttl| chrono::Utc::now().checked_add_signed(ttl)),
+            None => None,
+        };
+        forward_if_follower!(self.node, request, ClusterServiceClient::create_token);
+        let name = request.into_inner().name;
+        let random = |what| ApiError::Unavailable(format!("no randomness for the token {what}; retry"));
+        let secret = new_secret().map_err(|_| random("secret"))?;
+        let token = Token {
+            id: new_token_id().map_err(|_| random("id"))?,
+            name,
+            role,
+            hash: hash_secret(&secret),
+            created_at: chrono::Utc::now(),
+            expires_at,
+            revoked_at: None,
+            revision: 0,
+        };
+        let token = match self.node.propose(Op::CreateToken { token }).await? {
+            Answer::Token(token) => token,
+            other => return Err(ApiError::Unavailable(format!("unexpected state machine answer {other:?}")).into()),
+        };
+        tracing::info!(target: "audit", token = %token.id, name = %token.name, role = %token.role, "token created");
+        Ok(Response::new(pb::CreateTokenResponse {
+            token: Some(api_token(&token)),
+            secret,
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        forward_if_follower!(self.node, request, ClusterServiceClient::list_tokens);
+        self.node.ensure_linearizable().await?;
+        let tokens = self.node.state.read().state.tokens().map(api_token).collect();
+        Ok(Response::new(pb::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        if request.get_ref().id.is_empty() {
+            return Err(ApiError::invalid("id", "required: the id `rotactl token list` shows").into());
+        }
+        forward_if_follower!(self.node, request, ClusterServiceClient::revoke_token);
+        let id = request.into_inner().id;
+        let token = match self.node.propose(Op::RevokeToken { id }).await? {
+            Answer::Token(token) => token,
+            other => return Err(ApiError::Unavailable(format!("unexpected state machine answer {other:?}")).into()),
+        };
+        tracing::info!(target: "audit", token = %token.id, name = %token.name, "token revoked");
+        Ok(Response::new(pb::RevokeTokenResponse {
+            token: Some(api_token(&token)),
+        }))
     }
 }

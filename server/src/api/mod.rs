@@ -141,7 +141,14 @@ where
     Fut: Future<Output = Result<Response<Resp>, Status>>,
 {
     let deadline = request.metadata().get("grpc-timeout").cloned();
+    // The leader checks the caller's token again.
+    let authorization = request.metadata().get(crate::auth::AUTHORIZATION).cloned();
     let mut forwarded = Request::new(request.into_inner());
+    if let Some(authorization) = authorization {
+        forwarded
+            .metadata_mut()
+            .insert(crate::auth::AUTHORIZATION, authorization);
+    }
     forwarded
         .metadata_mut()
         .insert(rota_proto::FORWARDED_METADATA_KEY, MetadataValue::from_static("1"));

@@ -17,6 +17,7 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::raft::NodeId;
+pub use rota_proto::tls::TlsFiles;
 
 pub use rota_proto::trace::LogFormat;
 
@@ -106,6 +107,22 @@ pub struct Config {
     pub worker_lease_grace: Duration,
     /// Raft tuning.
     pub raft: RaftSettings,
+    /// Mutual TLS on every link (Raft, workers, clients); unset: plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// API tokens.
+    pub auth: AuthConfig,
+}
+
+/// API tokens (see `rotactl token`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Whether every call (but health checks) needs a token.
+    pub enabled: bool,
+    /// A file holding the bootstrap token: an admin token the cluster
+    /// accepts from its creation (made by `rotactl tls init`, or any secret
+    /// of 16 characters or more). Give every founding member the same file.
+    pub bootstrap_token_file: Option<PathBuf>,
 }
 
 /// Default gRPC port.
@@ -128,6 +145,8 @@ impl Default for Config {
             worker_lease: Duration::from_secs(15),
             worker_lease_grace: Duration::from_secs(5),
             raft: RaftSettings::default(),
+            tls: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -229,7 +248,10 @@ impl Config {
             else {
                 continue;
             };
-            let known = ENV_KEYS.contains(&key.as_str()) || key.starts_with("raft.");
+            let known = ENV_KEYS.contains(&key.as_str())
+                || ["raft.", "tls.", "auth."]
+                    .iter()
+                    .any(|section| key.starts_with(section));
             if known {
                 let value: figment::value::Value = match value.parse() {
                     Ok(value) => value,
@@ -269,6 +291,17 @@ impl Config {
         if self.worker_lease < Duration::from_secs(1) {
             return invalid("worker_lease must be at least 1s".into());
         }
+        if self.auth.enabled && self.tls.is_none() {
+            tracing::warn!(
+                "auth.enabled without tls: tokens cross the network in clear text and Raft calls are not \
+                 authenticated; set [tls] (rotactl tls init) outside a test bench"
+            );
+        }
+        if self.auth.bootstrap_token_file.is_some() && !self.auth.enabled {
+            return invalid(
+                "auth.bootstrap_token_file is set but auth.enabled is false; enable auth or drop the file".into(),
+            );
+        }
         if raft.snapshot_every_logs == 0 {
             return invalid("raft.snapshot_every_logs must be 1 or more".into());
         }
@@ -291,6 +324,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The bootstrap token's hash, read from `auth.bootstrap_token_file`.
+    pub fn bootstrap_hash(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.auth.bootstrap_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Invalid(format!("auth.bootstrap_token_file {}: {e}", path.display())))?;
+        let secret = text.trim();
+        if secret.len() < 16 || secret.chars().any(char::is_whitespace) {
+            return Err(ConfigError::Invalid(format!(
+                "auth.bootstrap_token_file {}: the token must be one word of 16 characters or more",
+                path.display()
+            )));
+        }
+        Ok(Some(crate::auth::hash_secret(secret)))
     }
 
     /// The address others use to reach this server.

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use openraft::error::{InitializeError, RaftError};
+use rota_proto::tls::{Connector, Incoming, Role, Tls};
 use rota_proto::v1::cluster_service_server::ClusterServiceServer;
 use rota_proto::v1::job_service_server::JobServiceServer;
 use rota_proto::v1::raft_service_server::RaftServiceServer;
@@ -26,7 +27,6 @@ use rota_proto::v1::run_service_server::RunServiceServer;
 use rota_proto::v1::worker_service_server::WorkerServiceServer;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,6 +37,7 @@ use crate::api::cluster::ClusterApi;
 use crate::api::job::JobApi;
 use crate::api::run::RunApi;
 use crate::api::worker::WorkerApi;
+use crate::auth::{AuthLayer, AuthSettings};
 use crate::raft::network::{MAX_RAFT_MESSAGE_BYTES, Network};
 use crate::raft::peers::Peers;
 use crate::raft::service::RaftGrpc;
@@ -134,6 +135,14 @@ pub async fn run(
     let state = state_machine.reader();
     let flush_handle = state_machine.flush_handle();
 
+    let tls = match &config.tls {
+        Some(files) => Some(Tls::load(files.clone(), Role::Server).context("loading the TLS files ([tls])")?),
+        None => None,
+    };
+    let bootstrap_hash = config.bootstrap_hash()?;
+    if !config.auth.enabled {
+        tracing::warn!("auth is off: anyone who can reach this server can use it (set [auth] enabled = true)");
+    }
     let peers = match std::env::var(crate::raft::peers::ROUTES_VAR) {
         Ok(value) => {
             let routes = crate::raft::peers::parse_routes(&value).map_err(anyhow::Error::msg)?;
@@ -141,7 +150,8 @@ pub async fn run(
             Peers::with_routes(routes)
         }
         Err(_) => Peers::default(),
-    };
+    }
+    .with_connector(Connector::new(tls.as_ref()));
     let raft = Raft::new(
         id,
         Arc::new(raft_config(&config.raft)?),
@@ -208,6 +218,14 @@ pub async fn run(
             id.to_string(),
             "/rota.v1.RaftService/",
         ))
+        .layer(AuthLayer::new(
+            AuthSettings {
+                enabled: config.auth.enabled,
+                tls: tls.is_some(),
+                bootstrap_hash: bootstrap_hash.clone(),
+            },
+            node.state.clone(),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -230,11 +248,19 @@ pub async fn run(
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(Incoming::new(listener, tls.clone()), stop.clone().cancelled_owned());
     let mut server = tokio::spawn(server);
     on_listening(local_addr);
 
     tasks.spawn(metrics.clone().follow_leadership(raft.clone(), stopping.clone()));
+    if let Some(tls) = &tls {
+        let watch = tls.clone().watch(TLS_RELOAD_CHECK);
+        let stopping = stopping.clone();
+        tasks.spawn(async move { stopping.run_until_cancelled(watch).await });
+    }
+    if let Some(hash) = bootstrap_hash {
+        tasks.spawn(record_bootstrap_token(node.clone(), hash, stopping.clone()));
+    }
     let readiness_stop = CancellationToken::new();
     let readiness = tokio::spawn(follow_readiness(
         metrics.clone(),
@@ -317,6 +343,45 @@ pub async fn run(
     flush_handle.flush().await.context("flushing the state database")?;
     tracing::info!(node = id, "stopped");
     Ok(())
+}
+
+/// How often the TLS files are checked for a change.
+const TLS_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// While this node leads and the state has no bootstrap token row, proposes
+/// it (from the configured hash); ends once the row exists. Until then the
+/// access check accepts the configured token by itself.
+async fn record_bootstrap_token(node: NodeHandle, hash: String, stopping: CancellationToken) {
+    use crate::state::tokens::BOOTSTRAP_TOKEN_ID;
+    use crate::state::{Op, Token, TokenRole};
+    loop {
+        if node.state.read().state.token(BOOTSTRAP_TOKEN_ID).is_some() {
+            return;
+        }
+        if node.leader().is_some_and(|leader| leader.id == node.id) {
+            let token = Token {
+                id: BOOTSTRAP_TOKEN_ID.to_owned(),
+                name: "bootstrap".to_owned(),
+                role: TokenRole::Admin,
+                hash: hash.clone(),
+                created_at: chrono::Utc::now(),
+                expires_at: None,
+                revoked_at: None,
+                revision: 0,
+            };
+            match node.propose(Op::CreateToken { token }).await {
+                Ok(_) => tracing::info!("bootstrap token recorded"),
+                Err(error) => tracing::debug!(%error, "recording the bootstrap token; will retry"),
+            }
+        }
+        if stopping
+            .run_until_cancelled(tokio::time::sleep(std::time::Duration::from_secs(1)))
+            .await
+            .is_none()
+        {
+            return;
+        }
+    }
 }
 
 /// Completes when the Raft core has stopped by itself, with why.

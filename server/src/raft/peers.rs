@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rota_proto::tls::Connector;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long dialing a peer may take before the call fails as unreachable.
@@ -21,6 +22,7 @@ pub const ROUTES_VAR: &str = "ROTA_TEST_PEER_ROUTES";
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     routes: Arc<HashMap<String, String>>,
+    connector: Connector,
 }
 
 /// Parses `addr=via,addr=via` (the value of [`ROUTES_VAR`]).
@@ -59,7 +61,14 @@ impl Peers {
         Self {
             channels: Arc::default(),
             routes: Arc::new(routes),
+            connector: Connector::plain(),
         }
+    }
+
+    /// The same, dialing through `connector` (TLS when the cluster uses it).
+    pub fn with_connector(mut self, connector: Connector) -> Self {
+        self.connector = connector;
+        self
     }
 
     /// The channel to `addr` (`host:port`), created without connecting.
@@ -73,12 +82,12 @@ impl Peers {
             addr: addr.to_owned(),
             source,
         })?;
-        let channel = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let channel = self.connector.channel(
+            endpoint
+                .connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5)),
+        );
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
