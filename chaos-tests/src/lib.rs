@@ -192,6 +192,74 @@ pub struct ServerSettings {
     /// Give every server an HTTP endpoint (`--http-listen`, a free loopback
     /// port; [`Server::http_addr`]) for `/metrics`, `/healthz`, `/readyz`.
     pub http: bool,
+    /// Mutual TLS and tokens: servers get the files and the bootstrap
+    /// token, the harness's clients a client certificate and that token.
+    pub security: Option<Security>,
+}
+
+/// The credentials of a secured cluster, as `rotactl tls init` makes them.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// Where the files are.
+    pub dir: PathBuf,
+    /// The bootstrap (admin) token.
+    pub bootstrap_token: String,
+    /// The cluster's CA, to sign more certificates with.
+    pub authority: std::sync::Arc<rota_client::certs::Authority>,
+}
+
+impl Security {
+    /// Makes a CA, per-role certificates and a bootstrap token in `dir`.
+    pub fn create(dir: &Path) -> anyhow::Result<Security> {
+        let token = rota_client::token::new_secret().map_err(|_| anyhow::anyhow!("no randomness"))?;
+        let files = rota_client::certs::init_cluster(dir, &[], Duration::from_secs(24 * 3600), &token)?;
+        Ok(Security {
+            dir: dir.to_owned(),
+            bootstrap_token: token,
+            authority: std::sync::Arc::new(files.authority),
+        })
+    }
+
+    /// The files of `role`.
+    pub fn files(&self, role: rota_client::tls::Role) -> rota_client::TlsFiles {
+        rota_client::certs::role_files(&self.dir, role)
+    }
+
+    fn tls_env(&self, role: rota_client::tls::Role) -> Vec<(String, String)> {
+        let files = self.files(role);
+        vec![
+            ("ROTA_TLS__CA_FILE".into(), files.ca_file.display().to_string()),
+            ("ROTA_TLS__CERT_FILE".into(), files.cert_file.display().to_string()),
+            ("ROTA_TLS__KEY_FILE".into(), files.key_file.display().to_string()),
+        ]
+    }
+
+    /// What a server is given.
+    pub fn server_env(&self) -> Vec<(String, String)> {
+        let mut env = self.tls_env(rota_client::tls::Role::Server);
+        env.push(("ROTA_AUTH__ENABLED".into(), "true".into()));
+        env.push((
+            "ROTA_AUTH__BOOTSTRAP_TOKEN_FILE".into(),
+            self.dir.join("bootstrap.token").display().to_string(),
+        ));
+        env
+    }
+
+    /// What a worker is given: its certificate and the token in `token_file`.
+    pub fn worker_env(&self, token_file: &Path) -> Vec<(String, String)> {
+        let mut env = self.tls_env(rota_client::tls::Role::Worker);
+        env.push(("ROTA_TOKEN_FILE".into(), token_file.display().to_string()));
+        env
+    }
+
+    /// Test client options with a client certificate and `token`.
+    pub fn client_options(&self, token: Option<&str>) -> ClientOptions {
+        ClientOptions {
+            tls: Some(self.files(rota_client::tls::Role::Client)),
+            token: token.map(str::to_owned),
+            ..test_client_options()
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -203,6 +271,7 @@ impl Default for ServerSettings {
             link_proxies: false,
             skewable_clocks: false,
             http: false,
+            security: None,
         }
     }
 }
@@ -466,6 +535,7 @@ impl Cluster {
                 "ROTA_RAFT__KEEP_LOGS_AFTER_SNAPSHOT",
                 settings.keep_logs_after_snapshot.to_string(),
             )
+            .envs(settings.security.iter().flat_map(Security::server_env))
             .envs(settings.env.iter().map(|(k, v)| (k, v)))
             .envs(own_env.iter().map(|(k, v)| (k, v)))
             .env_remove("ROTA_SERVERS");
@@ -518,13 +588,28 @@ impl Cluster {
     pub fn client(&self) -> anyhow::Result<Client> {
         Ok(Client::with_options(
             self.servers.values().map(|s| s.addr.clone()),
-            test_client_options(),
+            self.client_options(),
         )?)
     }
 
     /// A client that only knows server `id` (and follows its hints).
     pub fn client_for(&self, id: u64) -> anyhow::Result<Client> {
-        Ok(Client::with_options([self.addr(id)?], test_client_options())?)
+        Ok(Client::with_options([self.addr(id)?], self.client_options())?)
+    }
+
+    /// The options of the harness's clients: with a secured cluster, a
+    /// client certificate and the bootstrap token.
+    pub fn client_options(&self) -> ClientOptions {
+        match &self.settings.security {
+            Some(security) => security.client_options(Some(&security.bootstrap_token)),
+            None => test_client_options(),
+        }
+    }
+
+    /// The whole log of server `id`.
+    pub fn server_log(&self, id: u64) -> anyhow::Result<String> {
+        let log = &self.server(id)?.process.log;
+        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))
     }
 
     /// SIGKILLs server `id` and reaps it.

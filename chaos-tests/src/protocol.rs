@@ -77,7 +77,16 @@ impl TestWorker {
     /// Connects to the leader as the worker agent does: tries each of
     /// `addrs`, following the `rota-leader` hint of a follower.
     pub async fn connect(addrs: &[String], description: WorkerDescription) -> anyhow::Result<TestWorker> {
-        let session = rota_worker::session::connect(addrs, &register_message(&description))
+        Self::connect_with(addrs, description, &rota_worker::session::Link::default()).await
+    }
+
+    /// Like [`TestWorker::connect`], over `link` (TLS, a token).
+    pub async fn connect_with(
+        addrs: &[String],
+        description: WorkerDescription,
+        link: &rota_worker::session::Link,
+    ) -> anyhow::Result<TestWorker> {
+        let session = rota_worker::session::connect(addrs, &register_message(&description), link)
             .await
             .map_err(|e| anyhow::anyhow!("no server accepted the worker session: {e}"))?;
         Self::start(description.id, session.outbound, session.inbound, session.registered)

@@ -58,7 +58,7 @@ async fn a_worker_registers_gets_its_assignment_and_reports_with_epochs() {
                 ..Default::default()
             })),
         };
-        let refused = open_session(&cluster.addr(follower)?, register)
+        let refused = open_session(&cluster.addr(follower)?, register, &Default::default())
             .await
             .expect_err("follower refuses");
         anyhow::ensure!(refused.code() == tonic::Code::Unavailable, "{refused:?}");
@@ -79,13 +79,15 @@ async fn a_worker_registers_gets_its_assignment_and_reports_with_epochs() {
                 ..Default::default()
             })),
         };
-        let refused = open_session(&cluster.addr(leader)?, bad).await.expect_err("bad id");
+        let refused = open_session(&cluster.addr(leader)?, bad, &Default::default())
+            .await
+            .expect_err("bad id");
         anyhow::ensure!(refused.code() == tonic::Code::InvalidArgument && refused.message().contains("worker_id"));
         let heartbeat_first = pb::WorkerMessage {
             seq: 0,
             message: Some(Message::Heartbeat(pb::Heartbeat {})),
         };
-        let refused = open_session(&cluster.addr(leader)?, heartbeat_first)
+        let refused = open_session(&cluster.addr(leader)?, heartbeat_first, &Default::default())
             .await
             .expect_err("no register");
         anyhow::ensure!(refused.code() == tonic::Code::InvalidArgument, "{refused:?}");

@@ -118,8 +118,10 @@ impl Authority {
 }
 
 /// What `rotactl tls init` wrote.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ClusterFiles {
+    /// The CA (also written to `ca.pem`, `ca-key.pem`).
+    pub authority: Authority,
     /// The CA certificate.
     pub ca: PathBuf,
     /// The files each role uses (`[tls]` of its config).
@@ -184,6 +186,7 @@ pub fn init_cluster(
         write_new(path, text, *secret).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ClusterFiles {
+        authority: ca,
         ca: dir.join("ca.pem"),
         roles,
         bootstrap_token: token_path,

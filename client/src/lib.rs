@@ -73,8 +73,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
+pub use rota_proto::tls;
 pub use rota_proto::tls::TlsFiles;
 use rota_proto::tls::{Connector, Role, Tls};
+pub use rota_proto::token;
 use rota_proto::v1 as pb;
 use rota_proto::v1::cluster_service_client::ClusterServiceClient;
 use rota_proto::v1::job_service_client::JobServiceClient;

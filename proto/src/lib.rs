@@ -6,7 +6,8 @@
 //! gRPC metadata, and with `trace` also logging and span export (module
 //! `trace`); with `telemetry`, what the server
 //! and the worker share to be observed (module `telemetry`); with `tls`,
-//! mutual TLS for every link (module `tls`). Domain types, validation and the conversions
+//! mutual TLS for every link (module `tls`) and API token secrets (module
+//! `token`). Domain types, validation and the conversions
 //! between the two live in the crates that use them.
 
 pub mod quantity;
@@ -14,6 +15,8 @@ pub mod quantity;
 pub mod telemetry;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "tls")]
+pub mod token;
 #[cfg(feature = "propagation")]
 pub mod trace;
 

@@ -143,28 +143,11 @@ pub struct AuthSettings {
     pub bootstrap_hash: Option<String>,
 }
 
-/// Hex SHA-256 of a token's secret: what the state keeps.
-pub fn hash_secret(secret: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A new random secret: `rota_` and 43 characters (256 bits).
-pub fn new_secret() -> Result<String, ring::error::Unspecified> {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)?;
-    Ok(format!(
-        "rota_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
-}
+pub use rota_proto::token::{hash as hash_secret, new_secret};
 
 /// A new token id (public): 12 hex characters.
 pub fn new_token_id() -> Result<String, ring::error::Unspecified> {
-    let mut bytes = [0u8; 6];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    rota_proto::token::random_hex(6)
 }
 
 /// A denied call.

@@ -191,6 +191,8 @@ pub struct Agent {
     images: crate::images::ImageUse,
     next_reconcile: Instant,
     metrics: std::sync::Arc<Metrics>,
+    /// How it reaches servers (TLS, token).
+    link: session::Link,
     /// Held for the agent's life: one worker per data directory.
     _lock: nix::fcntl::Flock<fs::File>,
 }
@@ -216,6 +218,17 @@ impl Agent {
         let lease = Self::load_lease(&data_dir);
         let images = crate::images::ImageUse::load(&data_dir)?;
         let metrics = std::sync::Arc::new(Metrics::new(config.slots)?);
+        let tls = match &config.tls {
+            Some(files) => Some(
+                rota_proto::tls::Tls::load(files.clone(), rota_proto::tls::Role::Worker)
+                    .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?,
+            ),
+            None => None,
+        };
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().watch(std::time::Duration::from_secs(5)));
+        }
+        let link = session::Link::new(tls.as_ref(), config.token()?.as_deref()).map_err(anyhow::Error::msg)?;
         let mut agent = Agent {
             config,
             docker,
@@ -235,6 +248,7 @@ impl Agent {
             images,
             next_reconcile: Instant::now(),
             metrics,
+            link,
             _lock: lock,
         };
         agent.recover().await?;
@@ -578,8 +592,9 @@ impl Agent {
             let servers = self.config.servers.clone();
             let register = self.register_message();
             let events = self.events_tx.clone();
+            let link = self.link.clone();
             tokio::spawn(async move {
-                let result = session::connect(&servers, &register).await;
+                let result = session::connect(&servers, &register, &link).await;
                 let _ = events.send(Event::Connected(Box::new(result))).await;
             });
         }

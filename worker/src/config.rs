@@ -59,7 +59,15 @@ pub struct Config {
     /// OTLP/gRPC endpoint spans are exported to (e.g.
     /// `http://127.0.0.1:4317`, an OpenTelemetry collector); unset: no export.
     pub otlp_endpoint: Option<String>,
+    /// Mutual TLS with the servers (a worker certificate of the cluster's
+    /// CA); unset: plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// A file holding this worker's token (role `worker`), sent on every
+    /// session; needed when the cluster has auth enabled.
+    pub token_file: Option<PathBuf>,
 }
+
+pub use rota_proto::tls::TlsFiles;
 
 impl Default for Config {
     fn default() -> Self {
@@ -76,6 +84,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             http_listen: None,
             otlp_endpoint: None,
+            tls: None,
+            token_file: None,
         }
     }
 }
@@ -195,6 +205,7 @@ const ENV_KEYS: &[&str] = &[
     "log_format",
     "http_listen",
     "otlp_endpoint",
+    "token_file",
 ];
 
 /// Most attempts a worker may run at once (the server's bound).
@@ -222,7 +233,8 @@ impl Config {
             let Some(key) = name.strip_prefix("ROTA_").map(str::to_ascii_lowercase) else {
                 continue;
             };
-            if ENV_KEYS.contains(&key.as_str()) {
+            let key = key.replace("__", ".");
+            if ENV_KEYS.contains(&key.as_str()) || key.starts_with("tls.") {
                 let value = match key.as_str() {
                     // Kept as text: a comma list must not become a number.
                     "servers" | "labels" | "drivers" | "worker_id" => figment::value::Value::from(value),
@@ -244,6 +256,23 @@ impl Config {
         }
         config.check()?;
         Ok(config)
+    }
+
+    /// The token in `token_file`, if one is configured.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Invalid(format!("token_file {}: {e}", path.display())))?;
+        let token = text.trim();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid(format!(
+                "token_file {}: expected the token alone on one line (rotactl token create NAME --role worker)",
+                path.display()
+            )));
+        }
+        Ok(Some(token.to_owned()))
     }
 
     fn check(&self) -> Result<(), ConfigError> {

@@ -8,10 +8,12 @@
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use rota_proto::tls::{Connector, Tls};
 use rota_proto::v1 as pb;
 use rota_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{Ascii, MetadataValue};
 
 /// Outbound messages a session may queue before it counts as stuck.
 pub const OUTBOUND_QUEUE: usize = 1024;
@@ -33,30 +35,74 @@ pub struct Session {
     pub sent_at: Instant,
 }
 
+/// How the worker reaches servers: TLS or not, and its token.
+#[derive(Clone, Default)]
+pub struct Link {
+    /// Dials servers.
+    pub connector: Connector,
+    /// `Bearer <token>`, if the worker has one.
+    pub authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Link {
+    /// A link with `tls` (if any) and `token` (if any).
+    pub fn new(tls: Option<&std::sync::Arc<Tls>>, token: Option<&str>) -> Result<Link, String> {
+        let authorization = match token {
+            Some(token) => Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| "token_file: the token has characters a gRPC header cannot carry".to_owned())?,
+            ),
+            None => None,
+        };
+        Ok(Link {
+            connector: Connector::new(tls),
+            authorization,
+        })
+    }
+}
+
 /// Opens a session stream on the server at `addr` with `first` as its first
 /// message. The server's refusal is the error (e.g. UNAVAILABLE from a
 /// follower, with the leader's address in the `rota-leader` metadata).
 pub async fn open(
     addr: &str,
     first: pb::WorkerMessage,
+    link: &Link,
 ) -> Result<(mpsc::Sender<pb::WorkerMessage>, tonic::Streaming<pb::ServerMessage>), tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| tonic::Status::invalid_argument(format!("server address {addr:?}: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .http2_keep_alive_interval(Duration::from_secs(2))
         .keep_alive_timeout(Duration::from_secs(4))
-        .keep_alive_while_idle(true)
-        .connect()
+        .keep_alive_while_idle(true);
+    let channel = link
+        .connector
+        .connect(endpoint)
         .await
-        .map_err(|e| tonic::Status::unavailable(format!("connecting to {addr}: {e}")))?;
+        .map_err(|e| tonic::Status::unavailable(format!("connecting to {addr}: {}", error_chain(&e))))?;
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     tx.send(first)
         .await
         .map_err(|_| tonic::Status::internal("outbound queue closed"))?;
-    let response = WorkerServiceClient::new(channel)
-        .session(ReceiverStream::new(rx))
-        .await?;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(authorization) = &link.authorization {
+        request.metadata_mut().insert("authorization", authorization.clone());
+    }
+    let response = WorkerServiceClient::new(channel).session(request).await?;
     Ok((tx, response.into_inner()))
+}
+
+/// An error with its causes (a TLS refusal is only in the source chain).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The leader named by a refusal, if any.
@@ -71,7 +117,7 @@ pub fn leader_hint(status: &tonic::Status) -> Option<String> {
 
 /// One round of connecting: each of `servers` once, following leader hints
 /// (a few hops), until one registers the worker.
-pub async fn connect(servers: &[String], register: &pb::Register) -> Result<Session, String> {
+pub async fn connect(servers: &[String], register: &pb::Register, link: &Link) -> Result<Session, String> {
     let first = || pb::WorkerMessage {
         seq: 0,
         message: Some(pb::worker_message::Message::Register(register.clone())),
@@ -85,7 +131,7 @@ pub async fn connect(servers: &[String], register: &pb::Register) -> Result<Sess
             break;
         }
         let sent_at = Instant::now();
-        let opened = tokio::time::timeout(REGISTER_TIMEOUT, open(&addr, first()))
+        let opened = tokio::time::timeout(REGISTER_TIMEOUT, open(&addr, first(), link))
             .await
             .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer to the session request")));
         let (outbound, mut inbound) = match opened {

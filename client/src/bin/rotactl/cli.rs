@@ -33,6 +33,20 @@ pub struct Cli {
     /// Read whatever the answering server has (faster, may lag; works without a leader).
     #[arg(long, global = true)]
     pub stale: bool,
+    /// File holding the API token (the ROTA_TOKEN variable may hold the
+    /// token itself). Default: the context's token-file.
+    #[arg(long, env = "ROTA_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// The cluster's CA certificate, to use mutual TLS (with --tls-cert and
+    /// --tls-key). Default: the context's.
+    #[arg(long, env = "ROTA_TLS_CA", global = true, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate of the cluster's CA (rotactl tls init: client.pem).
+    #[arg(long, env = "ROTA_TLS_CERT", global = true, requires = "tls_ca")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (client-key.pem).
+    #[arg(long, env = "ROTA_TLS_KEY", global = true, requires = "tls_ca")]
+    pub tls_key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -75,6 +89,12 @@ pub enum Command {
     /// Named contexts (clusters) in the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// API tokens: create, list, revoke (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Certificates for mutual TLS.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Print a shell completion script.
     #[command(after_help = "\
 Examples:
@@ -307,6 +327,73 @@ pub enum ClusterCommand {
     /// Backups of the whole cluster state.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; its secret is printed once, on stdout.
+    #[command(
+        after_help = "Examples:\n  rotactl token create ci-pipeline --role operator > ci.token\n  rotactl token create dashboard --role viewer --ttl 90d"
+    )]
+    Create {
+        /// What it is for (a-z 0-9 . _ -).
+        name: String,
+        /// admin, operator, viewer or worker.
+        #[arg(long)]
+        role: TokenRoleArg,
+        /// How long it works (e.g. 90d); default: until revoked.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Every token (never their secrets), revoked ones included.
+    List,
+    /// Revoke a token at once.
+    #[command(after_help = "Example:\n  rotactl token revoke 3f9a1c0b2d4e")]
+    Revoke {
+        /// Its id (rotactl token list).
+        id: String,
+    },
+}
+
+/// A token role on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TokenRoleArg {
+    Admin,
+    Operator,
+    Viewer,
+    Worker,
+}
+
+impl From<TokenRoleArg> for pb::TokenRole {
+    fn from(role: TokenRoleArg) -> Self {
+        match role {
+            TokenRoleArg::Admin => pb::TokenRole::Admin,
+            TokenRoleArg::Operator => pb::TokenRole::Operator,
+            TokenRoleArg::Viewer => pb::TokenRole::Viewer,
+            TokenRoleArg::Worker => pb::TokenRole::Worker,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Make a CA, a certificate per role (server, worker, client) and a
+    /// bootstrap admin token for a new cluster. Needs no running cluster.
+    #[command(
+        after_help = "Example:\n  rotactl tls init --dir /etc/rota/tls --host rota-1.example.com --host 10.0.0.1"
+    )]
+    Init {
+        /// Where to write the files (created; existing files are never overwritten).
+        #[arg(long)]
+        dir: PathBuf,
+        /// More names or addresses for the server certificate (it always
+        /// names server.rota, localhost and 127.0.0.1).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// How long the certificates are valid.
+        #[arg(long, value_parser = parse_duration, default_value = "365d")]
+        valid_for: Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -46,6 +46,12 @@ pub struct Context {
     /// Deadline of each request attempt.
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// File holding the API token.
+    #[serde(default, rename = "token-file", skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Mutual TLS: the CA, certificate and key files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<rota_client::TlsFiles>,
 }
 
 /// Where the config file is, when not given.
@@ -127,6 +133,7 @@ mod tests {
             Context {
                 servers: vec!["127.0.0.1:7401".into()],
                 timeout: Some(Duration::from_secs(5)),
+                ..Context::default()
             },
         );
         config.current_context = Some("local".into());

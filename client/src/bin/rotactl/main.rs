@@ -19,7 +19,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
-use cli::{Cli, ClusterCommand, Command, ConfigCommand, JobCommand, RunCommand, SnapshotCommand, WorkerCommand};
+use cli::{
+    Cli, ClusterCommand, Command, ConfigCommand, JobCommand, RunCommand, SnapshotCommand, TlsCommand, TokenCommand,
+    WorkerCommand,
+};
 use output::{Format, JobView, print_members, print_statuses};
 use rota_client::{Client, ClientOptions, Consistency, SpecFile, proto as pb};
 
@@ -122,8 +125,9 @@ impl Session {
                 Failure {
                     message: text,
                     hint: format!(
-                        "the servers were {}; something answered there, but not a rota server \
-                         (a wrong port?). Give the servers' gRPC addresses with --servers HOST:PORT,...",
+                        "the servers were {}; something answered there, but not as a rota server \
+                         would: a wrong port (give the servers' gRPC addresses with --servers \
+                         HOST:PORT,...), or a cluster with TLS (give --tls-ca, --tls-cert, --tls-key)",
                         self.servers_from
                     ),
                 }
@@ -143,13 +147,18 @@ fn config_path(cli: &Cli) -> anyhow::Result<PathBuf> {
 
 async fn run(mut cli: Cli, servers_flag: bool) -> anyhow::Result<ExitCode> {
     let path = config_path(&cli);
+    let tls = tls_flags(&cli);
     cli.command = match cli.command {
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rotactl", &mut std::io::stdout());
             return Ok(ExitCode::SUCCESS);
         }
         Command::Config(command) => {
-            config_command(&path?, command, cli.output)?;
+            config_command(&path?, command, cli.output, cli.token_file.clone(), tls)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Tls(TlsCommand::Init { dir, hosts, valid_for }) => {
+            tls_init(&dir, &hosts, valid_for)?;
             return Ok(ExitCode::SUCCESS);
         }
         command => command,
@@ -181,8 +190,20 @@ async fn run(mut cli: Cli, servers_flag: bool) -> anyhow::Result<ExitCode> {
         .timeout
         .or_else(|| context.and_then(|(_, c)| c.timeout))
         .unwrap_or(Duration::from_secs(15));
+    let token_file = cli
+        .token_file
+        .clone()
+        .or_else(|| context.and_then(|(_, c)| c.token_file.clone()));
+    let token = match (token_file, std::env::var("ROTA_TOKEN")) {
+        (Some(file), _) => Some(read_token(&file)?),
+        (None, Ok(token)) if !token.trim().is_empty() => Some(token.trim().to_owned()),
+        (None, _) => None,
+    };
+    let tls = tls.or_else(|| context.and_then(|(_, c)| c.tls.clone()));
     let options = ClientOptions {
         timeout,
+        token,
+        tls,
         ..Default::default()
     };
     let session = Session {
@@ -201,7 +222,8 @@ async fn run(mut cli: Cli, servers_flag: bool) -> anyhow::Result<ExitCode> {
         Command::Run(command) => run_command(&session, command).await,
         Command::Worker(command) => worker(&session, command).await.map(|()| ExitCode::SUCCESS),
         Command::Cluster(command) => cluster(&session, command).await.map(|()| ExitCode::SUCCESS),
-        Command::Config(_) | Command::Completion { .. } => unreachable!("handled above"),
+        Command::Token(command) => token_command(&session, command).await.map(|()| ExitCode::SUCCESS),
+        Command::Config(_) | Command::Completion { .. } | Command::Tls(_) => unreachable!("handled above"),
     };
     outcome.map_err(|e| match e.downcast::<rota_client::Error>() {
         Ok(error) => session.explain(error),
@@ -209,7 +231,89 @@ async fn run(mut cli: Cli, servers_flag: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn config_command(path: &std::path::Path, command: ConfigCommand, format: Format) -> anyhow::Result<()> {
+/// The TLS files given as flags, if any.
+fn tls_flags(cli: &Cli) -> Option<rota_client::TlsFiles> {
+    match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(rota_client::TlsFiles {
+            ca_file: ca.clone(),
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// The token in `file` (one word; surrounding whitespace ignored).
+fn read_token(file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("--token-file {}: {e}", file.display()))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        anyhow::bail!("--token-file {}: expected the token alone on one line", file.display());
+    }
+    Ok(token.to_owned())
+}
+
+fn tls_init(dir: &std::path::Path, hosts: &[String], valid_for: Duration) -> anyhow::Result<()> {
+    let secret =
+        rota_client::token::new_secret().map_err(|_| anyhow::anyhow!("no randomness for the bootstrap token"))?;
+    let files = rota_client::certs::init_cluster(dir, hosts, valid_for, &secret)?;
+    println!("wrote to {}:", dir.display());
+    println!("  ca.pem, ca-key.pem            the cluster's CA (keep ca-key.pem offline)");
+    for (role, files) in &files.roles {
+        println!(
+            "  {:<29} {role}s: [tls] ca_file, cert_file, key_file",
+            format!(
+                "{}, {}",
+                files
+                    .cert_file
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                files
+                    .key_file
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            )
+        );
+    }
+    println!("  bootstrap.token               an admin token: every server's auth.bootstrap_token_file");
+    println!(
+        "valid for {}; the server certificate names server.rota, localhost, 127.0.0.1{}",
+        humantime::format_duration(valid_for),
+        hosts.iter().map(|h| format!(", {h}")).collect::<String>()
+    );
+    Ok(())
+}
+
+async fn token_command(session: &Session, command: TokenCommand) -> anyhow::Result<()> {
+    let client = &session.client;
+    match command {
+        TokenCommand::Create { name, role, ttl } => {
+            let created = client.create_token(&name, role.into(), ttl).await?;
+            let token = created.token.unwrap_or_default();
+            eprintln!(
+                "token {} ({name}) created; its secret is printed below, once — store it now",
+                token.id
+            );
+            println!("{}", created.secret);
+        }
+        TokenCommand::List => output::print_tokens(&client.list_tokens().await?, session.format)?,
+        TokenCommand::Revoke { id } => {
+            let token = client.revoke_token(&id).await?;
+            println!("token {} ({}) revoked", token.id, token.name);
+        }
+    }
+    Ok(())
+}
+
+fn config_command(
+    path: &std::path::Path,
+    command: ConfigCommand,
+    format: Format,
+    token_file: Option<PathBuf>,
+    tls: Option<rota_client::TlsFiles>,
+) -> anyhow::Result<()> {
     let mut config = config::Config::load(path)?;
     match command {
         ConfigCommand::View => {
@@ -255,6 +359,9 @@ fn config_command(path: &std::path::Path, command: ConfigCommand, format: Format
                     config::Context {
                         servers,
                         timeout: request_timeout,
+                        // The security flags given with set-context are kept.
+                        token_file,
+                        tls,
                     },
                 )
                 .is_some();

@@ -186,6 +186,66 @@ pub fn print_members(members: &[pb::Member], format: Format) -> anyhow::Result<(
     }
 }
 
+/// An API token for JSON/YAML output (never its secret).
+#[derive(Serialize)]
+pub struct TokenView {
+    id: String,
+    name: String,
+    role: String,
+    created_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Prints tokens as a table or structured.
+pub fn print_tokens(tokens: &[pb::ApiToken], format: Format) -> anyhow::Result<()> {
+    let role = |r: i32| {
+        pb::TokenRole::try_from(r)
+            .map(|r| r.as_str_name().trim_start_matches("TOKEN_ROLE_").to_ascii_lowercase())
+            .unwrap_or_else(|_| format!("unknown({r})"))
+    };
+    let views: Vec<TokenView> = tokens
+        .iter()
+        .map(|t| TokenView {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            role: role(t.role),
+            created_at: time(&t.created_at),
+            expires_at: time(&t.expires_at),
+            revoked_at: time(&t.revoked_at),
+        })
+        .collect();
+    match format {
+        Format::Table => {
+            let rows: Vec<Vec<String>> = tokens
+                .iter()
+                .zip(&views)
+                .map(|(t, v)| {
+                    let state = match (&v.revoked_at, &v.expires_at) {
+                        (Some(_), _) => format!("revoked {}", rfc3339(&t.revoked_at)),
+                        (None, Some(_)) => format!("expires {}", rfc3339(&t.expires_at)),
+                        (None, None) => "active".to_owned(),
+                    };
+                    vec![
+                        v.id.clone(),
+                        v.name.clone(),
+                        v.role.clone(),
+                        rfc3339(&t.created_at),
+                        state,
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                println!("no tokens");
+            } else {
+                print_table(&["ID", "NAME", "ROLE", "CREATED", "STATE"], &rows);
+            }
+            Ok(())
+        }
+        _ => print_structured(&views, format),
+    }
+}
+
 /// A worker for JSON/YAML output.
 #[derive(Serialize)]
 pub struct WorkerView {

@@ -1,0 +1,294 @@
+//! Issue 10, attacks from outside on a cluster with mutual TLS and tokens
+//! (three real servers, a real worker): plain-text connections, a
+//! certificate of another CA, an expired certificate, a worker certificate
+//! calling Raft and admin methods, a missing token, a viewer writing, a
+//! worker token reading jobs, a revoked token — each refused with the
+//! right code and an audit line in the server's log. Then what must still
+//! work: Raft between servers, a worker registering and running a job, a
+//! certificate change picked up without a restart.
+
+use std::time::Duration;
+
+use rota_chaos::{Cluster, Security, ServerSettings, WorkerSettings, run_checked, wait_for};
+use rota_client::certs::{Authority, Validity};
+use rota_client::proto as pb;
+use rota_client::tls::{Connector, Role, Tls};
+use rota_client::{Client, ClientOptions, Consistency, Error, TlsFiles};
+use tonic::Code;
+
+/// Writes `pem` as a certificate/key pair named `name` in `dir`, with `ca`
+/// as the CA file.
+fn write_pair(dir: &std::path::Path, name: &str, ca: &std::path::Path, pem: &rota_client::certs::Pem) -> TlsFiles {
+    let files = TlsFiles {
+        ca_file: ca.to_owned(),
+        cert_file: dir.join(format!("{name}.pem")),
+        key_file: dir.join(format!("{name}-key.pem")),
+    };
+    std::fs::write(&files.cert_file, &pem.cert).expect("write cert");
+    std::fs::write(&files.key_file, &pem.key).expect("write key");
+    files
+}
+
+/// The gRPC code of a failed call, and its message.
+fn code_of(error: &Error) -> (Option<Code>, String) {
+    (error.code(), error.to_string())
+}
+
+/// Waits until server `id`'s log holds an audit line containing every one
+/// of `needles`.
+async fn audit_line(cluster: &Cluster, needles: &[&str]) -> anyhow::Result<String> {
+    wait_for(
+        &format!("an audit line with {needles:?}"),
+        Duration::from_secs(20),
+        || async {
+            for id in cluster.ids() {
+                let log = cluster.server_log(id).map_err(|e| e.to_string())?;
+                if let Some(line) = log
+                    .lines()
+                    .find(|line| line.contains("audit") && needles.iter().all(|n| line.contains(n)))
+                {
+                    eprintln!("server {id}: {line}");
+                    return Ok(Some(line.to_owned()));
+                }
+            }
+            Ok(None)
+        },
+    )
+    .await
+}
+
+fn options(tls: TlsFiles, token: Option<&str>) -> ClientOptions {
+    ClientOptions {
+        tls: Some(tls),
+        token: token.map(str::to_owned),
+        max_attempts: 2,
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_and_tokens_refuse_every_impostor_and_audit_it() {
+    let creds = tempfile::tempdir().expect("temp dir");
+    let security = Security::create(creds.path()).expect("credentials");
+    let mut cluster = Cluster::start(
+        3,
+        ServerSettings {
+            security: Some(security.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("a cluster forms over mutual TLS");
+    run_checked(&mut cluster, async |cluster| {
+        let servers: Vec<String> = cluster
+            .ids()
+            .iter()
+            .map(|&id| cluster.addr(id))
+            .collect::<Result<_, _>>()?;
+        let admin = cluster.client()?;
+        let client_files = security.files(Role::Client);
+
+        // Plain text on a TLS port: the handshake fails, nothing is served.
+        let plain = Client::with_options(
+            &servers,
+            ClientOptions {
+                max_attempts: 1,
+                timeout: Duration::from_secs(5),
+                token: Some(security.bootstrap_token.clone()),
+                ..Default::default()
+            },
+        )?;
+        // The client sees a broken connection or an HTTP/2 error, depending
+        // on when the server hangs up; either way nothing is served.
+        let refused = plain
+            .list_jobs(Consistency::Linearizable)
+            .await
+            .expect_err("plain text");
+        anyhow::ensure!(
+            matches!(
+                refused,
+                Error::Unreachable { .. }
+                    | Error::Unavailable(_)
+                    | Error::Other {
+                        code: Code::Internal,
+                        ..
+                    }
+            ),
+            "plain text: {refused:?}"
+        );
+        audit_line(cluster, &["TLS handshake refused"]).await?;
+
+        // A certificate of another CA, and an expired one of the right CA.
+        let forged_ca = Authority::new("forged", Validity::from_now(Duration::from_secs(3600)))?;
+        let forged_ca_file = creds.path().join("forged-ca.pem");
+        std::fs::write(&forged_ca_file, &forged_ca.pem.cert)?;
+        let forged = forged_ca.issue(Role::Client, &[], Validity::from_now(Duration::from_secs(3600)))?;
+        let forged = write_pair(creds.path(), "forged-client", &client_files.ca_file, &forged);
+        let expired_validity = Validity {
+            not_before: time::OffsetDateTime::now_utc() - time::Duration::days(10),
+            not_after: time::OffsetDateTime::now_utc() - time::Duration::days(1),
+        };
+        let expired = security.authority.issue(Role::Client, &[], expired_validity)?;
+        let expired = write_pair(creds.path(), "expired-client", &client_files.ca_file, &expired);
+        for (what, files, reason) in [
+            ("a certificate of another CA", forged, "UnknownIssuer"),
+            ("an expired certificate", expired, "certificate expired"),
+        ] {
+            let client = Client::with_options(&servers, options(files, Some(&security.bootstrap_token)))?;
+            let refused = client.list_jobs(Consistency::Linearizable).await.expect_err(what);
+            anyhow::ensure!(
+                matches!(refused, Error::Unreachable { .. } | Error::Unavailable(_)),
+                "{what}: {refused:?}"
+            );
+            audit_line(cluster, &["TLS handshake refused", reason]).await?;
+        }
+
+        // A worker certificate calling Raft and an admin method.
+        let worker_tls = Tls::load(security.files(Role::Worker), Role::Worker)?;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", servers[0]))?;
+        let channel = Connector::new(Some(&worker_tls)).connect(endpoint).await?;
+        let vote = pb::raft_service_client::RaftServiceClient::new(channel.clone())
+            .vote(pb::RaftPayload::default())
+            .await
+            .expect_err("a worker certificate voting");
+        anyhow::ensure!(vote.code() == Code::PermissionDenied, "raft: {vote:?}");
+        anyhow::ensure!(vote.message().contains("server certificate"), "{vote:?}");
+        audit_line(cluster, &["RaftService/Vote", "allowed=false", "cert=\"worker\""]).await?;
+        let mut add_node = tonic::Request::new(pb::AddNodeRequest {
+            node_id: 9,
+            addr: "127.0.0.1:1".into(),
+            ..Default::default()
+        });
+        add_node
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {}", security.bootstrap_token).parse()?);
+        let denied = pb::cluster_service_client::ClusterServiceClient::new(channel)
+            .add_node(add_node)
+            .await
+            .expect_err("a worker certificate adding a node");
+        anyhow::ensure!(denied.code() == Code::PermissionDenied, "admin: {denied:?}");
+        audit_line(cluster, &["ClusterService/AddNode", "allowed=false"]).await?;
+
+        // Tokens: missing, viewer writing, worker reading, revoked.
+        let no_token = Client::with_options(&servers, options(client_files.clone(), None))?;
+        let (code, message) = code_of(
+            &no_token
+                .list_jobs(Consistency::Linearizable)
+                .await
+                .expect_err("no token"),
+        );
+        anyhow::ensure!(code == Some(Code::Unauthenticated), "{message}");
+        audit_line(cluster, &["JobService/ListJobs", "Unauthenticated"]).await?;
+
+        let viewer = admin.create_token("dashboard", pb::TokenRole::Viewer, None).await?;
+        let viewer_client = Client::with_options(&servers, options(client_files.clone(), Some(&viewer.secret)))?;
+        viewer_client.list_jobs(Consistency::Linearizable).await?;
+        let (code, message) = code_of(
+            &viewer_client
+                .create_job(rota_chaos::job_spec("by-viewer"))
+                .await
+                .expect_err("viewer writes"),
+        );
+        anyhow::ensure!(code == Some(Code::PermissionDenied), "{message}");
+        anyhow::ensure!(message.contains("role viewer"), "{message}");
+        audit_line(cluster, &["JobService/CreateJob", "PermissionDenied"]).await?;
+
+        let worker_token = admin.create_token("worker-1", pb::TokenRole::Worker, None).await?;
+        let as_worker = Client::with_options(&servers, options(client_files.clone(), Some(&worker_token.secret)))?;
+        let (code, message) = code_of(
+            &as_worker
+                .list_jobs(Consistency::Linearizable)
+                .await
+                .expect_err("worker reads"),
+        );
+        anyhow::ensure!(code == Some(Code::PermissionDenied), "{message}");
+
+        let operator = admin.create_token("ci", pb::TokenRole::Operator, None).await?;
+        let ci = Client::with_options(&servers, options(client_files.clone(), Some(&operator.secret)))?;
+        ci.create_job(rota_chaos::job_spec("by-ci")).await?;
+        let id = operator.token.as_ref().map(|t| t.id.clone()).unwrap_or_default();
+        admin.revoke_token(&id).await?;
+        let (code, message) = code_of(&ci.list_jobs(Consistency::Linearizable).await.expect_err("revoked"));
+        anyhow::ensure!(
+            code == Some(Code::Unauthenticated) && message.contains("revoked"),
+            "{message}"
+        );
+        let listed = admin.list_tokens().await?;
+        anyhow::ensure!(
+            listed.iter().any(|t| t.id == id && t.revoked_at.is_some()),
+            "tokens: {listed:?}"
+        );
+        // The leader records the bootstrap token shortly after it is elected.
+        wait_for("the bootstrap token's row", Duration::from_secs(20), || async {
+            let listed = admin.list_tokens().await.map_err(|e| e.to_string())?;
+            Ok(listed.iter().any(|t| t.id == "bootstrap").then_some(()))
+        })
+        .await?;
+
+        // A worker with its certificate and token registers and runs a job.
+        let token_file = creds.path().join("worker.token");
+        std::fs::write(&token_file, &worker_token.secret)?;
+        let mut settings = WorkerSettings::new("secure-worker", "exec");
+        settings.env = security.worker_env(&token_file);
+        cluster.start_worker(settings)?;
+        let mut spec = rota_chaos::job_spec("secure-run");
+        spec.schedule = None;
+        spec.task = Some(pb::Task {
+            driver: pb::Driver::Exec as i32,
+            command: vec!["sh".into(), "-c".into(), "echo over mtls".into()],
+            ..Default::default()
+        });
+        admin.create_job(spec).await?;
+        let (run, _) = admin.trigger_run("secure-run", None, Default::default(), false).await?;
+        let run = wait_for("the run on the TLS worker to end", Duration::from_secs(60), || async {
+            let run = admin
+                .get_run(&run.id, Consistency::Linearizable)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(run.finished_at.is_some().then_some(run))
+        })
+        .await?;
+        anyhow::ensure!(run.state() == pb::RunState::Succeeded, "{run:?}");
+
+        // Reload without restart: the servers' CA file gains a second CA;
+        // a client of that CA is refused before and accepted after.
+        let second = Authority::new("second", Validity::from_now(Duration::from_secs(3600)))?;
+        let second_ca = creds.path().join("second-ca.pem");
+        std::fs::write(&second_ca, &second.pem.cert)?;
+        let second_client = second.issue(Role::Client, &[], Validity::from_now(Duration::from_secs(3600)))?;
+        let mut second_files = write_pair(creds.path(), "second-client", &client_files.ca_file, &second_client);
+        let newcomer = Client::with_options(&servers, options(second_files.clone(), Some(&security.bootstrap_token)))?;
+        newcomer
+            .list_jobs(Consistency::Linearizable)
+            .await
+            .expect_err("a client of the second CA before the reload");
+        let bundle = format!("{}{}", std::fs::read_to_string(&client_files.ca_file)?, second.pem.cert);
+        let staged = creds.path().join("ca.pem.new");
+        std::fs::write(&staged, bundle)?;
+        std::fs::rename(&staged, &client_files.ca_file)?;
+        // The newcomer trusts the servers' (first) CA.
+        second_files.ca_file = client_files.ca_file.clone();
+        wait_for(
+            "the servers to accept the second CA",
+            Duration::from_secs(30),
+            || async {
+                let newcomer =
+                    Client::with_options(&servers, options(second_files.clone(), Some(&security.bootstrap_token)))
+                        .map_err(|e| e.to_string())?;
+                Ok(newcomer
+                    .list_jobs(Consistency::Linearizable)
+                    .await
+                    .is_ok()
+                    .then_some(()))
+            },
+        )
+        .await?;
+        // Still the same processes.
+        for id in cluster.ids() {
+            anyhow::ensure!(cluster.is_running(id), "server {id} restarted");
+        }
+        Ok(())
+    })
+    .await;
+}
