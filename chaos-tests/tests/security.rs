@@ -292,3 +292,116 @@ async fn mutual_tls_and_tokens_refuse_every_impostor_and_audit_it() {
     })
     .await;
 }
+
+/// Triggers `job` and waits until its run has ended.
+async fn run_to_end(client: &Client, job: &str) -> anyhow::Result<pb::Run> {
+    let (run, _) = client.trigger_run(job, None, Default::default(), false).await?;
+    wait_for(
+        &format!("run {} of {job} to end", run.id),
+        Duration::from_secs(90),
+        || async {
+            let run = client
+                .get_run(&run.id, Consistency::Linearizable)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(run.finished_at.is_some().then_some(run))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_specs_that_ask_for_its_host_unless_its_config_allows_them() {
+    if !rota_chaos::docker::ready_or_skip() {
+        return;
+    }
+    let shared = tempfile::tempdir().expect("temp dir");
+    std::fs::write(shared.path().join("hello.txt"), "from the host\n").expect("write");
+    let mut cluster = Cluster::start(3, ServerSettings::default())
+        .await
+        .expect("cluster starts");
+    run_checked(&mut cluster, async |cluster| {
+        let mut settings = WorkerSettings::new("guarded", "docker");
+        settings.env = vec![(
+            "ROTA_SECURITY__ALLOW_HOST_PATHS".into(),
+            format!("[\"{}\"]", shared.path().display()),
+        )];
+        cluster.start_worker(settings)?;
+        let client = cluster.client()?;
+        let job = |name: &str, network_mode: &str, host: pb::HostAccess, script: &str| pb::JobSpec {
+            name: name.to_owned(),
+            task: Some(pb::Task {
+                driver: pb::Driver::Docker as i32,
+                image: rota_chaos::docker::TEST_IMAGE.to_owned(),
+                pull: pb::PullPolicy::Never as i32,
+                command: vec!["sh".into(), "-c".into(), script.to_owned()],
+                network_mode: network_mode.to_owned(),
+                host: Some(host),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mount = |path: &str| pb::HostAccess {
+            mounts: vec![pb::Mount {
+                host_path: path.to_owned(),
+                container_path: "/m".into(),
+                read_only: true,
+            }],
+            ..Default::default()
+        };
+        let refused = [
+            (
+                job(
+                    "wants-privileged",
+                    "",
+                    pb::HostAccess {
+                        privileged: true,
+                        ..Default::default()
+                    },
+                    "id",
+                ),
+                "task.host.privileged is not allowed here",
+            ),
+            (
+                job("wants-host-network", "host", pb::HostAccess::default(), "id"),
+                "task.network_mode: host is not allowed here",
+            ),
+            (
+                job("wants-docker-socket", "", mount("/var/run/docker.sock"), "id"),
+                "the Docker engine's socket",
+            ),
+            (
+                job("wants-etc", "", mount("/etc"), "cat /m/shadow"),
+                "is not under any path of allow_host_paths",
+            ),
+        ];
+        for (spec, reason) in refused {
+            let name = spec.name.clone();
+            client.create_job(spec).await?;
+            let run = run_to_end(&client, &name).await?;
+            let message = run.attempts.last().map(|a| a.message.clone()).unwrap_or_default();
+            anyhow::ensure!(
+                run.state() == pb::RunState::Failed && message.contains(reason) && message.contains("security"),
+                "{name}: {:?} {message:?}",
+                run.state()
+            );
+            eprintln!("{name}: {message}");
+        }
+        // Inside the allow-list: mounted, and read.
+        client
+            .create_job(job(
+                "reads-the-cache",
+                "",
+                mount(&shared.path().display().to_string()),
+                "cat /m/hello.txt",
+            ))
+            .await?;
+        let run = run_to_end(&client, "reads-the-cache").await?;
+        anyhow::ensure!(run.state() == pb::RunState::Succeeded, "{run:?}");
+        let output = rota_chaos::rotactl(&cluster.servers_arg(), &["run", "logs", &run.id]).await?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        anyhow::ensure!(text.contains("from the host"), "output: {text}");
+        Ok(())
+    })
+    .await;
+}

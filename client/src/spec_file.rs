@@ -109,6 +109,46 @@ pub struct TaskFile {
     /// Docker network mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_mode: Option<String>,
+    /// Host access (workers refuse it unless their config allows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostFile>,
+}
+
+/// `task.host:`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFile {
+    /// Privileged mode.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// Capabilities added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Host paths mounted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountFile>,
+    /// Host devices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// The host's process namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_pid: bool,
+    /// The host's IPC namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_ipc: bool,
+}
+
+/// One of `task.host.mounts:`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountFile {
+    /// On the worker.
+    pub host_path: String,
+    /// In the container.
+    pub container_path: String,
+    /// Read only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// `task.resources:`.
@@ -405,6 +445,22 @@ impl SpecFile {
                     memory: text(&r.memory),
                 }),
                 network_mode: text(&task.network_mode),
+                host: task.host.as_ref().map(|h| pb::HostAccess {
+                    privileged: h.privileged,
+                    cap_add: h.cap_add.clone(),
+                    mounts: h
+                        .mounts
+                        .iter()
+                        .map(|m| pb::Mount {
+                            host_path: m.host_path.clone(),
+                            container_path: m.container_path.clone(),
+                            read_only: m.read_only,
+                        })
+                        .collect(),
+                    devices: h.devices.clone(),
+                    host_pid: h.host_pid,
+                    host_ipc: h.host_ipc,
+                }),
             }),
             timeout: text(&self.timeout),
             kill_grace: text(&self.kill_grace),
@@ -493,6 +549,22 @@ impl SpecFile {
                     memory: some_text(&r.memory),
                 }),
                 network_mode: some_text(&task.network_mode),
+                host: task.host.as_ref().map(|h| HostFile {
+                    privileged: h.privileged,
+                    cap_add: h.cap_add.clone(),
+                    mounts: h
+                        .mounts
+                        .iter()
+                        .map(|m| MountFile {
+                            host_path: m.host_path.clone(),
+                            container_path: m.container_path.clone(),
+                            read_only: m.read_only,
+                        })
+                        .collect(),
+                    devices: h.devices.clone(),
+                    host_pid: h.host_pid,
+                    host_ipc: h.host_ipc,
+                }),
             },
             timeout: some_text(&spec.timeout),
             kill_grace: some_text(&spec.kill_grace),

@@ -1031,6 +1031,7 @@ impl Agent {
         let events = self.events_tx.clone();
         let worker_id = self.config.id().to_owned();
         let metrics = self.metrics.clone();
+        let policy = self.config.security.clone();
         // The attempt's span: from start to exit, in the trace of the
         // server's assignment (an adopted attempt starts a trace of its own).
         let span = tracing::info_span!(
@@ -1067,6 +1068,7 @@ impl Agent {
                         assignment: &assignment,
                         worker_id: &worker_id,
                         metrics: &metrics,
+                        policy: &policy,
                     },
                     out_tx,
                 ),
@@ -1077,6 +1079,7 @@ impl Agent {
                             assignment: &assignment,
                             worker_id: &worker_id,
                             metrics: &metrics,
+                            policy: &policy,
                         },
                         out_tx,
                     )

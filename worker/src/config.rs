@@ -65,8 +65,11 @@ pub struct Config {
     /// A file holding this worker's token (role `worker`), sent on every
     /// session; needed when the cluster has auth enabled.
     pub token_file: Option<PathBuf>,
+    /// Host access job specs may ask for (none by default).
+    pub security: HostPolicy,
 }
 
+pub use crate::policy::HostPolicy;
 pub use rota_proto::tls::TlsFiles;
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             otlp_endpoint: None,
             tls: None,
             token_file: None,
+            security: HostPolicy::default(),
         }
     }
 }
@@ -234,7 +238,7 @@ impl Config {
                 continue;
             };
             let key = key.replace("__", ".");
-            if ENV_KEYS.contains(&key.as_str()) || key.starts_with("tls.") {
+            if ENV_KEYS.contains(&key.as_str()) || key.starts_with("tls.") || key.starts_with("security.") {
                 let value = match key.as_str() {
                     // Kept as text: a comma list must not become a number.
                     "servers" | "labels" | "drivers" | "worker_id" => figment::value::Value::from(value),
@@ -341,6 +345,37 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn security_and_tls_come_from_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("worker.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/d\"\n[security]\nallow_host_paths = [\"/srv/cache\"]\n[tls]\nca_file = \"/t/ca.pem\"\ncert_file = \"/t/w.pem\"\nkey_file = \"/t/w-key.pem\"\n",
+        )
+        .expect("write");
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("ROTA_SECURITY__ALLOW_PRIVILEGED", "true"),
+                ("ROTA_SECURITY__ALLOW_CAPABILITIES", "[NET_ADMIN, SYS_PTRACE]"),
+            ]),
+            &Flags::default(),
+        )
+        .expect("loads");
+        assert!(config.security.allow_privileged);
+        assert_eq!(config.security.allow_host_paths, vec![PathBuf::from("/srv/cache")]);
+        assert_eq!(config.security.allow_capabilities, vec!["NET_ADMIN", "SYS_PTRACE"]);
+        assert_eq!(config.tls.map(|t| t.key_file), Some(PathBuf::from("/t/w-key.pem")));
+        let unknown = Config::load(
+            Some(&file),
+            env(&[("ROTA_SECURITY__ALLOW_EVERYTHING", "true")]),
+            &Flags::default(),
+        )
+        .expect_err("unknown key");
+        assert!(unknown.to_string().contains("allow_everything"), "{unknown}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod images;
 pub mod journal;
 pub mod logbuf;
 pub mod metrics;
+pub mod policy;
 pub mod session;
 
 pub use agent::Agent;

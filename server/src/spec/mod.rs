@@ -26,8 +26,8 @@ use rota_proto::v1 as pb;
 
 pub use crate::state::job::format_duration;
 use crate::state::job::{
-    CatchUp, Concurrency, Driver, HistoryPolicy, JobSpec, PullPolicy, Resources, RetryOn, RetryPolicy, Schedule, Task,
-    Trigger, parse_cron,
+    CatchUp, Concurrency, Driver, HistoryPolicy, HostAccess, JobSpec, Mount, PullPolicy, Resources, RetryOn,
+    RetryPolicy, Schedule, Task, Trigger, parse_cron,
 };
 
 /// Largest accepted encoded spec.
@@ -471,10 +471,13 @@ fn validate_task(c: &mut Checker, task: Option<&pb::Task>) -> Task {
         }
     }
 
+    let host = validate_host_access(c, driver, task.host.as_ref());
+
     Task {
         driver,
         image,
         pull,
+        host,
         command: task.command.clone(),
         args: task.args.clone(),
         env,
@@ -482,6 +485,100 @@ fn validate_task(c: &mut Checker, task: Option<&pb::Task>) -> Task {
         user,
         resources,
         network_mode,
+    }
+}
+
+/// Most mounts, devices or capabilities a task may ask for.
+const MAX_HOST_ITEMS: usize = 32;
+
+/// An absolute path without `.`/`..` parts, empty parts, NUL, or the `:`
+/// and `,` that separate the parts of a Docker bind.
+fn clean_absolute_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= 4096
+        && !path.contains(['\0', ':', ','])
+        && (path == "/"
+            || path[1..]
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != ".."))
+}
+
+/// Checks what a task asks of its host. Whether a worker allows it is the
+/// worker's decision ([security] of its config); here only the form.
+fn validate_host_access(c: &mut Checker, driver: Driver, host: Option<&pb::HostAccess>) -> HostAccess {
+    let Some(host) = host else {
+        return HostAccess::default();
+    };
+    if driver == Driver::Exec && *host != pb::HostAccess::default() {
+        c.fail(
+            "task.host",
+            "only applies to driver: docker (exec tasks run with the worker's own privileges)",
+        );
+        return HostAccess::default();
+    }
+    for (field, len) in [
+        ("task.host.cap_add", host.cap_add.len()),
+        ("task.host.mounts", host.mounts.len()),
+        ("task.host.devices", host.devices.len()),
+    ] {
+        if len > MAX_HOST_ITEMS {
+            c.fail(field, format!("{len} entries; accepted: at most {MAX_HOST_ITEMS}"));
+        }
+    }
+    let mut cap_add = Vec::new();
+    for (i, cap) in host.cap_add.iter().enumerate() {
+        let name = cap.trim().to_ascii_uppercase();
+        let name = name.strip_prefix("CAP_").unwrap_or(&name).to_owned();
+        if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+            c.fail(
+                format!("task.host.cap_add[{i}]"),
+                format!("{cap:?} is not a capability name; accepted: e.g. \"NET_ADMIN\" or \"CAP_SYS_PTRACE\""),
+            );
+        } else {
+            cap_add.push(name);
+        }
+    }
+    let mut mounts = Vec::new();
+    for (i, mount) in host.mounts.iter().enumerate() {
+        let mut ok = true;
+        for (field, path) in [
+            ("host_path", &mount.host_path),
+            ("container_path", &mount.container_path),
+        ] {
+            if !clean_absolute_path(path) {
+                ok = false;
+                c.fail(
+                    format!("task.host.mounts[{i}].{field}"),
+                    format!("{path:?} is not a clean absolute path; accepted: e.g. \"/srv/cache\" (no \"..\", \".\" or \"//\")"),
+                );
+            }
+        }
+        if ok {
+            mounts.push(Mount {
+                host_path: mount.host_path.clone(),
+                container_path: mount.container_path.clone(),
+                read_only: mount.read_only,
+            });
+        }
+    }
+    let mut devices = Vec::new();
+    for (i, device) in host.devices.iter().enumerate() {
+        if clean_absolute_path(device) && device.starts_with("/dev/") {
+            devices.push(device.clone());
+        } else {
+            c.fail(
+                format!("task.host.devices[{i}]"),
+                format!("{device:?} is not a device path; accepted: e.g. \"/dev/fuse\""),
+            );
+        }
+    }
+    HostAccess {
+        privileged: host.privileged,
+        cap_add,
+        mounts,
+        devices,
+        host_pid: host.host_pid,
+        host_ipc: host.host_ipc,
     }
 }
 
@@ -729,6 +826,23 @@ pub fn to_proto(spec: &JobSpec) -> pb::JobSpec {
                     .unwrap_or_default(),
             }),
             network_mode: task.network_mode.clone().unwrap_or_default(),
+            host: (!task.host.is_none()).then(|| pb::HostAccess {
+                privileged: task.host.privileged,
+                cap_add: task.host.cap_add.clone(),
+                mounts: task
+                    .host
+                    .mounts
+                    .iter()
+                    .map(|m| pb::Mount {
+                        host_path: m.host_path.clone(),
+                        container_path: m.container_path.clone(),
+                        read_only: m.read_only,
+                    })
+                    .collect(),
+                devices: task.host.devices.clone(),
+                host_pid: task.host.host_pid,
+                host_ipc: task.host.host_ipc,
+            }),
         }),
         timeout: duration_text(spec.timeout),
         kill_grace: format_duration(spec.kill_grace),

@@ -468,3 +468,67 @@ fn every_violation_is_reported() {
     });
     assert_eq!(bad_fields(&spec), ["name", "schedule.timezone", "timeout"]);
 }
+
+#[test]
+fn host_access_is_checked_for_form_and_round_trips() {
+    let mut spec = brief_spec();
+    let task = spec.task.as_mut().expect("task");
+    task.host = Some(pb::HostAccess {
+        privileged: true,
+        cap_add: vec!["cap_net_admin".into()],
+        mounts: vec![pb::Mount {
+            host_path: "/srv/cache".into(),
+            container_path: "/cache".into(),
+            read_only: true,
+        }],
+        devices: vec!["/dev/fuse".into()],
+        host_pid: true,
+        host_ipc: false,
+    });
+    let valid = validate(&spec).expect("valid");
+    assert_eq!(valid.task.host.cap_add, vec!["NET_ADMIN"]);
+    assert_eq!(validate(&to_proto(&valid)).expect("round trip"), valid);
+
+    let bad = |host: pb::HostAccess, field: &str| {
+        let mut spec = brief_spec();
+        spec.task.as_mut().expect("task").host = Some(host);
+        let error = validate(&spec).expect_err(field);
+        assert!(error.violations.iter().any(|v| v.field == field), "{field}: {error}");
+    };
+    let mount = |host_path: &str| pb::HostAccess {
+        mounts: vec![pb::Mount {
+            host_path: host_path.into(),
+            container_path: "/m".into(),
+            read_only: false,
+        }],
+        ..Default::default()
+    };
+    bad(mount("relative/path"), "task.host.mounts[0].host_path");
+    bad(mount("/srv/../etc"), "task.host.mounts[0].host_path");
+    bad(mount("/srv/a:/etc"), "task.host.mounts[0].host_path");
+    bad(
+        pb::HostAccess {
+            devices: vec!["/etc/passwd".into()],
+            ..Default::default()
+        },
+        "task.host.devices[0]",
+    );
+    bad(
+        pb::HostAccess {
+            cap_add: vec!["net admin".into()],
+            ..Default::default()
+        },
+        "task.host.cap_add[0]",
+    );
+    let mut exec = brief_spec();
+    let task = exec.task.as_mut().expect("task");
+    task.driver = pb::Driver::Exec as i32;
+    task.image = String::new();
+    task.pull = pb::PullPolicy::Unspecified as i32;
+    task.host = Some(pb::HostAccess {
+        privileged: true,
+        ..Default::default()
+    });
+    let error = validate(&exec).expect_err("host access with exec");
+    assert!(error.violations.iter().any(|v| v.field == "task.host"), "{error}");
+}

@@ -179,6 +179,50 @@ pub struct Task {
     pub resources: Resources,
     /// Docker network mode.
     pub network_mode: Option<String>,
+    /// Host access asked for (workers refuse it unless they allow it).
+    #[serde(default, skip_serializing_if = "HostAccess::is_none")]
+    pub host: HostAccess,
+}
+
+/// What a container asks of its worker's host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAccess {
+    /// Privileged mode.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Capabilities added, upper case without `CAP_`.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// Host paths mounted.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// Host devices.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// The host's process namespace.
+    #[serde(default)]
+    pub host_pid: bool,
+    /// The host's IPC namespace.
+    #[serde(default)]
+    pub host_ipc: bool,
+}
+
+impl HostAccess {
+    /// Whether nothing is asked.
+    pub fn is_none(&self) -> bool {
+        *self == HostAccess::default()
+    }
+}
+
+/// A host path mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// On the worker.
+    pub host_path: String,
+    /// In the container.
+    pub container_path: String,
+    /// Read only.
+    pub read_only: bool,
 }
 
 /// Resource limits.

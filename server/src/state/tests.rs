@@ -35,6 +35,7 @@ pub(crate) fn sample_spec(name: &str) -> JobSpec {
                 memory_bytes: Some(512 << 20),
             },
             network_mode: None,
+            host: Default::default(),
         },
         timeout: Some(Duration::from_secs(1800)),
         kill_grace: Duration::from_secs(10),

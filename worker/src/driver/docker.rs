@@ -231,6 +231,37 @@ fn container_body(launch: &Launch<'_>, task: &pb::Task) -> Result<ContainerCreat
     if !task.network_mode.is_empty() {
         host.network_mode = Some(task.network_mode.clone());
     }
+    if let Some(access) = &task.host {
+        host.privileged = Some(access.privileged);
+        host.cap_add = (!access.cap_add.is_empty()).then(|| access.cap_add.clone());
+        host.binds = (!access.mounts.is_empty()).then(|| {
+            access
+                .mounts
+                .iter()
+                .map(|m| {
+                    let mode = if m.read_only { "ro" } else { "rw" };
+                    format!("{}:{}:{mode}", m.host_path, m.container_path)
+                })
+                .collect()
+        });
+        host.devices = (!access.devices.is_empty()).then(|| {
+            access
+                .devices
+                .iter()
+                .map(|d| bollard::models::DeviceMapping {
+                    path_on_host: Some(d.clone()),
+                    path_in_container: Some(d.clone()),
+                    cgroup_permissions: Some("rwm".into()),
+                })
+                .collect()
+        });
+        if access.host_pid {
+            host.pid_mode = Some("host".into());
+        }
+        if access.host_ipc {
+            host.ipc_mode = Some("host".into());
+        }
+    }
     let labels = HashMap::from([
         (LABEL_RUN.to_owned(), assignment.run_id.clone()),
         (LABEL_EPOCH.to_owned(), assignment.epoch.to_string()),
@@ -267,6 +298,8 @@ pub async fn start(docker: &Docker, launch: &Launch<'_>, out: mpsc::Sender<Outpu
     if task.image.is_empty() {
         return Err("task.image is empty; the docker driver needs an image".into());
     }
+    // Before anything is pulled or created.
+    launch.policy.check(&task)?;
     ensure_image(docker, &task.image, task.pull(), &out, launch.metrics).await?;
     let creating = std::time::Instant::now();
     let body = container_body(launch, &task)?;

@@ -92,6 +92,8 @@ pub struct Launch<'a> {
     pub worker_id: &'a str,
     /// The worker's metrics (container start latency, image pulls).
     pub metrics: &'a crate::metrics::Metrics,
+    /// The host access this worker allows.
+    pub policy: &'a crate::policy::HostPolicy,
 }
 
 impl Launch<'_> {

@@ -1,0 +1,256 @@
+//! What a worker lets a job spec ask of its host (`[security]` of its
+//! config). A scheduler that starts containers is remote code execution by
+//! design; these are the ways a container takes over its host, so each is
+//! refused unless the operator of this worker allowed it here: privileged
+//! mode, the host's network, PID or IPC namespace, added capabilities,
+//! devices, and host paths — the Docker engine's socket only when listed
+//! by its exact path.
+//!
+//! The server checks only the form of these fields; the decision is the
+//! worker's, made before anything is created, and an attempt it refuses
+//! fails with the reason.
+
+use std::path::{Path, PathBuf};
+
+use rota_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+/// The host access this worker allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostPolicy {
+    /// Privileged containers.
+    pub allow_privileged: bool,
+    /// `network_mode: host`.
+    pub allow_host_network: bool,
+    /// The host's process namespace.
+    pub allow_host_pid: bool,
+    /// The host's IPC namespace.
+    pub allow_host_ipc: bool,
+    /// Capabilities that may be added, e.g. `["NET_ADMIN"]`.
+    pub allow_capabilities: Vec<String>,
+    /// Devices that may be passed in, e.g. `["/dev/fuse"]`.
+    pub allow_devices: Vec<PathBuf>,
+    /// Host paths that may be mounted: each entry allows itself and what is
+    /// under it (after symbolic links are resolved). A Docker socket must
+    /// be listed by its own path.
+    pub allow_host_paths: Vec<PathBuf>,
+}
+
+/// Where the advice in refusals points.
+const SECTION: &str = "the [security] section of this worker's config";
+
+/// Whether `path` is a Docker engine socket.
+fn is_docker_socket(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| name == "docker.sock")
+        || path.extension().is_some_and(|ext| ext == "sock") && path.to_string_lossy().contains("docker")
+}
+
+impl HostPolicy {
+    /// Refuses `task` if it asks for host access this policy does not
+    /// allow; the error names the field and the setting that would allow it.
+    pub fn check(&self, task: &pb::Task) -> Result<(), String> {
+        let refuse = |what: String, setting: &str| {
+            Err(format!(
+                "refused by this worker's security policy: {what} is not allowed here ({setting} in {SECTION} allows it)"
+            ))
+        };
+        if task.network_mode == "host" && !self.allow_host_network {
+            return refuse("task.network_mode: host".into(), "allow_host_network = true");
+        }
+        let Some(host) = &task.host else {
+            return Ok(());
+        };
+        if host.privileged && !self.allow_privileged {
+            return refuse("task.host.privileged".into(), "allow_privileged = true");
+        }
+        if host.host_pid && !self.allow_host_pid {
+            return refuse("task.host.host_pid".into(), "allow_host_pid = true");
+        }
+        if host.host_ipc && !self.allow_host_ipc {
+            return refuse("task.host.host_ipc".into(), "allow_host_ipc = true");
+        }
+        for cap in &host.cap_add {
+            let name = cap.trim().to_ascii_uppercase();
+            let name = name.strip_prefix("CAP_").unwrap_or(&name);
+            let allowed = name != "ALL"
+                && self
+                    .allow_capabilities
+                    .iter()
+                    .any(|a| a.trim().to_ascii_uppercase().trim_start_matches("CAP_") == name);
+            if !allowed {
+                return refuse(
+                    format!("task.host.cap_add {cap:?}"),
+                    &format!("allow_capabilities = [\"{name}\"]"),
+                );
+            }
+        }
+        for device in &host.devices {
+            if !self.allow_devices.iter().any(|d| d == Path::new(device)) {
+                return refuse(
+                    format!("task.host.devices {device:?}"),
+                    &format!("allow_devices = [\"{device}\"]"),
+                );
+            }
+        }
+        for mount in &host.mounts {
+            self.check_mount(&mount.host_path)?;
+        }
+        Ok(())
+    }
+
+    fn check_mount(&self, host_path: &str) -> Result<(), String> {
+        let asked = Path::new(host_path);
+        // Symbolic links are resolved on both sides, so neither a link in an
+        // allowed directory nor a link to one changes the answer.
+        let real = std::fs::canonicalize(asked).map_err(|e| {
+            format!("refused: task.host.mounts host_path {host_path:?} cannot be used on this worker ({e})")
+        })?;
+        let socket = is_docker_socket(asked) || is_docker_socket(&real);
+        let allowed = self.allow_host_paths.iter().any(|allowed| {
+            let allowed_real = std::fs::canonicalize(allowed).unwrap_or_else(|_| allowed.clone());
+            if socket {
+                allowed_real == real
+            } else {
+                real.starts_with(&allowed_real)
+            }
+        });
+        if allowed {
+            return Ok(());
+        }
+        if socket {
+            Err(format!(
+                "refused by this worker's security policy: task.host.mounts {host_path:?} is the Docker engine's \
+                 socket, which gives root on this host; list its exact path in allow_host_paths in {SECTION} to \
+                 allow it"
+            ))
+        } else {
+            Err(format!(
+                "refused by this worker's security policy: task.host.mounts host_path {host_path:?} is not \
+                 under any path of allow_host_paths in {SECTION} (allowed: {:?})",
+                self.allow_host_paths
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(host: pb::HostAccess) -> pb::Task {
+        pb::Task {
+            host: Some(host),
+            ..Default::default()
+        }
+    }
+
+    fn mount(path: &str) -> pb::HostAccess {
+        pb::HostAccess {
+            mounts: vec![pb::Mount {
+                host_path: path.into(),
+                container_path: "/m".into(),
+                read_only: false,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nothing_is_allowed_by_default_and_each_refusal_names_its_setting() {
+        let policy = HostPolicy::default();
+        let cases = [
+            (
+                task(pb::HostAccess {
+                    privileged: true,
+                    ..Default::default()
+                }),
+                "allow_privileged",
+            ),
+            (
+                pb::Task {
+                    network_mode: "host".into(),
+                    ..Default::default()
+                },
+                "allow_host_network",
+            ),
+            (
+                task(pb::HostAccess {
+                    host_pid: true,
+                    ..Default::default()
+                }),
+                "allow_host_pid",
+            ),
+            (
+                task(pb::HostAccess {
+                    cap_add: vec!["SYS_ADMIN".into()],
+                    ..Default::default()
+                }),
+                "allow_capabilities",
+            ),
+            (
+                task(pb::HostAccess {
+                    devices: vec!["/dev/fuse".into()],
+                    ..Default::default()
+                }),
+                "allow_devices",
+            ),
+            (task(mount("/tmp")), "allow_host_paths"),
+        ];
+        for (task, setting) in cases {
+            let refused = policy.check(&task).expect_err(setting);
+            assert!(refused.contains(setting) && refused.contains("refused"), "{refused}");
+        }
+        assert!(policy.check(&pb::Task::default()).is_ok());
+    }
+
+    #[test]
+    fn host_paths_are_allowed_under_their_entry_after_links_are_resolved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let allowed = dir.path().join("cache");
+        let outside = dir.path().join("secret");
+        std::fs::create_dir_all(allowed.join("sub")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, allowed.join("escape")).expect("symlink");
+        let policy = HostPolicy {
+            allow_host_paths: vec![allowed.clone()],
+            ..Default::default()
+        };
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        assert!(policy.check(&task(mount(&path(&allowed.join("sub"))))).is_ok());
+        let escaped = policy
+            .check(&task(mount(&path(&allowed.join("escape")))))
+            .expect_err("a link out of the allowed directory");
+        assert!(escaped.contains("not under"), "{escaped}");
+        assert!(policy.check(&task(mount(&path(&outside)))).is_err());
+        let socket = allowed.join("docker.sock");
+        std::fs::write(&socket, b"").expect("file");
+        let refused = policy
+            .check(&task(mount(&path(&socket))))
+            .expect_err("a docker socket under an allowed directory");
+        assert!(refused.contains("Docker engine's socket"), "{refused}");
+        let exact = HostPolicy {
+            allow_host_paths: vec![allowed, socket.clone()],
+            ..Default::default()
+        };
+        assert!(exact.check(&task(mount(&path(&socket)))).is_ok());
+    }
+
+    #[test]
+    fn listed_capabilities_pass_with_or_without_the_prefix_but_all_never_does() {
+        let policy = HostPolicy {
+            allow_capabilities: vec!["CAP_NET_ADMIN".into(), "ALL".into()],
+            ..Default::default()
+        };
+        let cap = |c: &str| {
+            task(pb::HostAccess {
+                cap_add: vec![c.into()],
+                ..Default::default()
+            })
+        };
+        assert!(policy.check(&cap("NET_ADMIN")).is_ok());
+        assert!(policy.check(&cap("cap_net_admin")).is_ok());
+        assert!(policy.check(&cap("ALL")).is_err());
+        assert!(policy.check(&cap("SYS_ADMIN")).is_err());
+    }
+}
