@@ -405,3 +405,181 @@ async fn a_worker_refuses_specs_that_ask_for_its_host_unless_its_config_allows_t
     })
     .await;
 }
+
+/// Every file under `dir` (recursively) that contains `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_secret_reaches_its_task_and_nothing_else() {
+    let creds = tempfile::tempdir().expect("temp dir");
+    let security = Security::create(creds.path()).expect("credentials");
+    let canary = format!("canary-{}", rota_client::token::random_hex(12).expect("random"));
+    let digest = {
+        let digest = ring::digest::digest(&ring::digest::SHA256, canary.as_bytes());
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let mut cluster = Cluster::start(
+        3,
+        ServerSettings {
+            security: Some(security.clone()),
+            http: true,
+            // Debug logs: the secret must not show up even there.
+            env: vec![("RUST_LOG".into(), "info,rota_server=debug".into())],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("cluster starts");
+    let backup = creds.path().join("cluster.rota");
+    run_checked(&mut cluster, async |cluster| {
+        let admin = cluster.client()?;
+        let worker_token = admin.create_token("canary-worker", pb::TokenRole::Worker, None).await?;
+        let token_file = creds.path().join("worker.token");
+        std::fs::write(&token_file, &worker_token.secret)?;
+        let mut settings = WorkerSettings::new("canary-worker", "exec");
+        settings.env = security.worker_env(&token_file);
+        settings.env.push(("RUST_LOG".into(), "debug".into()));
+        settings.http = true;
+        cluster.start_worker(settings)?;
+
+        let spec = pb::JobSpec {
+            name: "uses-a-secret".into(),
+            task: Some(pb::Task {
+                driver: pb::Driver::Exec as i32,
+                // Proves the task got the value without printing it.
+                command: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "printf %s \"$DB_PASSWORD\" | sha256sum".into(),
+                ],
+                secret_env: [("DB_PASSWORD".to_owned(), canary.clone())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = admin.create_job(spec.clone()).await?;
+        let sealed = created
+            .spec
+            .as_ref()
+            .and_then(|s| s.task.as_ref())
+            .and_then(|t| t.secret_env.get("DB_PASSWORD"))
+            .cloned()
+            .unwrap_or_default();
+        anyhow::ensure!(sealed.starts_with("sealed:v1:"), "stored as {sealed:?}");
+        // Applying the same spec again changes nothing (sealing is stable).
+        let applied = admin.apply_job(spec, false).await?;
+        anyhow::ensure!(applied.outcome == pb::ApplyOutcome::Unchanged, "{:?}", applied.outcome);
+
+        let run = run_to_end(&admin, "uses-a-secret").await?;
+        anyhow::ensure!(run.state() == pb::RunState::Succeeded, "{run:?}");
+        let logs = rota_chaos::rotactl_with(
+            &[
+                ("ROTA_SERVERS", &cluster.servers_arg()),
+                ("ROTA_TOKEN", &security.bootstrap_token),
+                (
+                    "ROTA_TLS_CA",
+                    &security.files(Role::Client).ca_file.display().to_string(),
+                ),
+                (
+                    "ROTA_TLS_CERT",
+                    &security.files(Role::Client).cert_file.display().to_string(),
+                ),
+                (
+                    "ROTA_TLS_KEY",
+                    &security.files(Role::Client).key_file.display().to_string(),
+                ),
+            ],
+            &["run", "logs", &run.id],
+        )
+        .await?;
+        let text = String::from_utf8_lossy(&logs.stdout).into_owned();
+        anyhow::ensure!(text.contains(&digest), "the task did not get the secret: {text:?}");
+
+        // Every answer of the API and rotactl, every metric, every log, every
+        // file of every data directory, and a backup.
+        let mut answers = vec![
+            format!("{:?}", admin.get_job("uses-a-secret", Consistency::Linearizable).await?),
+            format!("{:?}", admin.list_jobs(Consistency::Linearizable).await?),
+            format!("{:?}", admin.get_run(&run.id, Consistency::Linearizable).await?),
+        ];
+        for args in [
+            &["job", "get", "uses-a-secret", "-o", "yaml"][..],
+            &["job", "get", "uses-a-secret"][..],
+            &["run", "get", &run.id, "-o", "json"][..],
+            &["cluster", "snapshot", "save", &backup.display().to_string()][..],
+        ] {
+            let out = rota_chaos::rotactl_with(
+                &[
+                    ("ROTA_SERVERS", &cluster.servers_arg()),
+                    ("ROTA_TOKEN", &security.bootstrap_token),
+                    (
+                        "ROTA_TLS_CA",
+                        &security.files(Role::Client).ca_file.display().to_string(),
+                    ),
+                    (
+                        "ROTA_TLS_CERT",
+                        &security.files(Role::Client).cert_file.display().to_string(),
+                    ),
+                    (
+                        "ROTA_TLS_KEY",
+                        &security.files(Role::Client).key_file.display().to_string(),
+                    ),
+                ],
+                args,
+            )
+            .await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "rotactl {args:?}: {}",
+                rota_chaos::output_text(&out)
+            );
+            answers.push(rota_chaos::output_text(&out));
+        }
+        for id in cluster.ids() {
+            if let Some(http) = &cluster.server(id)?.http_addr {
+                answers.push(rota_chaos::http_get(http, "/metrics").await?.1);
+            }
+            answers.push(cluster.server_log(id)?);
+        }
+        if let Some(http) = cluster.worker("canary-worker")?.http_addr.clone() {
+            answers.push(rota_chaos::http_get(&http, "/metrics").await?.1);
+        }
+        answers.push(cluster.workers_log("canary-worker"));
+        for (i, answer) in answers.iter().enumerate() {
+            anyhow::ensure!(!answer.contains(&canary), "answer {i} holds the secret: {answer}");
+        }
+        anyhow::ensure!(
+            answers.iter().any(|a| a.contains("sealed:v1:")),
+            "no answer shows the sealed value"
+        );
+        let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+        for id in cluster.ids() {
+            dirs.push(cluster.server(id)?.data_dir.clone());
+        }
+        dirs.push(cluster.worker("canary-worker")?.data_dir.clone());
+        dirs.push(backup.clone());
+        for dir in dirs {
+            let found = files_containing(&dir, canary.as_bytes());
+            anyhow::ensure!(found.is_empty(), "the secret is in {found:?}");
+        }
+        anyhow::ensure!(
+            !files_containing(&cluster.server(1)?.data_dir, b"sealed:v1:").is_empty(),
+            "the data dir does not hold the sealed value at all (is the grep looking?)"
+        );
+        Ok(())
+    })
+    .await;
+}

@@ -128,6 +128,9 @@ pub struct ClusterFiles {
     pub roles: Vec<(Role, TlsFiles)>,
     /// The bootstrap admin token.
     pub bootstrap_token: PathBuf,
+    /// The key that seals jobs' secret values (every server's
+    /// `secrets.key_file`).
+    pub secrets_key: PathBuf,
 }
 
 /// File names of a role's certificate and key in the directory.
@@ -140,8 +143,9 @@ pub fn role_files(dir: &Path, role: Role) -> TlsFiles {
 }
 
 /// Writes a new CA (`ca.pem`, `ca-key.pem`), a certificate and key per
-/// role (`server.pem`, `server-key.pem`, `worker.pem`, ...) and a bootstrap
-/// admin token (`bootstrap.token`) into `dir`. Refuses to overwrite any
+/// role (`server.pem`, `server-key.pem`, `worker.pem`, ...), a bootstrap
+/// admin token (`bootstrap.token`) and the secrets key (`secrets.key`) into
+/// `dir`. Refuses to overwrite any
 /// existing file. Keys and the token are written readable by the owner only.
 pub fn init_cluster(
     dir: &Path,
@@ -176,6 +180,9 @@ pub fn init_cluster(
     }
     let token_path = dir.join("bootstrap.token");
     outputs.push((token_path.clone(), format!("{bootstrap_token}\n"), true));
+    let secrets_key = dir.join("secrets.key");
+    let key = rota_proto::token::random_hex(32).map_err(|_| anyhow::anyhow!("no randomness for secrets.key"))?;
+    outputs.push((secrets_key.clone(), format!("{key}\n"), true));
     if let Some((existing, _, _)) = outputs.iter().find(|(path, _, _)| path.exists()) {
         anyhow::bail!(
             "{} exists; `rotactl tls init` never overwrites a cluster's keys — use another --dir",
@@ -190,6 +197,7 @@ pub fn init_cluster(
         ca: dir.join("ca.pem"),
         roles,
         bootstrap_token: token_path,
+        secrets_key,
     })
 }
 

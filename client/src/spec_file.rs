@@ -97,6 +97,9 @@ pub struct TaskFile {
     /// Environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Secret environment: sealed by the cluster, never shown in clear.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
     /// Working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
@@ -438,6 +441,7 @@ impl SpecFile {
                 command: task.command.clone(),
                 args: task.args.clone(),
                 env: task.env.clone().into_iter().collect::<HashMap<_, _>>(),
+                secret_env: task.secret_env.clone().into_iter().collect::<HashMap<_, _>>(),
                 working_dir: text(&task.working_dir),
                 user: text(&task.user),
                 resources: task.resources.as_ref().map(|r| pb::Resources {
@@ -542,6 +546,7 @@ impl SpecFile {
                 command: task.command.clone(),
                 args: task.args.clone(),
                 env: task.env.clone().into_iter().collect(),
+                secret_env: task.secret_env.clone().into_iter().collect(),
                 working_dir: some_text(&task.working_dir),
                 user: some_text(&task.user),
                 resources: task.resources.as_ref().map(|r| ResourcesFile {

@@ -7,6 +7,7 @@
 //! - [`store`]: durability — the Raft log (raft-log WAL) and the state
 //!   machine (sled), snapshots;
 //! - [`raft`]: openraft wiring and the gRPC transport between servers;
+//! - [`secrets`]: secret environment values, sealed with the cluster's key;
 //! - [`scheduler`]: leader-only loops that propose ticks, placements and
 //!   worker losses;
 //! - [`api`]: the client-facing gRPC services;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod scheduler;
+pub mod secrets;
 pub mod spec;
 pub mod state;
 pub mod store;

@@ -1,5 +1,8 @@
 //! `rota.v1.JobService`: job definitions.
 
+use std::sync::Arc;
+
+use crate::secrets::Keyring;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rota_proto::v1 as pb;
 use rota_proto::v1::job_service_client::JobServiceClient;
@@ -79,12 +82,32 @@ fn explain(spec: &JobSpec, anchor: DateTime<Utc>, after: DateTime<Utc>, count: u
 #[derive(Clone)]
 pub struct JobApi {
     node: NodeHandle,
+    secrets: Option<Arc<Keyring>>,
 }
 
 impl JobApi {
     /// Serves jobs of `node`.
-    pub fn new(node: NodeHandle) -> Self {
-        Self { node }
+    pub fn new(node: NodeHandle, secrets: Option<Arc<Keyring>>) -> Self {
+        Self { node, secrets }
+    }
+
+    /// A spec to write: validated, its secret values sealed.
+    fn accept(&self, spec: Option<&pb::JobSpec>) -> Result<JobSpec, ApiError> {
+        let mut spec = validate(spec)?;
+        if spec.task.secret_env.is_empty() {
+            return Ok(spec);
+        }
+        let Some(keyring) = &self.secrets else {
+            return Err(ApiError::FailedPrecondition(
+                "task.secret_env: this cluster has no secrets key; set secrets.key_file (the same file on every \
+                 server; rotactl tls init writes secrets.key) or use task.env"
+                    .into(),
+            ));
+        };
+        keyring
+            .seal_all(&mut spec.task.secret_env)
+            .map_err(|(name, e)| ApiError::invalid(format!("task.secret_env[{name:?}]"), e.to_string()))?;
+        Ok(spec)
     }
 
     /// Waits for a linearizable read if asked; on a follower the caller has
@@ -125,7 +148,7 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::CreateJobResponse>, Status> {
-        let spec = validate(request.get_ref().spec.as_ref())?;
+        let spec = self.accept(request.get_ref().spec.as_ref())?;
         forward_if_follower!(self.node, request, JobServiceClient::create_job);
         let answer = self.node.propose(Op::CreateJob { uid: new_uid(), spec }).await?;
         Ok(Response::new(pb::CreateJobResponse {
@@ -137,7 +160,7 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::UpdateJobRequest>,
     ) -> Result<Response<pb::UpdateJobResponse>, Status> {
-        let spec = validate(request.get_ref().spec.as_ref())?;
+        let spec = self.accept(request.get_ref().spec.as_ref())?;
         let expected_generation = request.get_ref().expected_generation;
         forward_if_follower!(self.node, request, JobServiceClient::update_job);
         let answer = self
@@ -153,7 +176,7 @@ impl JobService for JobApi {
     }
 
     async fn apply_job(&self, request: Request<pb::ApplyJobRequest>) -> Result<Response<pb::ApplyJobResponse>, Status> {
-        let spec = validate(request.get_ref().spec.as_ref())?;
+        let spec = self.accept(request.get_ref().spec.as_ref())?;
         let dry_run = request.get_ref().dry_run;
         forward_if_follower!(self.node, request, JobServiceClient::apply_job);
         if dry_run {

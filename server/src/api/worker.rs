@@ -41,12 +41,22 @@ type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, Status>
 pub struct WorkerApi {
     node: NodeHandle,
     scheduler: Scheduler,
+    secrets: Option<std::sync::Arc<crate::secrets::Keyring>>,
 }
 
 impl WorkerApi {
-    /// Serves worker sessions of `node`, while `scheduler` says it leads.
-    pub fn new(node: NodeHandle, scheduler: Scheduler) -> Self {
-        Self { node, scheduler }
+    /// Serves worker sessions of `node`, while `scheduler` says it leads;
+    /// `secrets` opens the jobs' secret values for their assignments.
+    pub fn new(
+        node: NodeHandle,
+        scheduler: Scheduler,
+        secrets: Option<std::sync::Arc<crate::secrets::Keyring>>,
+    ) -> Self {
+        Self {
+            node,
+            scheduler,
+            secrets,
+        }
     }
 }
 
@@ -127,9 +137,21 @@ fn registration(register: pb::Register) -> Result<(String, WorkerInfo, Vec<HeldA
 }
 
 /// The assignment message for the live attempt of `run`.
-fn assignment(run: &Run, attempt: &Attempt) -> pb::Assignment {
+fn assignment(run: &Run, attempt: &Attempt, secrets: Option<&crate::secrets::Keyring>) -> pb::Assignment {
     let scheduled_at = run.nominal_time.unwrap_or(run.created_at);
     let mut env: std::collections::HashMap<String, String> = run.spec.task.env.clone().into_iter().collect();
+    for (name, sealed) in &run.spec.task.secret_env {
+        // Opened here only, for the worker's TLS session; never logged.
+        match secrets.map(|keyring| keyring.open(sealed)) {
+            Some(Ok(value)) => _ = env.insert(name.clone(), value),
+            Some(Err(error)) => {
+                tracing::error!(run = %run.id, variable = %name, %error, "cannot open a secret value; the task runs without it");
+            }
+            None => {
+                tracing::error!(run = %run.id, variable = %name, "no secrets key on this server (secrets.key_file); the task runs without the secret");
+            }
+        }
+    }
     env.extend(run.params.clone());
     env.insert("ROTA_RUN_ID".into(), run.id.clone());
     env.insert("ROTA_EPOCH".into(), attempt.epoch.to_string());
@@ -239,6 +261,7 @@ impl WorkerService for WorkerApi {
             tx,
             pushed,
             stopped: HashSet::new(),
+            secrets: self.secrets.clone(),
         };
         tokio::spawn(session.run(inbound, context.cancel.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -257,6 +280,8 @@ struct Session {
     pushed: HashSet<(RunId, u64)>,
     /// Attempts the worker has been told to stop.
     stopped: HashSet<(RunId, u64)>,
+    /// Opens secret values for assignments.
+    secrets: Option<std::sync::Arc<crate::secrets::Keyring>>,
 }
 
 /// A report waiting to be committed, and what to answer.
@@ -367,7 +392,11 @@ impl Session {
                         self.pushed.insert(key);
                     }
                     None if !self.pushed.contains(&key) => {
-                        messages.push(pb::server_message::Message::Assignment(assignment(run, attempt)));
+                        messages.push(pb::server_message::Message::Assignment(assignment(
+                            run,
+                            attempt,
+                            self.secrets.as_deref(),
+                        )));
                         self.pushed.insert(key);
                     }
                     _ => {}

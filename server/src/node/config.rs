@@ -111,6 +111,18 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// API tokens.
     pub auth: AuthConfig,
+    /// The key that seals jobs' secret environment values.
+    pub secrets: SecretsConfig,
+}
+
+/// The cluster's secrets key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// A file of 32 random bytes (64 hex digits or base64), the same on
+    /// every server (`rotactl tls init` writes `secrets.key`). Unset: specs
+    /// with `task.secret_env` are refused.
+    pub key_file: Option<PathBuf>,
 }
 
 /// API tokens (see `rotactl token`).
@@ -147,6 +159,7 @@ impl Default for Config {
             raft: RaftSettings::default(),
             tls: None,
             auth: AuthConfig::default(),
+            secrets: SecretsConfig::default(),
         }
     }
 }
@@ -249,7 +262,7 @@ impl Config {
                 continue;
             };
             let known = ENV_KEYS.contains(&key.as_str())
-                || ["raft.", "tls.", "auth."]
+                || ["raft.", "tls.", "auth.", "secrets."]
                     .iter()
                     .any(|section| key.starts_with(section));
             if known {

@@ -140,6 +140,10 @@ pub async fn run(
         None => None,
     };
     let bootstrap_hash = config.bootstrap_hash()?;
+    let secrets = match &config.secrets.key_file {
+        Some(path) => Some(Arc::new(crate::secrets::Keyring::load(path)?)),
+        None => None,
+    };
     if !config.auth.enabled {
         tracing::warn!("auth is off: anyone who can reach this server can use it (set [auth] enabled = true)");
     }
@@ -230,7 +234,8 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            JobServiceServer::new(JobApi::new(node.clone())).max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+            JobServiceServer::new(JobApi::new(node.clone(), secrets.clone()))
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
         )
         .add_service(
             ClusterServiceServer::new(ClusterApi::new(node.clone()))
@@ -240,7 +245,7 @@ pub async fn run(
             RunServiceServer::new(RunApi::new(node.clone())).max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
         )
         .add_service(
-            WorkerServiceServer::new(WorkerApi::new(node.clone(), scheduler))
+            WorkerServiceServer::new(WorkerApi::new(node.clone(), scheduler, secrets))
                 .max_decoding_message_size(MAX_WORKER_MESSAGE_BYTES),
         )
         .add_service(

@@ -421,6 +421,20 @@ fn validate_task(c: &mut Checker, task: Option<&pb::Task>) -> Task {
         }
     }
 
+    let mut secret_env = BTreeMap::new();
+    for (key, value) in &task.secret_env {
+        // The message never repeats the value.
+        let field = format!("task.secret_env[{key:?}]");
+        if env.contains_key(key) {
+            c.fail(field, "is also in task.env; give each variable once");
+        } else {
+            match check_env_entry(key, value) {
+                Ok(()) => _ = secret_env.insert(key.clone(), value.clone()),
+                Err(description) => c.fail(field, description),
+            }
+        }
+    }
+
     let working_dir = non_empty(&task.working_dir);
     if let Some(dir) = &working_dir
         && !dir.starts_with('/')
@@ -478,6 +492,7 @@ fn validate_task(c: &mut Checker, task: Option<&pb::Task>) -> Task {
         image,
         pull,
         host,
+        secret_env,
         command: task.command.clone(),
         args: task.args.clone(),
         env,
@@ -826,6 +841,7 @@ pub fn to_proto(spec: &JobSpec) -> pb::JobSpec {
                     .unwrap_or_default(),
             }),
             network_mode: task.network_mode.clone().unwrap_or_default(),
+            secret_env: task.secret_env.clone().into_iter().collect(),
             host: (!task.host.is_none()).then(|| pb::HostAccess {
                 privileged: task.host.privileged,
                 cap_add: task.host.cap_add.clone(),

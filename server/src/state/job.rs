@@ -179,6 +179,10 @@ pub struct Task {
     pub resources: Resources,
     /// Docker network mode.
     pub network_mode: Option<String>,
+    /// Secret environment variables, their values sealed (see
+    /// `crate::secrets`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
     /// Host access asked for (workers refuse it unless they allow it).
     #[serde(default, skip_serializing_if = "HostAccess::is_none")]
     pub host: HostAccess,

@@ -36,6 +36,7 @@ pub(crate) fn sample_spec(name: &str) -> JobSpec {
             },
             network_mode: None,
             host: Default::default(),
+            secret_env: BTreeMap::new(),
         },
         timeout: Some(Duration::from_secs(1800)),
         kill_grace: Duration::from_secs(10),
