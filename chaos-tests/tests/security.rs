@@ -583,3 +583,48 @@ async fn a_canary_secret_reaches_its_task_and_nothing_else() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_over_its_rate_is_refused_and_others_are_not() {
+    let creds = tempfile::tempdir().expect("temp dir");
+    let security = Security::create(creds.path()).expect("credentials");
+    let mut cluster = Cluster::start(
+        3,
+        ServerSettings {
+            security: Some(security.clone()),
+            env: vec![
+                ("ROTA_AUTH__REQUESTS_PER_SECOND".into(), "50".into()),
+                ("ROTA_AUTH__BURST".into(), "50".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("cluster starts");
+    run_checked(&mut cluster, async |cluster| {
+        let admin = cluster.client()?;
+        let noisy = admin.create_token("noisy", pb::TokenRole::Viewer, None).await?;
+        let quiet = admin.create_token("quiet", pb::TokenRole::Viewer, None).await?;
+        let one = cluster.addr(1)?;
+        let noisy = Client::with_options([&one], options(security.files(Role::Client), Some(&noisy.secret)))?;
+        // 300 calls at once: at most the burst plus what refills while they
+        // arrive gets through.
+        let calls = (0..300).map(|_| noisy.list_jobs(Consistency::Stale));
+        let results = futures::future::join_all(calls).await;
+        let refused: Vec<&Error> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        anyhow::ensure!(!refused.is_empty(), "300 calls at once were all served");
+        for error in &refused {
+            let (code, message) = code_of(error);
+            anyhow::ensure!(
+                code == Some(Code::ResourceExhausted) && message.contains("calls per second"),
+                "{message}"
+            );
+        }
+        eprintln!("{} of 300 refused: {}", refused.len(), refused[0]);
+        audit_line(cluster, &["JobService/ListJobs", "ResourceExhausted"]).await?;
+        let quiet = Client::with_options([&one], options(security.files(Role::Client), Some(&quiet.secret)))?;
+        quiet.list_jobs(Consistency::Stale).await?;
+        Ok(())
+    })
+    .await;
+}

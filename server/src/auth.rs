@@ -141,6 +141,47 @@ pub struct AuthSettings {
     pub tls: bool,
     /// Hash of the bootstrap token, if this server was given one.
     pub bootstrap_hash: Option<String>,
+    /// Calls per second each token may make on this server (0: no limit),
+    /// and how many it may make at once above that rate.
+    pub rate: RateLimit,
+}
+
+/// A per-token rate limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RateLimit {
+    /// Sustained calls per second; 0 turns the limit off.
+    pub per_second: u32,
+    /// Calls allowed in a burst.
+    pub burst: u32,
+}
+
+/// Token buckets, one per token id.
+#[derive(Debug, Default)]
+struct Buckets {
+    buckets: std::collections::HashMap<String, (f64, std::time::Instant)>,
+}
+
+impl Buckets {
+    /// Takes one call from `token`'s bucket at `now`; `Err(wait)` when it
+    /// is empty.
+    fn take(&mut self, token: &str, limit: RateLimit, now: std::time::Instant) -> Result<(), std::time::Duration> {
+        let rate = f64::from(limit.per_second);
+        let burst = f64::from(limit.burst.max(1));
+        // Bounded: tokens are bounded (MAX_TOKENS); forget idle full buckets.
+        if self.buckets.len() > 2 * crate::state::tokens::MAX_TOKENS {
+            self.buckets
+                .retain(|_, (_, at)| now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (level, at) = self.buckets.entry(token.to_owned()).or_insert((burst, now));
+        *level = (*level + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *level >= 1.0 {
+            *level -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64((1.0 - *level) / rate))
+        }
+    }
 }
 
 pub use rota_proto::token::{hash as hash_secret, new_secret};
@@ -281,6 +322,7 @@ pub fn decide(
 pub struct AuthLayer {
     settings: Arc<AuthSettings>,
     state: StateReader,
+    buckets: Arc<std::sync::Mutex<Buckets>>,
 }
 
 impl AuthLayer {
@@ -289,7 +331,31 @@ impl AuthLayer {
         Self {
             settings: Arc::new(settings),
             state,
+            buckets: Arc::default(),
         }
+    }
+
+    /// Refuses a call over its token's rate.
+    fn limit(&self, caller: &Caller) -> Result<(), Denied> {
+        let limit = self.settings.rate;
+        let Some(token) = &caller.token_id else {
+            return Ok(());
+        };
+        if limit.per_second == 0 {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets
+            .take(token, limit, std::time::Instant::now())
+            .map_err(|wait| Denied {
+                code: Code::ResourceExhausted,
+                message: format!(
+                    "token {token} is over its rate of {} calls per second (burst {}) on this server; retry in {} ms",
+                    limit.per_second,
+                    limit.burst,
+                    wait.as_millis().max(1)
+                ),
+            })
     }
 
     /// Finds the token whose secret hashes to `hash`.
@@ -342,7 +408,14 @@ where
             peer.as_ref(),
             authorization,
             |hash| self.layer.lookup(hash),
-        );
+        )
+        .and_then(|caller| {
+            // A worker's session is one long call; its messages are not calls.
+            if access != Access::Worker {
+                self.layer.limit(&caller)?;
+            }
+            Ok(caller)
+        });
         let remote = peer
             .as_ref()
             .and_then(|p| p.remote_addr)
@@ -411,7 +484,30 @@ mod tests {
         enabled: true,
         tls: true,
         bootstrap_hash: None,
+        rate: RateLimit {
+            per_second: 0,
+            burst: 0,
+        },
     };
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let limit = RateLimit {
+            per_second: 10,
+            burst: 3,
+        };
+        let mut buckets = Buckets::default();
+        let start = std::time::Instant::now();
+        for _ in 0..3 {
+            assert!(buckets.take("a", limit, start).is_ok());
+        }
+        let wait = buckets.take("a", limit, start).expect_err("over the burst");
+        assert!(wait <= std::time::Duration::from_millis(100), "{wait:?}");
+        assert!(buckets.take("b", limit, start).is_ok(), "buckets are per token");
+        let later = start + std::time::Duration::from_millis(100);
+        assert!(buckets.take("a", limit, later).is_ok(), "refilled at the rate");
+        assert!(buckets.take("a", limit, later).is_err());
+    }
 
     #[test]
     fn every_method_of_the_api_has_a_rule_and_unknown_ones_need_admin() {

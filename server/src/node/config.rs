@@ -126,7 +126,7 @@ pub struct SecretsConfig {
 }
 
 /// API tokens (see `rotactl token`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Whether every call (but health checks) needs a token.
@@ -135,6 +135,22 @@ pub struct AuthConfig {
     /// accepts from its creation (made by `rotactl tls init`, or any secret
     /// of 16 characters or more). Give every founding member the same file.
     pub bootstrap_token_file: Option<PathBuf>,
+    /// Calls per second each token may make on one server (0: no limit);
+    /// over it a call gets RESOURCE_EXHAUSTED.
+    pub requests_per_second: u32,
+    /// Calls a token may make at once above that rate.
+    pub burst: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            bootstrap_token_file: None,
+            requests_per_second: 100,
+            burst: 200,
+        }
+    }
 }
 
 /// Default gRPC port.

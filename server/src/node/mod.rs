@@ -227,6 +227,10 @@ pub async fn run(
                 enabled: config.auth.enabled,
                 tls: tls.is_some(),
                 bootstrap_hash: bootstrap_hash.clone(),
+                rate: crate::auth::RateLimit {
+                    per_second: config.auth.requests_per_second,
+                    burst: config.auth.burst,
+                },
             },
             node.state.clone(),
         ))
