@@ -204,6 +204,9 @@ rota is running (data and logs in $DIR):
   servers   gRPC $SERVERS
             HTTP (metrics, health) 127.0.0.1:$((PORT + 2000))-$((PORT + 2002))
   worker    $WORKER_ID (drivers: $DRIVERS), HTTP 127.0.0.1:$((PORT + 2003))
+  security  OFF: no TLS, no tokens — a local trial on loopback only. The
+            deploy files (compose, Kubernetes, systemd) turn both on; see
+            docs/operations.md, "Security".
 
 Watch it:
   export ROTA_SERVERS=$SERVERS

@@ -239,6 +239,10 @@ impl Security {
         let mut env = self.tls_env(rota_client::tls::Role::Server);
         env.push(("ROTA_AUTH__ENABLED".into(), "true".into()));
         env.push((
+            "ROTA_AUTH__WORKER_TOKEN_FILE".into(),
+            self.dir.join("worker.token").display().to_string(),
+        ));
+        env.push((
             "ROTA_SECRETS__KEY_FILE".into(),
             self.dir.join("secrets.key").display().to_string(),
         ));

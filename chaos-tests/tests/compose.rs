@@ -2,7 +2,8 @@
 //! `deploy/image/build.sh` (built here from the test binaries, no registry)
 //! brings up three servers and two workers; a container job runs through it,
 //! a server container is restarted, another job runs, and `down` leaves
-//! nothing behind.
+//! nothing behind. Security is on, as shipped (issue 10): the credentials of
+//! `rotactl tls init`, plain text and a missing token refused.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -27,6 +28,8 @@ struct Project {
     name: String,
     image: String,
     ports: Vec<(String, u16)>,
+    /// The files of `rotactl tls init` (ROTA_TLS_DIR).
+    tls: std::path::PathBuf,
 }
 
 impl Project {
@@ -38,7 +41,8 @@ impl Project {
             .arg("-f")
             .arg(deploy("compose.yaml"))
             .args(args)
-            .env("ROTA_IMAGE", &self.image);
+            .env("ROTA_IMAGE", &self.image)
+            .env("ROTA_TLS_DIR", &self.tls);
         for (name, port) in &self.ports {
             command.env(name, port.to_string());
         }
@@ -84,11 +88,16 @@ impl Drop for Project {
     }
 }
 
-/// `rotactl` against `servers`: its exit status and output.
-async fn rotactl(servers: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
+/// `rotactl` against `servers` with the client certificate and the
+/// bootstrap token of `tls`: its exit status and output.
+async fn rotactl(tls: &std::path::Path, servers: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
     let output = tokio::process::Command::new(bin_dir().join("rotactl"))
         .args(args)
         .env("ROTA_SERVERS", servers)
+        .env("ROTA_TLS_CA", tls.join("ca.pem"))
+        .env("ROTA_TLS_CERT", tls.join("client.pem"))
+        .env("ROTA_TLS_KEY", tls.join("client-key.pem"))
+        .env("ROTA_TOKEN_FILE", tls.join("bootstrap.token"))
         .output();
     let output = tokio::time::timeout(Duration::from_secs(120), output).await??;
     Ok((output.status.success(), text(&output)))
@@ -117,10 +126,20 @@ async fn compose_runs_jobs_across_a_server_restart_and_tears_down_cleanly() {
         ports.push((format!("ROTA_PORT_{n}"), free_port().expect("port")));
         ports.push((format!("ROTA_HTTP_PORT_{n}"), free_port().expect("port")));
     }
+    let credentials = tempfile::tempdir().expect("temp dir");
+    let tls = credentials.path().join("tls");
+    let init = std::process::Command::new(bin_dir().join("rotactl"))
+        .args(["tls", "init", "--dir"])
+        .arg(&tls)
+        .args(["--host", "server-1", "--host", "server-2", "--host", "server-3"])
+        .output()
+        .expect("rotactl tls init runs");
+    assert!(init.status.success(), "rotactl tls init: {}", text(&init));
     let project = Project {
         name: format!("rotacompose{id}"),
         image: format!("rota:compose-test-{id}"),
         ports,
+        tls: tls.clone(),
     };
     let build = std::process::Command::new("bash")
         .arg(deploy("image/build.sh"))
@@ -142,20 +161,40 @@ async fn compose_runs_jobs_across_a_server_restart_and_tears_down_cleanly() {
              command: [sh, -c, 'echo hello from compose on $ROTA_RUN_ID']\n",
         )?;
         let path = spec.path().to_string_lossy().into_owned();
-        let (ok, out) = rotactl(&all, &["apply", "-f", &path]).await?;
+        // Security is on: plain text and a missing token are refused.
+        let plain = tokio::process::Command::new(bin_dir().join("rotactl"))
+            .args(["--timeout", "3s", "job", "list"])
+            .env("ROTA_SERVERS", &all)
+            .output()
+            .await?;
+        anyhow::ensure!(!plain.status.success(), "plain text was served: {}", text(&plain));
+        let no_token = tokio::process::Command::new(bin_dir().join("rotactl"))
+            .args(["job", "list"])
+            .env("ROTA_SERVERS", &all)
+            .env("ROTA_TLS_CA", tls.join("ca.pem"))
+            .env("ROTA_TLS_CERT", tls.join("client.pem"))
+            .env("ROTA_TLS_KEY", tls.join("client-key.pem"))
+            .output()
+            .await?;
+        anyhow::ensure!(
+            !no_token.status.success() && text(&no_token).contains("needs a token"),
+            "no token: {}",
+            text(&no_token)
+        );
+        let (ok, out) = rotactl(&tls, &all, &["apply", "-f", &path]).await?;
         anyhow::ensure!(ok, "apply: {out}");
-        let (ok, out) = rotactl(&all, &["job", "run", "compose-hello", "--wait"]).await?;
+        let (ok, out) = rotactl(&tls, &all, &["job", "run", "compose-hello", "--wait"]).await?;
         anyhow::ensure!(ok && out.contains("succeeded"), "the first run: {out}");
 
         // One server container restarted: it comes back healthy, holding the
         // job, and jobs still run.
         project.compose(&["restart", "server-1"])?;
         project.wait_healthy().await?;
-        let (ok, out) = rotactl(&project.server(1), &["job", "list"]).await?;
+        let (ok, out) = rotactl(&tls, &project.server(1), &["job", "list"]).await?;
         anyhow::ensure!(ok && out.contains("compose-hello"), "server 1 after its restart: {out}");
-        let (ok, out) = rotactl(&all, &["job", "run", "compose-hello", "--wait"]).await?;
+        let (ok, out) = rotactl(&tls, &all, &["job", "run", "compose-hello", "--wait"]).await?;
         anyhow::ensure!(ok && out.contains("succeeded"), "the run after the restart: {out}");
-        let (ok, out) = rotactl(&all, &["run", "list", "--job", "compose-hello", "-o", "json"]).await?;
+        let (ok, out) = rotactl(&tls, &all, &["run", "list", "--job", "compose-hello", "-o", "json"]).await?;
         let runs: serde_json::Value = serde_json::from_str(if ok { &out } else { "[]" })?;
         let succeeded = runs
             .as_array()

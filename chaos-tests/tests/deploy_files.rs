@@ -153,6 +153,13 @@ async fn the_shipped_configs_are_accepted_by_the_binaries() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = rota_chaos::free_port().expect("port");
     let at = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    // The shipped configs turn TLS, tokens and secrets on with the files of
+    // `rotactl tls init` in /etc/rota/tls; here those files are in a
+    // temporary directory.
+    let tls = dir.path().join("tls");
+    rota_client::certs::init_cluster(&tls, &[], Duration::from_secs(3600), "rota_bootstrap_for_config_check")
+        .expect("credentials");
+    let localize = |config: String| config.replace("/etc/rota/tls/", &format!("{}/", tls.display()));
     // The server: the ConfigMap's config and the commented reference file,
     // with the flags its pod (or unit) adds, must get as far as serving.
     for (name, config) in [
@@ -162,6 +169,11 @@ async fn the_shipped_configs_are_accepted_by_the_binaries() {
             std::fs::read_to_string(deploy("server.toml")).expect("server.toml"),
         ),
     ] {
+        assert!(
+            config.contains("[tls]") && config.contains("enabled = true"),
+            "{name}: security is on"
+        );
+        let config = localize(config);
         let path = at(&format!("server-{name}.toml"));
         std::fs::write(&path, &config).expect("write");
         let args: Vec<String> = [
@@ -196,6 +208,11 @@ async fn the_shipped_configs_are_accepted_by_the_binaries() {
             std::fs::read_to_string(deploy("worker.toml")).expect("worker.toml"),
         ),
     ] {
+        assert!(
+            config.contains("[tls]") && config.contains("token_file"),
+            "{name}: security is on"
+        );
+        let config = localize(config);
         let path = at(&format!("worker-{name}.toml"));
         std::fs::write(&path, &config).expect("write");
         let args: Vec<String> = [

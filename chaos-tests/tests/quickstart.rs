@@ -99,6 +99,10 @@ async fn quick_start_end_to_end(with_docker: bool) {
             "drivers: exec"
         };
         anyhow::ensure!(out.contains(drivers), "it says which drivers run ({drivers}):\n{out}");
+        anyhow::ensure!(
+            out.contains("security  OFF: no TLS, no tokens"),
+            "it says security is off:\n{out}"
+        );
         if !with_docker {
             anyhow::ensure!(
                 out.contains("no Docker engine answers"),

@@ -128,6 +128,9 @@ pub struct ClusterFiles {
     pub roles: Vec<(Role, TlsFiles)>,
     /// The bootstrap admin token.
     pub bootstrap_token: PathBuf,
+    /// The workers' shared token (every server's `auth.worker_token_file`,
+    /// every worker's `token_file`).
+    pub worker_token: PathBuf,
     /// The key that seals jobs' secret values (every server's
     /// `secrets.key_file`).
     pub secrets_key: PathBuf,
@@ -144,8 +147,8 @@ pub fn role_files(dir: &Path, role: Role) -> TlsFiles {
 
 /// Writes a new CA (`ca.pem`, `ca-key.pem`), a certificate and key per
 /// role (`server.pem`, `server-key.pem`, `worker.pem`, ...), a bootstrap
-/// admin token (`bootstrap.token`) and the secrets key (`secrets.key`) into
-/// `dir`. Refuses to overwrite any
+/// admin token (`bootstrap.token`), the workers' shared token
+/// (`worker.token`) and the secrets key (`secrets.key`) into `dir`. Refuses to overwrite any
 /// existing file. Keys and the token are written readable by the owner only.
 pub fn init_cluster(
     dir: &Path,
@@ -180,6 +183,10 @@ pub fn init_cluster(
     }
     let token_path = dir.join("bootstrap.token");
     outputs.push((token_path.clone(), format!("{bootstrap_token}\n"), true));
+    let worker_token = dir.join("worker.token");
+    let worker_secret =
+        rota_proto::token::new_secret().map_err(|_| anyhow::anyhow!("no randomness for worker.token"))?;
+    outputs.push((worker_token.clone(), format!("{worker_secret}\n"), true));
     let secrets_key = dir.join("secrets.key");
     let key = rota_proto::token::random_hex(32).map_err(|_| anyhow::anyhow!("no randomness for secrets.key"))?;
     outputs.push((secrets_key.clone(), format!("{key}\n"), true));
@@ -197,6 +204,7 @@ pub fn init_cluster(
         ca: dir.join("ca.pem"),
         roles,
         bootstrap_token: token_path,
+        worker_token,
         secrets_key,
     })
 }

@@ -22,9 +22,11 @@
 //! allowed writes are audit lines at info, allowed reads at debug. Health
 //! checks and reflection are open.
 //!
-//! The bootstrap token (`auth.bootstrap_token_file`) is accepted as an admin
-//! token from the start, before the leader has replicated its row; once the
-//! row exists (see `node`), the row decides, so revoking it works.
+//! The preset tokens of the server's config — the bootstrap token
+//! (`auth.bootstrap_token_file`, admin) and the workers' shared token
+//! (`auth.worker_token_file`, worker) — are accepted from the start, before
+//! the leader has replicated their rows; once a row exists (see `node`), the
+//! row decides, so revoking one works.
 
 use std::sync::Arc;
 
@@ -33,7 +35,6 @@ use tonic::Code;
 use tonic::body::Body;
 use tonic::codegen::http;
 
-use crate::state::tokens::BOOTSTRAP_TOKEN_ID;
 use crate::state::{Token, TokenRole};
 use crate::store::StateReader;
 use rota_proto::tls::{Peer, Role};
@@ -139,8 +140,8 @@ pub struct AuthSettings {
     pub enabled: bool,
     /// Whether the listener is TLS (so certificates are checked).
     pub tls: bool,
-    /// Hash of the bootstrap token, if this server was given one.
-    pub bootstrap_hash: Option<String>,
+    /// Tokens from the config files (bootstrap, workers), as rows.
+    pub presets: Vec<Token>,
     /// Calls per second each token may make on this server (0: no limit),
     /// and how many it may make at once above that rate.
     pub rate: RateLimit,
@@ -270,23 +271,12 @@ pub fn decide(
         ));
     };
     let hash = hash_secret(secret);
-    let is_bootstrap = settings.bootstrap_hash.as_deref() == Some(hash.as_str());
-    let token = match lookup(&hash) {
-        Some(token) => token,
-        // Until the leader replicates the bootstrap row, the configured
-        // token is an admin token; afterwards the row decides (and a
-        // revoked one stays revoked though its file is still configured).
-        None if is_bootstrap => Token {
-            id: BOOTSTRAP_TOKEN_ID.to_owned(),
-            name: "bootstrap".to_owned(),
-            role: TokenRole::Admin,
-            hash,
-            created_at: Utc::now(),
-            expires_at: None,
-            revoked_at: None,
-            revision: 0,
-        },
-        None => return Err(Denied::unauthenticated("unknown token".to_owned())),
+    // Until the leader replicates a preset's row, the configured token holds
+    // its role; afterwards the row decides (and a revoked one stays revoked
+    // though its file is still configured).
+    let preset = || settings.presets.iter().find(|t| t.hash == hash).cloned();
+    let Some(token) = lookup(&hash).or_else(preset) else {
+        return Err(Denied::unauthenticated("unknown token".to_owned()));
     };
     if let Some(at) = token.revoked_at {
         return Err(Denied::unauthenticated(format!(
@@ -458,6 +448,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::tokens::BOOTSTRAP_TOKEN_ID;
 
     fn token(role: TokenRole) -> Token {
         Token {
@@ -483,7 +474,7 @@ mod tests {
     const ON: AuthSettings = AuthSettings {
         enabled: true,
         tls: true,
-        bootstrap_hash: None,
+        presets: Vec::new(),
         rate: RateLimit {
             per_second: 0,
             burst: 0,
@@ -629,7 +620,11 @@ mod tests {
     #[test]
     fn the_bootstrap_token_is_admin_until_its_row_decides() {
         let settings = AuthSettings {
-            bootstrap_hash: Some(hash_secret("boot")),
+            presets: vec![crate::node::config::preset_token(
+                "boot",
+                BOOTSTRAP_TOKEN_ID,
+                TokenRole::Admin,
+            )],
             ..ON.clone()
         };
         let client = peer(Some(Role::Client));

@@ -135,6 +135,11 @@ pub struct AuthConfig {
     /// accepts from its creation (made by `rotactl tls init`, or any secret
     /// of 16 characters or more). Give every founding member the same file.
     pub bootstrap_token_file: Option<PathBuf>,
+    /// A file holding the workers' shared token (role `worker`), accepted
+    /// like the bootstrap token (`rotactl tls init` writes `worker.token`);
+    /// workers give the same file as their `token_file`. Per-worker tokens
+    /// (`rotactl token create NAME --role worker`) work too.
+    pub worker_token_file: Option<PathBuf>,
     /// Calls per second each token may make on one server (0: no limit);
     /// over it a call gets RESOURCE_EXHAUSTED.
     pub requests_per_second: u32,
@@ -147,9 +152,24 @@ impl Default for AuthConfig {
         Self {
             enabled: false,
             bootstrap_token_file: None,
+            worker_token_file: None,
             requests_per_second: 100,
             burst: 200,
         }
+    }
+}
+
+/// The row of a preset token with secret `secret`.
+pub fn preset_token(secret: &str, id: &str, role: crate::state::TokenRole) -> crate::state::Token {
+    crate::state::Token {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        role,
+        hash: crate::auth::hash_secret(secret),
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+        revoked_at: None,
+        revision: 0,
     }
 }
 
@@ -326,9 +346,11 @@ impl Config {
                  authenticated; set [tls] (rotactl tls init) outside a test bench"
             );
         }
-        if self.auth.bootstrap_token_file.is_some() && !self.auth.enabled {
+        if (self.auth.bootstrap_token_file.is_some() || self.auth.worker_token_file.is_some()) && !self.auth.enabled {
             return invalid(
-                "auth.bootstrap_token_file is set but auth.enabled is false; enable auth or drop the file".into(),
+                "auth.bootstrap_token_file or auth.worker_token_file is set but auth.enabled is false; enable auth \
+                 or drop the files"
+                    .into(),
             );
         }
         if raft.snapshot_every_logs == 0 {
@@ -355,21 +377,44 @@ impl Config {
         Ok(())
     }
 
-    /// The bootstrap token's hash, read from `auth.bootstrap_token_file`.
-    pub fn bootstrap_hash(&self) -> Result<Option<String>, ConfigError> {
-        let Some(path) = &self.auth.bootstrap_token_file else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Invalid(format!("auth.bootstrap_token_file {}: {e}", path.display())))?;
-        let secret = text.trim();
-        if secret.len() < 16 || secret.chars().any(char::is_whitespace) {
-            return Err(ConfigError::Invalid(format!(
-                "auth.bootstrap_token_file {}: the token must be one word of 16 characters or more",
-                path.display()
-            )));
+    /// The tokens of the config files: the bootstrap token (admin) and
+    /// the workers' shared token, as the rows the leader records.
+    pub fn preset_tokens(&self) -> Result<Vec<crate::state::Token>, ConfigError> {
+        use crate::state::TokenRole;
+        use crate::state::tokens::{BOOTSTRAP_TOKEN_ID, WORKERS_TOKEN_ID};
+        let mut presets = Vec::new();
+        for (setting, file, id, role) in [
+            (
+                "auth.bootstrap_token_file",
+                &self.auth.bootstrap_token_file,
+                BOOTSTRAP_TOKEN_ID,
+                TokenRole::Admin,
+            ),
+            (
+                "auth.worker_token_file",
+                &self.auth.worker_token_file,
+                WORKERS_TOKEN_ID,
+                TokenRole::Worker,
+            ),
+        ] {
+            let Some(path) = file else { continue };
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Invalid(format!("{setting} {}: {e}", path.display())))?;
+            let secret = text.trim();
+            if secret.len() < 16 || secret.chars().any(char::is_whitespace) {
+                return Err(ConfigError::Invalid(format!(
+                    "{setting} {}: the token must be one word of 16 characters or more",
+                    path.display()
+                )));
+            }
+            presets.push(preset_token(secret, id, role));
         }
-        Ok(Some(crate::auth::hash_secret(secret)))
+        if presets.len() == 2 && presets[0].hash == presets[1].hash {
+            return Err(ConfigError::Invalid(
+                "auth.bootstrap_token_file and auth.worker_token_file hold the same token; give each its own".into(),
+            ));
+        }
+        Ok(presets)
     }
 
     /// The address others use to reach this server.

@@ -139,7 +139,7 @@ pub async fn run(
         Some(files) => Some(Tls::load(files.clone(), Role::Server).context("loading the TLS files ([tls])")?),
         None => None,
     };
-    let bootstrap_hash = config.bootstrap_hash()?;
+    let presets = config.preset_tokens()?;
     let secrets = match &config.secrets.key_file {
         Some(path) => Some(Arc::new(crate::secrets::Keyring::load(path)?)),
         None => None,
@@ -226,7 +226,7 @@ pub async fn run(
             AuthSettings {
                 enabled: config.auth.enabled,
                 tls: tls.is_some(),
-                bootstrap_hash: bootstrap_hash.clone(),
+                presets: presets.clone(),
                 rate: crate::auth::RateLimit {
                     per_second: config.auth.requests_per_second,
                     burst: config.auth.burst,
@@ -267,8 +267,8 @@ pub async fn run(
         let stopping = stopping.clone();
         tasks.spawn(async move { stopping.run_until_cancelled(watch).await });
     }
-    if let Some(hash) = bootstrap_hash {
-        tasks.spawn(record_bootstrap_token(node.clone(), hash, stopping.clone()));
+    if !presets.is_empty() {
+        tasks.spawn(record_preset_tokens(node.clone(), presets, stopping.clone()));
     }
     let readiness_stop = CancellationToken::new();
     let readiness = tokio::spawn(follow_readiness(
@@ -357,30 +357,31 @@ pub async fn run(
 /// How often the TLS files are checked for a change.
 const TLS_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// While this node leads and the state has no bootstrap token row, proposes
-/// it (from the configured hash); ends once the row exists. Until then the
-/// access check accepts the configured token by itself.
-async fn record_bootstrap_token(node: NodeHandle, hash: String, stopping: CancellationToken) {
-    use crate::state::tokens::BOOTSTRAP_TOKEN_ID;
-    use crate::state::{Op, Token, TokenRole};
+/// While this node leads and the state lacks a row of a preset token (the
+/// bootstrap token, the workers' token), proposes it; ends once every row
+/// exists. Until then the access check accepts the configured tokens by
+/// themselves. A row, once there, is never replaced from the file (so a
+/// revoked preset stays revoked).
+async fn record_preset_tokens(node: NodeHandle, presets: Vec<crate::state::Token>, stopping: CancellationToken) {
     loop {
-        if node.state.read().state.token(BOOTSTRAP_TOKEN_ID).is_some() {
+        let missing: Vec<crate::state::Token> = {
+            let applied = node.state.read();
+            presets
+                .iter()
+                .filter(|t| applied.state.token(&t.id).is_none())
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() {
             return;
         }
         if node.leader().is_some_and(|leader| leader.id == node.id) {
-            let token = Token {
-                id: BOOTSTRAP_TOKEN_ID.to_owned(),
-                name: "bootstrap".to_owned(),
-                role: TokenRole::Admin,
-                hash: hash.clone(),
-                created_at: chrono::Utc::now(),
-                expires_at: None,
-                revoked_at: None,
-                revision: 0,
-            };
-            match node.propose(Op::CreateToken { token }).await {
-                Ok(_) => tracing::info!("bootstrap token recorded"),
-                Err(error) => tracing::debug!(%error, "recording the bootstrap token; will retry"),
+            for token in missing {
+                let id = token.id.clone();
+                match node.propose(crate::state::Op::CreateToken { token }).await {
+                    Ok(_) => tracing::info!(token = %id, "preset token recorded"),
+                    Err(error) => tracing::debug!(token = %id, %error, "recording a preset token; will retry"),
+                }
             }
         }
         if stopping

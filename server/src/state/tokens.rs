@@ -15,6 +15,9 @@ use super::{ApplyResult, LogIndex, Rejection, RejectionKind, Response, State};
 /// Id of the token made from the server's bootstrap token file.
 pub const BOOTSTRAP_TOKEN_ID: &str = "bootstrap";
 
+/// Id of the token made from the server's worker token file.
+pub const WORKERS_TOKEN_ID: &str = "workers";
+
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -278,6 +278,9 @@ fn tls_init(dir: &std::path::Path, hosts: &[String], valid_for: Duration) -> any
         );
     }
     println!("  bootstrap.token               an admin token: every server's auth.bootstrap_token_file");
+    println!(
+        "  worker.token                  the workers' token: servers' auth.worker_token_file, workers' token_file"
+    );
     println!("  secrets.key                   seals secret_env values: every server's secrets.key_file");
     println!(
         "valid for {}; the server certificate names server.rota, localhost, 127.0.0.1{}",
