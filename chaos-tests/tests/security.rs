@@ -322,10 +322,14 @@ async fn a_worker_refuses_specs_that_ask_for_its_host_unless_its_config_allows_t
         .expect("cluster starts");
     run_checked(&mut cluster, async |cluster| {
         let mut settings = WorkerSettings::new("guarded", "docker");
-        settings.env = vec![(
-            "ROTA_SECURITY__ALLOW_HOST_PATHS".into(),
-            format!("[\"{}\"]", shared.path().display()),
-        )];
+        settings.env = vec![
+            (
+                "ROTA_SECURITY__ALLOW_HOST_PATHS".into(),
+                format!("[\"{}\"]", shared.path().display()),
+            ),
+            ("ROTA_SECURITY__DEFAULT_MEMORY".into(), "96Mi".into()),
+            ("ROTA_SECURITY__MAX_MEMORY".into(), "1Gi".into()),
+        ];
         cluster.start_worker(settings)?;
         let client = cluster.client()?;
         let job = |name: &str, network_mode: &str, host: pb::HostAccess, script: &str| pb::JobSpec {
@@ -401,6 +405,35 @@ async fn a_worker_refuses_specs_that_ask_for_its_host_unless_its_config_allows_t
         let output = rota_chaos::rotactl(&cluster.servers_arg(), &["run", "logs", &run.id]).await?;
         let text = String::from_utf8_lossy(&output.stdout);
         anyhow::ensure!(text.contains("from the host"), "output: {text}");
+
+        // A task without a memory limit gets the worker's default (the
+        // container's cgroup says so, v2 or v1); one above the cap is refused.
+        client
+            .create_job(job(
+                "no-limit-given",
+                "",
+                pb::HostAccess::default(),
+                "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+            ))
+            .await?;
+        let run = run_to_end(&client, "no-limit-given").await?;
+        let output = rota_chaos::rotactl(&cluster.servers_arg(), &["run", "logs", &run.id]).await?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        anyhow::ensure!(text.contains(&(96u64 << 20).to_string()), "the default limit: {text}");
+        let mut greedy = job("wants-8gi", "", pb::HostAccess::default(), "id");
+        if let Some(task) = greedy.task.as_mut() {
+            task.resources = Some(pb::Resources {
+                cpu: 0.0,
+                memory: "8Gi".into(),
+            });
+        }
+        client.create_job(greedy).await?;
+        let run = run_to_end(&client, "wants-8gi").await?;
+        let message = run.attempts.last().map(|a| a.message.clone()).unwrap_or_default();
+        anyhow::ensure!(
+            run.state() == pb::RunState::Failed && message.contains("max_memory"),
+            "{message}"
+        );
         Ok(())
     })
     .await;

@@ -28,10 +28,7 @@ fn seeded() -> State {
         return state;
     };
     let ops = [
-        Op::CreateJob {
-            uid: "u1".into(),
-            spec,
-        },
+        Op::CreateJob { uid: "u1".into(), spec },
         Op::RegisterWorker {
             worker: "w1".into(),
             info: WorkerInfo::default(),

@@ -281,6 +281,7 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.security.validate().map_err(ConfigError::Invalid)?;
         if self.servers.is_empty() {
             return invalid("servers is empty; give at least one host:port with --servers or ROTA_SERVERS".into());
         }
@@ -465,9 +466,16 @@ mod tests {
     #[test]
     fn example_config_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/worker.toml");
-        let from_file: Config = Figment::from(Toml::file_exact(&path))
+        let mut from_file: Config = Figment::from(Toml::file_exact(&path))
             .extract()
             .expect("deploy/worker.toml parses");
+        // Security is on in the deploy files (issue 10), off by default in
+        // the binary; everything else states the defaults.
+        assert!(from_file.tls.is_some() && from_file.token_file.is_some());
+        assert_eq!(from_file.security.default_memory, "2Gi");
+        from_file.tls = None;
+        from_file.token_file = None;
+        from_file.security.default_memory = String::new();
         assert_eq!(from_file, Config::default());
     }
 }

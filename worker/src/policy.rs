@@ -35,6 +35,11 @@ pub struct HostPolicy {
     /// under it (after symbolic links are resolved). A Docker socket must
     /// be listed by its own path.
     pub allow_host_paths: Vec<PathBuf>,
+    /// Memory limit of container tasks that give none, e.g. `"2Gi"`; empty:
+    /// none. (Exec tasks get no default: their limits need cgroups.)
+    pub default_memory: String,
+    /// Largest memory limit a task may ask for, e.g. `"16Gi"`; empty: no cap.
+    pub max_memory: String,
 }
 
 /// Where the advice in refusals points.
@@ -47,6 +52,59 @@ fn is_docker_socket(path: &Path) -> bool {
 }
 
 impl HostPolicy {
+    /// Checks the memory settings (at configuration load).
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("default_memory", &self.default_memory),
+            ("max_memory", &self.max_memory),
+        ] {
+            if !value.is_empty() {
+                rota_proto::quantity::parse_bytes(value)
+                    .map_err(|e| format!("security.{field} {value:?}: {e}; e.g. \"2Gi\" or \"512Mi\""))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The memory limit a container task runs with: its own, else
+    /// `default_memory`; refused above `max_memory`.
+    pub fn container_memory(&self, task: &pb::Task) -> Result<Option<u64>, String> {
+        let asked = task.resources.as_ref().map(|r| r.memory.as_str()).unwrap_or_default();
+        let parse = |field: &str, text: &str| {
+            rota_proto::quantity::parse_bytes(text).map_err(|e| format!("{field} {text:?}: {e}"))
+        };
+        let limit = match (asked.is_empty(), self.default_memory.is_empty()) {
+            (false, _) => Some(parse("task.resources.memory", asked)?),
+            (true, false) => Some(parse("security.default_memory", &self.default_memory)?),
+            (true, true) => None,
+        };
+        self.check_memory_cap(limit)?;
+        Ok(limit)
+    }
+
+    /// Refuses a limit above `max_memory` (and no limit at all when a cap is
+    /// set).
+    pub fn check_memory_cap(&self, limit: Option<u64>) -> Result<(), String> {
+        if self.max_memory.is_empty() {
+            return Ok(());
+        }
+        let cap = rota_proto::quantity::parse_bytes(&self.max_memory)
+            .map_err(|e| format!("security.max_memory {:?}: {e}", self.max_memory))?;
+        match limit {
+            Some(limit) if limit <= cap => Ok(()),
+            Some(limit) => Err(format!(
+                "refused by this worker's security policy: task.resources.memory ({limit} bytes) is above \
+                 max_memory ({}) in {SECTION}",
+                self.max_memory
+            )),
+            None => Err(format!(
+                "refused by this worker's security policy: the task sets no task.resources.memory and this \
+                 worker caps memory at max_memory ({}) in {SECTION}",
+                self.max_memory
+            )),
+        }
+    }
+
     /// Refuses `task` if it asks for host access this policy does not
     /// allow; the error names the field and the setting that would allow it.
     pub fn check(&self, task: &pb::Task) -> Result<(), String> {
@@ -234,6 +292,39 @@ mod tests {
             ..Default::default()
         };
         assert!(exact.check(&task(mount(&path(&socket)))).is_ok());
+    }
+
+    #[test]
+    fn container_memory_is_the_task_s_else_the_default_and_never_above_the_cap() {
+        let with = |memory: &str| pb::Task {
+            resources: Some(pb::Resources {
+                memory: memory.into(),
+                cpu: 0.0,
+            }),
+            ..Default::default()
+        };
+        let open = HostPolicy::default();
+        assert_eq!(open.container_memory(&with("")).expect("none"), None);
+        let policy = HostPolicy {
+            default_memory: "2Gi".into(),
+            max_memory: "4Gi".into(),
+            ..Default::default()
+        };
+        assert!(policy.validate().is_ok());
+        assert_eq!(policy.container_memory(&with("")).expect("default"), Some(2 << 30));
+        assert_eq!(policy.container_memory(&with("1Gi")).expect("own"), Some(1 << 30));
+        let refused = policy.container_memory(&with("8Gi")).expect_err("over the cap");
+        assert!(refused.contains("max_memory"), "{refused}");
+        let capped = HostPolicy {
+            max_memory: "4Gi".into(),
+            ..Default::default()
+        };
+        assert!(capped.check_memory_cap(None).is_err(), "no limit under a cap");
+        let bad = HostPolicy {
+            default_memory: "lots".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().expect_err("bad").contains("security.default_memory"));
     }
 
     #[test]

@@ -530,7 +530,16 @@ mod tests {
             data_dir: Some("/d".into()),
             ..Default::default()
         };
-        let config = Config::load(Some(&path), [], &flags).expect("deploy/server.toml loads");
+        let mut config = Config::load(Some(&path), [], &flags).expect("deploy/server.toml loads");
+        // Security is on in the deploy files (issue 10), off by default in
+        // the binary; everything else states the defaults.
+        assert!(config.tls.is_some() && config.auth.enabled && config.secrets.key_file.is_some());
+        assert!(config.auth.bootstrap_token_file.is_some() && config.auth.worker_token_file.is_some());
+        config.tls = None;
+        config.auth.enabled = false;
+        config.auth.bootstrap_token_file = None;
+        config.auth.worker_token_file = None;
+        config.secrets = SecretsConfig::default();
         let defaults = Config {
             node_id: Some(1),
             data_dir: Some("/d".into()),

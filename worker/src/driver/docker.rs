@@ -215,18 +215,16 @@ async fn pull_image(docker: &Docker, image: &str, present: bool, out: &mpsc::Sen
 fn container_body(launch: &Launch<'_>, task: &pb::Task) -> Result<ContainerCreateBody, String> {
     let assignment = launch.assignment;
     let mut host = HostConfig::default();
-    if let Some(resources) = &task.resources {
-        if !resources.memory.is_empty() {
-            let bytes = rota_proto::quantity::parse_bytes(&resources.memory)
-                .map_err(|e| format!("task.resources.memory {:?}: {e}", resources.memory))?;
-            let bytes = i64::try_from(bytes).map_err(|_| "task.resources.memory is too large".to_owned())?;
-            host.memory = Some(bytes);
-            // No swap beyond the limit: over it, the task is OOM-killed.
-            host.memory_swap = Some(bytes);
-        }
-        if resources.cpu > 0.0 {
-            host.nano_cpus = Some((resources.cpu * 1e9) as i64);
-        }
+    if let Some(bytes) = launch.policy.container_memory(task)? {
+        let bytes = i64::try_from(bytes).map_err(|_| "task.resources.memory is too large".to_owned())?;
+        host.memory = Some(bytes);
+        // No swap beyond the limit: over it, the task is OOM-killed.
+        host.memory_swap = Some(bytes);
+    }
+    if let Some(resources) = &task.resources
+        && resources.cpu > 0.0
+    {
+        host.nano_cpus = Some((resources.cpu * 1e9) as i64);
     }
     if !task.network_mode.is_empty() {
         host.network_mode = Some(task.network_mode.clone());

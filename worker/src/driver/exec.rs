@@ -164,11 +164,17 @@ pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, 
     if task.resources.as_ref().is_some_and(|r| r.cpu > 0.0) {
         notes.push("task.resources.cpu is not enforced by the exec driver; the process runs unthrottled\n");
     }
-    let cgroup = match task.resources.as_ref().map(|r| r.memory.as_str()) {
-        None | Some("") => None,
-        Some(memory) => {
-            let limit = rota_proto::quantity::parse_bytes(memory)
-                .map_err(|e| format!("task.resources.memory {memory:?}: {e}"))?;
+    let limit = task
+        .resources
+        .as_ref()
+        .map(|r| r.memory.as_str())
+        .filter(|m| !m.is_empty())
+        .map(|m| rota_proto::quantity::parse_bytes(m).map_err(|e| format!("task.resources.memory {m:?}: {e}")))
+        .transpose()?;
+    launch.policy.check_memory_cap(limit)?;
+    let cgroup = match limit {
+        None => None,
+        Some(limit) => {
             let cannot = |e: String| {
                 format!("task.resources.memory: the exec driver cannot enforce a memory limit on this worker: {e}")
             };
