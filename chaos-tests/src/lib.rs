@@ -953,6 +953,23 @@ pub fn scenario_seed(scenario: &str) -> u64 {
     seed
 }
 
+/// Triggers `job` and waits (up to 90 s) for its run to end; returns the run.
+pub async fn run_to_end(client: &Client, job: &str) -> anyhow::Result<pb::Run> {
+    let (run, _) = client.trigger_run(job, None, Default::default(), false).await?;
+    wait_for(
+        &format!("run {} of {job} to end", run.id),
+        Duration::from_secs(90),
+        || async {
+            let run = client
+                .get_run(&run.id, rota_client::Consistency::Linearizable)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(run.finished_at.is_some().then_some(run))
+        },
+    )
+    .await
+}
+
 /// Client options for tests: patient enough for elections on a loaded machine.
 pub fn test_client_options() -> ClientOptions {
     ClientOptions {

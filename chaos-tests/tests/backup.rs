@@ -6,21 +6,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rota_chaos::{Cluster, ServerSettings, WorkerSettings, output_text, rotactl, run_checked, wait_for};
+use rota_chaos::{Cluster, ServerSettings, WorkerSettings, output_text, rotactl, run_checked, run_to_end, wait_for};
 use rota_client::{Client, Consistency, SpecFile};
-
-/// Triggers `job` and waits for its run to end; returns the run.
-async fn run_once(client: &Client, job: &str) -> anyhow::Result<rota_client::proto::Run> {
-    let (run, _) = client.trigger_run(job, None, Default::default(), false).await?;
-    wait_for(&format!("run {} to end", run.id), Duration::from_secs(60), || async {
-        let run = client
-            .get_run(&run.id, Consistency::Linearizable)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(run.finished_at.is_some().then_some(run))
-    })
-    .await
-}
 
 async fn job_names(client: &Client) -> anyhow::Result<BTreeSet<String>> {
     Ok(client
@@ -52,7 +39,7 @@ async fn a_new_cluster_started_from_a_backup_holds_every_job_and_run() {
         for spec in SpecFile::parse_yaml(&yaml)? {
             client.apply_job(spec.to_proto(), false).await?;
         }
-        let run = run_once(&client, "kept-0").await?;
+        let run = run_to_end(&client, "kept-0").await?;
         anyhow::ensure!(run.state() == rota_client::proto::RunState::Succeeded, "{run:?}");
 
         let out = rotactl(
@@ -104,7 +91,7 @@ async fn a_new_cluster_started_from_a_backup_holds_every_job_and_run() {
         }
         // And it carries on: a new run gets a new id and runs.
         new.start_worker(WorkerSettings::new("new-worker", "exec"))?;
-        let run = run_once(&client, "kept-0").await?;
+        let run = run_to_end(&client, "kept-0").await?;
         anyhow::ensure!(
             run.id != old_run.id && run.state() == rota_client::proto::RunState::Succeeded,
             "a new run after the restore: {run:?}"

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use rota_chaos::{Cluster, Security, ServerSettings, WorkerSettings, run_checked, wait_for};
+use rota_chaos::{Cluster, Security, ServerSettings, WorkerSettings, run_checked, run_to_end, wait_for};
 use rota_client::certs::{Authority, Validity};
 use rota_client::proto as pb;
 use rota_client::tls::{Connector, Role, Tls};
@@ -293,23 +293,6 @@ async fn mutual_tls_and_tokens_refuse_every_impostor_and_audit_it() {
     .await;
 }
 
-/// Triggers `job` and waits until its run has ended.
-async fn run_to_end(client: &Client, job: &str) -> anyhow::Result<pb::Run> {
-    let (run, _) = client.trigger_run(job, None, Default::default(), false).await?;
-    wait_for(
-        &format!("run {} of {job} to end", run.id),
-        Duration::from_secs(90),
-        || async {
-            let run = client
-                .get_run(&run.id, Consistency::Linearizable)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(run.finished_at.is_some().then_some(run))
-        },
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_refuses_specs_that_ask_for_its_host_unless_its_config_allows_them() {
     if !rota_chaos::docker::ready_or_skip() {
@@ -517,27 +500,18 @@ async fn a_canary_secret_reaches_its_task_and_nothing_else() {
         anyhow::ensure!(applied.outcome == pb::ApplyOutcome::Unchanged, "{:?}", applied.outcome);
 
         let run = run_to_end(&admin, "uses-a-secret").await?;
+        // rotactl as an admin would run it: servers, certificate, token.
+        let client_files = security.files(Role::Client);
+        let env_owned = [
+            ("ROTA_SERVERS", cluster.servers_arg()),
+            ("ROTA_TOKEN", security.bootstrap_token.clone()),
+            ("ROTA_TLS_CA", client_files.ca_file.display().to_string()),
+            ("ROTA_TLS_CERT", client_files.cert_file.display().to_string()),
+            ("ROTA_TLS_KEY", client_files.key_file.display().to_string()),
+        ];
+        let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
         anyhow::ensure!(run.state() == pb::RunState::Succeeded, "{run:?}");
-        let logs = rota_chaos::rotactl_with(
-            &[
-                ("ROTA_SERVERS", &cluster.servers_arg()),
-                ("ROTA_TOKEN", &security.bootstrap_token),
-                (
-                    "ROTA_TLS_CA",
-                    &security.files(Role::Client).ca_file.display().to_string(),
-                ),
-                (
-                    "ROTA_TLS_CERT",
-                    &security.files(Role::Client).cert_file.display().to_string(),
-                ),
-                (
-                    "ROTA_TLS_KEY",
-                    &security.files(Role::Client).key_file.display().to_string(),
-                ),
-            ],
-            &["run", "logs", &run.id],
-        )
-        .await?;
+        let logs = rota_chaos::rotactl_with(&env, &["run", "logs", &run.id]).await?;
         let text = String::from_utf8_lossy(&logs.stdout).into_owned();
         anyhow::ensure!(text.contains(&digest), "the task did not get the secret: {text:?}");
 
@@ -554,26 +528,7 @@ async fn a_canary_secret_reaches_its_task_and_nothing_else() {
             &["run", "get", &run.id, "-o", "json"][..],
             &["cluster", "snapshot", "save", &backup.display().to_string()][..],
         ] {
-            let out = rota_chaos::rotactl_with(
-                &[
-                    ("ROTA_SERVERS", &cluster.servers_arg()),
-                    ("ROTA_TOKEN", &security.bootstrap_token),
-                    (
-                        "ROTA_TLS_CA",
-                        &security.files(Role::Client).ca_file.display().to_string(),
-                    ),
-                    (
-                        "ROTA_TLS_CERT",
-                        &security.files(Role::Client).cert_file.display().to_string(),
-                    ),
-                    (
-                        "ROTA_TLS_KEY",
-                        &security.files(Role::Client).key_file.display().to_string(),
-                    ),
-                ],
-                args,
-            )
-            .await?;
+            let out = rota_chaos::rotactl_with(&env, args).await?;
             anyhow::ensure!(
                 out.status.success(),
                 "rotactl {args:?}: {}",
