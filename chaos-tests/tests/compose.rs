@@ -161,6 +161,20 @@ async fn compose_runs_jobs_across_a_server_restart_and_tears_down_cleanly() {
              command: [sh, -c, 'echo hello from compose on $ROTA_RUN_ID']\n",
         )?;
         let path = spec.path().to_string_lossy().into_owned();
+        // A worker container holds only a worker's credentials.
+        let listing = text(&project.compose(&["exec", "-T", "worker-1", "ls", "/etc/rota/tls"])?);
+        for file in ["ca.pem", "worker.pem", "worker-key.pem", "worker.token"] {
+            anyhow::ensure!(listing.contains(file), "{file} missing in the worker: {listing}");
+        }
+        for file in [
+            "ca-key.pem",
+            "bootstrap.token",
+            "secrets.key",
+            "server-key.pem",
+            "client-key.pem",
+        ] {
+            anyhow::ensure!(!listing.contains(file), "the worker holds {file}: {listing}");
+        }
         // Security is on: plain text and a missing token are refused.
         let plain = tokio::process::Command::new(bin_dir().join("rotactl"))
             .args(["--timeout", "3s", "job", "list"])

@@ -251,6 +251,11 @@ async fn mutual_tls_and_tokens_refuse_every_impostor_and_audit_it() {
         .await?;
         anyhow::ensure!(run.state() == pb::RunState::Succeeded, "{run:?}");
 
+        // Revoking the worker's token closes its open session at once.
+        let worker_token_id = worker_token.token.as_ref().map(|t| t.id.clone()).unwrap_or_default();
+        admin.revoke_token(&worker_token_id).await?;
+        audit_line(cluster, &["worker session closed", "revoked"]).await?;
+
         // Reload without restart: the servers' CA file gains a second CA;
         // a client of that CA is refused before and accepted after.
         let second = Authority::new("second", Validity::from_now(Duration::from_secs(3600)))?;
@@ -498,6 +503,25 @@ async fn a_canary_secret_reaches_its_task_and_nothing_else() {
         // Applying the same spec again changes nothing (sealing is stable).
         let applied = admin.apply_job(spec, false).await?;
         anyhow::ensure!(applied.outcome == pb::ApplyOutcome::Unchanged, "{:?}", applied.outcome);
+        // The sealed value copied into another job does not open there.
+        let thief = pb::JobSpec {
+            name: "thief".into(),
+            task: Some(pb::Task {
+                driver: pb::Driver::Exec as i32,
+                command: vec!["sh".into(), "-c".into(), "echo $STOLEN".into()],
+                secret_env: [("STOLEN".to_owned(), sealed.clone())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let refused = admin
+            .create_job(thief)
+            .await
+            .expect_err("a sealed value of another job");
+        anyhow::ensure!(
+            refused.code() == Some(Code::InvalidArgument) && refused.to_string().contains("another job"),
+            "{refused}"
+        );
 
         let run = run_to_end(&admin, "uses-a-secret").await?;
         // rotactl as an admin would run it: servers, certificate, token.

@@ -39,7 +39,16 @@ use tokio_rustls::rustls;
 use tonic::transport::server::Connected;
 
 /// How long a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Handshakes in progress at once; beyond that, accepting waits (the
+/// kernel's backlog holds the rest), so idle connections cannot use up the
+/// file descriptors.
+const MAX_HANDSHAKES: usize = 256;
+
+/// Refused handshakes logged per second; the rest are counted, and the
+/// count is logged with the next line.
+const REFUSALS_LOGGED_PER_SECOND: u32 = 10;
 
 /// Connections accepted but not yet taken by the gRPC server.
 const ACCEPT_QUEUE: usize = 128;
@@ -405,7 +414,39 @@ impl tokio_stream::Stream for Incoming {
     }
 }
 
+/// Logs refused handshakes on the `audit` target, at most
+/// [`REFUSALS_LOGGED_PER_SECOND`] a second (a flood of bad connections must
+/// not flood the log).
+#[derive(Default)]
+struct RefusalLog {
+    window: std::sync::Mutex<Option<(std::time::Instant, u32, u64)>>,
+}
+
+impl RefusalLog {
+    fn refused(&self, remote: SocketAddr, error: &str) {
+        let now = std::time::Instant::now();
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, logged, suppressed) = window.get_or_insert((now, 0, 0));
+        if now.duration_since(*start) >= Duration::from_secs(1) {
+            if *suppressed > 0 {
+                tracing::warn!(target: "audit", allowed = false, suppressed = *suppressed, "more TLS handshakes refused (not logged one by one)");
+            }
+            *start = now;
+            *logged = 0;
+            *suppressed = 0;
+        }
+        if *logged < REFUSALS_LOGGED_PER_SECOND {
+            *logged += 1;
+            tracing::warn!(target: "audit", %remote, allowed = false, %error, "TLS handshake refused");
+        } else {
+            *suppressed += 1;
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, tls: Option<Arc<Tls>>, tx: mpsc::Sender<io::Result<ServerConn>>) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let refusals = Arc::new(RefusalLog::default());
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -424,19 +465,21 @@ async fn accept_loop(listener: TcpListener, tls: Option<Arc<Tls>>, tx: mpsc::Sen
             }
             continue;
         };
+        let Ok(permit) = handshakes.clone().acquire_owned().await else {
+            return;
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.material().server.clone());
         let tx = tx.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop(permit);
+            match handshake {
                 Ok(Ok(stream)) => {
                     let _ = tx.send(Ok(MaybeTls::Tls(Box::new(stream)))).await;
                 }
-                Ok(Err(error)) => {
-                    tracing::warn!(target: "audit", %remote, allowed = false, %error, "TLS handshake refused");
-                }
-                Err(_) => {
-                    tracing::warn!(target: "audit", %remote, allowed = false, "TLS handshake timed out");
-                }
+                Ok(Err(error)) => refusals.refused(remote, &error.to_string()),
+                Err(_) => refusals.refused(remote, "the handshake timed out"),
             }
         });
     }

@@ -223,8 +223,10 @@ fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// The access decision, without I/O: `lookup` finds a token by the hash of
-/// its secret.
+/// The access decision, without I/O: `lookup` finds a token row by the
+/// hash of its secret, `recorded` says whether a row with a given id
+/// exists (a preset token counts only while its row does not: afterwards
+/// the row decides, even if a server's file holds another secret).
 pub fn decide(
     settings: &AuthSettings,
     access: Access,
@@ -232,6 +234,7 @@ pub fn decide(
     peer: Option<&Peer>,
     authorization: Option<&str>,
     lookup: impl FnOnce(&str) -> Option<Token>,
+    recorded: impl Fn(&str) -> bool,
 ) -> Result<Caller, Denied> {
     let anonymous = Caller {
         token_id: None,
@@ -274,7 +277,13 @@ pub fn decide(
     // Until the leader replicates a preset's row, the configured token holds
     // its role; afterwards the row decides (and a revoked one stays revoked
     // though its file is still configured).
-    let preset = || settings.presets.iter().find(|t| t.hash == hash).cloned();
+    let preset = || {
+        settings
+            .presets
+            .iter()
+            .find(|t| t.hash == hash && !recorded(&t.id))
+            .cloned()
+    };
     let Some(token) = lookup(&hash).or_else(preset) else {
         return Err(Denied::unauthenticated("unknown token".to_owned()));
     };
@@ -398,6 +407,7 @@ where
             peer.as_ref(),
             authorization,
             |hash| self.layer.lookup(hash),
+            |id| self.layer.state.read().state.token(id).is_some(),
         )
         .and_then(|caller| {
             // A worker's session is one long call; its messages are not calls.
@@ -515,6 +525,62 @@ mod tests {
     }
 
     #[test]
+    fn every_method_in_the_protos_has_the_access_this_table_says() {
+        use prost::Message;
+        // Reviewed by hand: a method added to the protos fails this test
+        // until it is given a row here (and its class in `Access::of`).
+        let expected: &[(&str, Access)] = &[
+            ("JobService/CreateJob", Access::Write),
+            ("JobService/UpdateJob", Access::Write),
+            ("JobService/ApplyJob", Access::Write),
+            ("JobService/GetJob", Access::Read),
+            ("JobService/ListJobs", Access::Read),
+            ("JobService/DeleteJob", Access::Write),
+            ("JobService/SuspendJob", Access::Write),
+            ("JobService/ResumeJob", Access::Write),
+            ("JobService/ExplainSchedule", Access::Read),
+            ("RunService/GetRun", Access::Read),
+            ("RunService/ListRuns", Access::Read),
+            ("RunService/WatchRuns", Access::Read),
+            ("RunService/CancelRun", Access::Write),
+            ("RunService/TriggerRun", Access::Write),
+            ("RunService/GetLogs", Access::Read),
+            ("ClusterService/GetStatus", Access::Read),
+            ("ClusterService/ListMembers", Access::Read),
+            ("ClusterService/AddNode", Access::Admin),
+            ("ClusterService/RemoveNode", Access::Admin),
+            ("ClusterService/TransferLeadership", Access::Admin),
+            ("ClusterService/ListWorkers", Access::Read),
+            ("ClusterService/DrainWorker", Access::Admin),
+            ("ClusterService/SaveSnapshot", Access::Admin),
+            ("ClusterService/CreateToken", Access::Admin),
+            ("ClusterService/ListTokens", Access::Admin),
+            ("ClusterService/RevokeToken", Access::Admin),
+            ("RaftService/AppendEntries", Access::Raft),
+            ("RaftService/Vote", Access::Raft),
+            ("RaftService/InstallSnapshot", Access::Raft),
+            ("RaftService/TimeoutNow", Access::Raft),
+            ("WorkerService/Session", Access::Worker),
+        ];
+        let set = prost_types::FileDescriptorSet::decode(rota_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
+        let mut seen = 0;
+        for file in set.file.iter().filter(|f| f.package() == "rota.v1") {
+            for service in &file.service {
+                for method in &service.method {
+                    let name = format!("{}/{}", service.name(), method.name());
+                    let row = expected.iter().find(|(m, _)| *m == name);
+                    let Some((_, access)) = row else {
+                        panic!("{name} has no row in this table: decide who may call it");
+                    };
+                    assert_eq!(Access::of(&format!("/rota.v1.{name}")), *access, "{name}");
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, expected.len(), "rows for methods that no longer exist");
+    }
+
+    #[test]
     fn roles_allow_what_they_should_and_nothing_else() {
         let bearer = "Bearer s3cret";
         let call = |role: TokenRole, path: &str| {
@@ -525,6 +591,7 @@ mod tests {
                 Some(&peer(Some(Role::Client))),
                 Some(bearer),
                 |_| Some(token(role)),
+                |_| false,
             )
         };
         assert!(call(TokenRole::Viewer, "/rota.v1.JobService/ListJobs").is_ok());
@@ -556,9 +623,15 @@ mod tests {
     #[test]
     fn certificates_are_checked_before_tokens() {
         let worker_cert = peer(Some(Role::Worker));
-        let raft = decide(&ON, Access::Raft, "RaftService/Vote", Some(&worker_cert), None, |_| {
-            None
-        })
+        let raft = decide(
+            &ON,
+            Access::Raft,
+            "RaftService/Vote",
+            Some(&worker_cert),
+            None,
+            |_| None,
+            |_| false,
+        )
         .expect_err("worker cert on raft");
         assert_eq!(raft.code, Code::PermissionDenied);
         assert!(raft.message.contains("worker certificate"), "{}", raft.message);
@@ -569,6 +642,7 @@ mod tests {
             Some(&worker_cert),
             Some("Bearer s3cret"),
             |_| Some(token(TokenRole::Admin)),
+            |_| false,
         )
         .expect_err("worker cert on admin");
         assert_eq!(admin.code, Code::PermissionDenied);
@@ -579,7 +653,8 @@ mod tests {
                 "RaftService/Vote",
                 Some(&peer(Some(Role::Server))),
                 None,
-                |_| None
+                |_| None,
+                |_| false,
             )
             .is_ok()
         );
@@ -587,7 +662,18 @@ mod tests {
             tls: false,
             ..ON.clone()
         };
-        assert!(decide(&plain, Access::Raft, "RaftService/Vote", None, None, |_| None).is_ok());
+        assert!(
+            decide(
+                &plain,
+                Access::Raft,
+                "RaftService/Vote",
+                None,
+                None,
+                |_| None,
+                |_| false
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -601,6 +687,7 @@ mod tests {
                 Some(&client),
                 authorization,
                 |_| found,
+                |_| false,
             )
             .expect_err("denied")
         };
@@ -635,6 +722,7 @@ mod tests {
             Some(&client),
             Some("Bearer boot"),
             |_| None,
+            |_| false,
         )
         .expect("bootstrap allowed");
         assert_eq!(caller.token_id.as_deref(), Some(BOOTSTRAP_TOKEN_ID));
@@ -647,10 +735,24 @@ mod tests {
                 "ClusterService/AddNode",
                 Some(&client),
                 Some("Bearer boot"),
-                |_| Some(revoked)
+                |_| Some(revoked),
+                |_| true,
             )
             .is_err()
         );
+        // A server whose file holds another secret than the recorded row:
+        // once the row exists, the file's secret is nobody.
+        let stale = decide(
+            &settings,
+            Access::Admin,
+            "ClusterService/AddNode",
+            Some(&client),
+            Some("Bearer boot"),
+            |_| None,
+            |id| id == BOOTSTRAP_TOKEN_ID,
+        )
+        .expect_err("a preset whose row exists with another hash");
+        assert_eq!(stale.code, Code::Unauthenticated);
         assert_eq!(hash_secret("boot").len(), 64);
         assert!(new_secret().expect("random").starts_with("rota_"));
     }

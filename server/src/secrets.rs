@@ -10,9 +10,12 @@
 //! text and applying an unchanged spec changes nothing. The cost is that
 //! equal values are visibly equal; the value itself is not.
 //!
-//! A value given already sealed (copied from `rotactl job get`) is kept
-//! as it is if it opens with this cluster's key, so get → edit → apply
-//! round-trips.
+//! A value is bound to its job and variable (both are the associated data
+//! of the seal): copied into another job or variable it no longer opens, so
+//! an operator of one job cannot read another job's secret through a job of
+//! their own. A value given already sealed (copied from `rotactl job get`)
+//! is kept as it is if it opens as this job's variable with this cluster's
+//! key, so get → edit → apply round-trips.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,8 +28,17 @@ use ring::hmac;
 /// Prefix of a sealed value.
 pub const SEALED_PREFIX: &str = "sealed:v1:";
 
-/// Associated data bound to every sealed value.
-const AAD: &[u8] = b"rota secret_env v1";
+/// The associated data of a sealed value: a version, the job and the
+/// variable (names hold no NUL: the spec refuses it).
+fn aad(job: &str, name: &str) -> Vec<u8> {
+    [
+        b"rota secret_env v1\0".as_slice(),
+        job.as_bytes(),
+        b"\0",
+        name.as_bytes(),
+    ]
+    .concat()
+}
 
 /// The cluster's secrets key.
 pub struct Keyring {
@@ -91,15 +103,16 @@ impl Keyring {
         Ok(Keyring::from_bytes(&material))
     }
 
-    /// Seals `value` of variable `name`.
-    pub fn seal(&self, name: &str, value: &str) -> String {
-        let tag = hmac::sign(&self.nonce_key, &[name.as_bytes(), b"\0", value.as_bytes()].concat());
+    /// Seals `value` of variable `name` of job `job`.
+    pub fn seal(&self, job: &str, name: &str, value: &str) -> String {
+        let aad = aad(job, name);
+        let tag = hmac::sign(&self.nonce_key, &[aad.as_slice(), b"\0", value.as_bytes()].concat());
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&tag.as_ref()[..NONCE_LEN]);
         let mut data = value.as_bytes().to_vec();
         if self
             .key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(AAD), &mut data)
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut data)
             .is_err()
         {
             // Only for inputs beyond GCM's limit (64 GiB); values are bounded far below.
@@ -110,8 +123,8 @@ impl Keyring {
         format!("{SEALED_PREFIX}{}", B64.encode(out))
     }
 
-    /// Opens a sealed value.
-    pub fn open(&self, sealed: &str) -> Result<String, SecretError> {
+    /// Opens the sealed value of variable `name` of job `job`.
+    pub fn open(&self, job: &str, name: &str, sealed: &str) -> Result<String, SecretError> {
         let body = sealed
             .strip_prefix(SEALED_PREFIX)
             .ok_or_else(|| SecretError("not a sealed value".into()))?;
@@ -127,19 +140,23 @@ impl Keyring {
         let mut data = data.to_vec();
         let clear = self
             .key
-            .open_in_place(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(AAD), &mut data)
-            .map_err(|_| SecretError("sealed with another key (or altered)".into()))?;
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(aad(job, name)),
+                &mut data,
+            )
+            .map_err(|_| SecretError("sealed with another key, for another job or variable, or altered".into()))?;
         String::from_utf8(clear.to_vec()).map_err(|_| SecretError("a sealed value that is not UTF-8".into()))
     }
 
-    /// Seals every clear value of `secret_env`; keeps values already sealed
-    /// with this key; refuses values sealed with another.
-    pub fn seal_all(&self, secret_env: &mut BTreeMap<String, String>) -> Result<(), (String, SecretError)> {
+    /// Seals every clear value of job `job`'s `secret_env`; keeps values
+    /// already sealed for it with this key; refuses any other sealed value.
+    pub fn seal_all(&self, job: &str, secret_env: &mut BTreeMap<String, String>) -> Result<(), (String, SecretError)> {
         for (name, value) in secret_env.iter_mut() {
             if value.starts_with(SEALED_PREFIX) {
-                self.open(value).map_err(|e| (name.clone(), e))?;
+                self.open(job, name, value).map_err(|e| (name.clone(), e))?;
             } else {
-                *value = self.seal(name, value);
+                *value = self.seal(job, name, value);
             }
         }
         Ok(())
@@ -153,31 +170,42 @@ mod tests {
     #[test]
     fn sealing_is_deterministic_opens_back_and_hides_the_value() {
         let keyring = Keyring::from_bytes(&[7; 32]);
-        let sealed = keyring.seal("DB_PASSWORD", "hunter2-canary");
+        let sealed = keyring.seal("prod", "DB_PASSWORD", "hunter2-canary");
         assert!(sealed.starts_with(SEALED_PREFIX));
         assert!(!sealed.contains("hunter2"));
-        assert_eq!(keyring.seal("DB_PASSWORD", "hunter2-canary"), sealed);
-        assert_ne!(keyring.seal("OTHER", "hunter2-canary"), sealed);
-        assert_eq!(keyring.open(&sealed).expect("opens"), "hunter2-canary");
+        assert_eq!(keyring.seal("prod", "DB_PASSWORD", "hunter2-canary"), sealed);
+        assert_ne!(keyring.seal("prod", "OTHER", "hunter2-canary"), sealed);
+        assert_eq!(
+            keyring.open("prod", "DB_PASSWORD", &sealed).expect("opens"),
+            "hunter2-canary"
+        );
+        // Bound to its job and variable: copied elsewhere it does not open.
+        assert!(keyring.open("mine", "DB_PASSWORD", &sealed).is_err());
+        assert!(keyring.open("prod", "X", &sealed).is_err());
         let other = Keyring::from_bytes(&[8; 32]);
-        assert!(other.open(&sealed).is_err());
+        assert!(other.open("prod", "DB_PASSWORD", &sealed).is_err());
         let mut tampered = sealed.clone();
         tampered.pop();
         tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
-        assert!(keyring.open(&tampered).is_err());
+        assert!(keyring.open("prod", "DB_PASSWORD", &tampered).is_err());
     }
 
     #[test]
     fn seal_all_keeps_own_sealed_values_and_refuses_foreign_ones() {
         let keyring = Keyring::from_bytes(&[1; 32]);
         let mut env = BTreeMap::from([("A".to_owned(), "clear".to_owned())]);
-        keyring.seal_all(&mut env).expect("seals");
+        keyring.seal_all("job", &mut env).expect("seals");
         let once = env.clone();
-        keyring.seal_all(&mut env).expect("kept");
+        keyring.seal_all("job", &mut env).expect("kept");
         assert_eq!(env, once);
-        let mut foreign = BTreeMap::from([("B".to_owned(), Keyring::from_bytes(&[2; 32]).seal("B", "x"))]);
-        let (name, _) = keyring.seal_all(&mut foreign).expect_err("foreign");
+        let mut foreign = BTreeMap::from([("B".to_owned(), Keyring::from_bytes(&[2; 32]).seal("job", "B", "x"))]);
+        let (name, _) = keyring.seal_all("job", &mut foreign).expect_err("foreign");
         assert_eq!(name, "B");
+        let mut copied = once.clone();
+        assert!(
+            keyring.seal_all("another-job", &mut copied).is_err(),
+            "copied from another job"
+        );
     }
 
     #[test]
@@ -189,7 +217,7 @@ mod tests {
         std::fs::write(&b64, base64::engine::general_purpose::STANDARD.encode([0xab; 32])).expect("write");
         let a = Keyring::load(&hex).expect("hex");
         let b = Keyring::load(&b64).expect("base64");
-        assert_eq!(a.open(&b.seal("K", "v")).expect("same key"), "v");
+        assert_eq!(a.open("j", "K", &b.seal("j", "K", "v")).expect("same key"), "v");
         let short = dir.path().join("short");
         std::fs::write(&short, "abcd").expect("write");
         assert!(

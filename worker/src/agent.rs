@@ -1062,19 +1062,17 @@ impl Agent {
                 }
             });
             let driver = launcher.driver();
-            let started = match launcher {
-                Launcher::Exec(assignment) => driver::exec::start(
-                    &Launch {
-                        assignment: &assignment,
-                        worker_id: &worker_id,
-                        metrics: &metrics,
-                        policy: &policy,
-                    },
-                    out_tx,
-                ),
-                Launcher::Docker(docker, assignment) => {
-                    driver::docker::start(
-                        &docker,
+            let refusal = match &launcher {
+                Launcher::Exec(assignment) | Launcher::Docker(_, assignment) if !assignment.refuse.is_empty() => {
+                    Some(assignment.refuse.clone())
+                }
+                _ => None,
+            };
+            let started = if let Some(reason) = refusal {
+                Err(reason)
+            } else {
+                match launcher {
+                    Launcher::Exec(assignment) => driver::exec::start(
                         &Launch {
                             assignment: &assignment,
                             worker_id: &worker_id,
@@ -1082,14 +1080,26 @@ impl Agent {
                             policy: &policy,
                         },
                         out_tx,
-                    )
-                    .await
+                    ),
+                    Launcher::Docker(docker, assignment) => {
+                        driver::docker::start(
+                            &docker,
+                            &Launch {
+                                assignment: &assignment,
+                                worker_id: &worker_id,
+                                metrics: &metrics,
+                                policy: &policy,
+                            },
+                            out_tx,
+                        )
+                        .await
+                    }
+                    Launcher::Adopt {
+                        docker,
+                        container,
+                        skip,
+                    } => driver::docker::adopt(&docker, &container, skip, out_tx).await,
                 }
-                Launcher::Adopt {
-                    docker,
-                    container,
-                    skip,
-                } => driver::docker::adopt(&docker, &container, skip, out_tx).await,
             };
             let counter = match &started {
                 Ok(_) => &metrics.attempts_started,

@@ -23,6 +23,9 @@ pub struct HostPolicy {
     pub allow_privileged: bool,
     /// `network_mode: host`.
     pub allow_host_network: bool,
+    /// `network_mode: container:NAME` (joining another container's network
+    /// namespace, which may be the host's).
+    pub allow_container_network: bool,
     /// The host's process namespace.
     pub allow_host_pid: bool,
     /// The host's IPC namespace.
@@ -49,6 +52,55 @@ const SECTION: &str = "the [security] section of this worker's config";
 fn is_docker_socket(path: &Path) -> bool {
     path.file_name().is_some_and(|name| name == "docker.sock")
         || path.extension().is_some_and(|ext| ext == "sock") && path.to_string_lossy().contains("docker")
+}
+
+/// The container engines' sockets on this host (resolved), wherever a
+/// mount might reach one: Docker's (and `DOCKER_HOST`'s), containerd's,
+/// CRI-O's, Podman's.
+fn engine_sockets() -> Vec<PathBuf> {
+    let mut candidates: Vec<PathBuf> = [
+        "/var/run/docker.sock",
+        "/run/docker.sock",
+        "/run/containerd/containerd.sock",
+        "/var/run/crio/crio.sock",
+        "/run/podman/podman.sock",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    if let Ok(host) = std::env::var("DOCKER_HOST")
+        && let Some(path) = host.strip_prefix("unix://")
+    {
+        candidates.push(PathBuf::from(path));
+    }
+    candidates
+        .into_iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect()
+}
+
+/// A bind the worker may hand the engine: the resolved host path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// On the host, symbolic links resolved.
+    pub host: PathBuf,
+    /// In the container.
+    pub container: String,
+    /// Read only.
+    pub read_only: bool,
+}
+
+impl Bind {
+    /// The engine's `host:container:mode` form.
+    pub fn to_docker(&self) -> String {
+        let mode = if self.read_only { "ro" } else { "rw" };
+        format!("{}:{}:{mode}", self.host.display(), self.container)
+    }
+}
+
+/// A path the engine's bind syntax carries safely: absolute, no `:` or `,`.
+fn bindable(path: &str) -> bool {
+    path.starts_with('/') && !path.contains([':', ',', '\0'])
 }
 
 impl HostPolicy {
@@ -116,6 +168,12 @@ impl HostPolicy {
         if task.network_mode == "host" && !self.allow_host_network {
             return refuse("task.network_mode: host".into(), "allow_host_network = true");
         }
+        if task.network_mode.starts_with("container:") && !self.allow_container_network {
+            return refuse(
+                format!("task.network_mode: {}", task.network_mode),
+                "allow_container_network = true",
+            );
+        }
         let Some(host) = &task.host else {
             return Ok(());
         };
@@ -151,19 +209,69 @@ impl HostPolicy {
                 );
             }
         }
-        for mount in &host.mounts {
-            self.check_mount(&mount.host_path)?;
-        }
-        Ok(())
+        self.binds(task).map(|_| ())
     }
 
-    fn check_mount(&self, host_path: &str) -> Result<(), String> {
+    /// The task's mounts as binds of resolved host paths, each checked.
+    /// Called right before the container is created (and once earlier, to
+    /// refuse before pulling), so the engine gets the paths that were
+    /// checked, not names a link could since have redirected.
+    pub fn binds(&self, task: &pb::Task) -> Result<Vec<Bind>, String> {
+        let Some(host) = &task.host else {
+            return Ok(Vec::new());
+        };
+        host.mounts
+            .iter()
+            .map(|mount| {
+                if !bindable(&mount.host_path) || !bindable(&mount.container_path) {
+                    return Err(format!(
+                        "refused: task.host.mounts {:?} -> {:?}: paths must be absolute, without ':' or ','",
+                        mount.host_path, mount.container_path
+                    ));
+                }
+                let host = self.check_mount(&mount.host_path)?;
+                if !bindable(&host.to_string_lossy()) {
+                    return Err(format!(
+                        "refused: task.host.mounts {:?} resolves to {}, which a bind cannot carry",
+                        mount.host_path,
+                        host.display()
+                    ));
+                }
+                Ok(Bind {
+                    host,
+                    container: mount.container_path.clone(),
+                    read_only: mount.read_only,
+                })
+            })
+            .collect()
+    }
+
+    fn check_mount(&self, host_path: &str) -> Result<PathBuf, String> {
         let asked = Path::new(host_path);
         // Symbolic links are resolved on both sides, so neither a link in an
         // allowed directory nor a link to one changes the answer.
         let real = std::fs::canonicalize(asked).map_err(|e| {
             format!("refused: task.host.mounts host_path {host_path:?} cannot be used on this worker ({e})")
         })?;
+        // A mount of a directory that holds an engine's socket reaches the
+        // socket as surely as a mount of the socket itself.
+        let covered_socket = engine_sockets()
+            .into_iter()
+            .find(|socket| socket.starts_with(&real) && *socket != real);
+        if let Some(socket) = covered_socket {
+            let listed = self
+                .allow_host_paths
+                .iter()
+                .any(|allowed| std::fs::canonicalize(allowed).is_ok_and(|a| a == real));
+            if !listed {
+                return Err(format!(
+                    "refused by this worker's security policy: task.host.mounts {host_path:?} holds the container \
+                     engine's socket {}, which gives root on this host; list {host_path:?} itself in \
+                     allow_host_paths in {SECTION} to allow it",
+                    socket.display()
+                ));
+            }
+        }
         let socket = is_docker_socket(asked) || is_docker_socket(&real);
         let allowed = self.allow_host_paths.iter().any(|allowed| {
             let allowed_real = std::fs::canonicalize(allowed).unwrap_or_else(|_| allowed.clone());
@@ -174,7 +282,7 @@ impl HostPolicy {
             }
         });
         if allowed {
-            return Ok(());
+            return Ok(real);
         }
         if socket {
             Err(format!(
@@ -254,6 +362,13 @@ mod tests {
                 "allow_devices",
             ),
             (task(mount("/tmp")), "allow_host_paths"),
+            (
+                pb::Task {
+                    network_mode: "container:other".into(),
+                    ..Default::default()
+                },
+                "allow_container_network",
+            ),
         ];
         for (task, setting) in cases {
             let refused = policy.check(&task).expect_err(setting);
@@ -276,6 +391,18 @@ mod tests {
         };
         let path = |p: &Path| p.to_string_lossy().into_owned();
         assert!(policy.check(&task(mount(&path(&allowed.join("sub"))))).is_ok());
+        // The engine gets the resolved path, not the name that was asked.
+        let via_link = dir.path().join("link-to-cache");
+        std::os::unix::fs::symlink(&allowed, &via_link).expect("symlink");
+        let binds = policy
+            .binds(&task(mount(&path(&via_link.join("sub")))))
+            .expect("allowed through a link");
+        assert_eq!(binds[0].host, std::fs::canonicalize(allowed.join("sub")).expect("real"));
+        assert!(binds[0].to_docker().ends_with(":/m:rw"), "{}", binds[0].to_docker());
+        let colon = policy
+            .binds(&task(mount(&format!("{}/a:b", path(&allowed)))))
+            .expect_err("a colon in the path");
+        assert!(colon.contains("':'"), "{colon}");
         let escaped = policy
             .check(&task(mount(&path(&allowed.join("escape")))))
             .expect_err("a link out of the allowed directory");

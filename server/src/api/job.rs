@@ -105,7 +105,7 @@ impl JobApi {
             ));
         };
         keyring
-            .seal_all(&mut spec.task.secret_env)
+            .seal_all(&spec.name, &mut spec.task.secret_env)
             .map_err(|(name, e)| ApiError::invalid(format!("task.secret_env[{name:?}]"), e.to_string()))?;
         Ok(spec)
     }

@@ -140,17 +140,28 @@ fn registration(register: pb::Register) -> Result<(String, WorkerInfo, Vec<HeldA
 fn assignment(run: &Run, attempt: &Attempt, secrets: Option<&crate::secrets::Keyring>) -> pb::Assignment {
     let scheduled_at = run.nominal_time.unwrap_or(run.created_at);
     let mut env: std::collections::HashMap<String, String> = run.spec.task.env.clone().into_iter().collect();
+    let mut refuse = String::new();
     for (name, sealed) in &run.spec.task.secret_env {
-        // Opened here only, for the worker's TLS session; never logged.
-        match secrets.map(|keyring| keyring.open(sealed)) {
-            Some(Ok(value)) => _ = env.insert(name.clone(), value),
-            Some(Err(error)) => {
-                tracing::error!(run = %run.id, variable = %name, %error, "cannot open a secret value; the task runs without it");
-            }
-            None => {
-                tracing::error!(run = %run.id, variable = %name, "no secrets key on this server (secrets.key_file); the task runs without the secret");
+        // Opened here only, for the worker's TLS session; never logged. A
+        // task never runs without its secrets: the worker is told to refuse.
+        let opened = match secrets {
+            Some(keyring) => keyring.open(&run.job, name, sealed).map_err(|e| e.to_string()),
+            None => Err("this server has no secrets key (secrets.key_file)".to_owned()),
+        };
+        match opened {
+            Ok(value) => _ = env.insert(name.clone(), value),
+            Err(error) => {
+                tracing::error!(run = %run.id, variable = %name, %error, "cannot open a secret value; the attempt is refused");
+                refuse = format!(
+                    "the leader cannot open task.secret_env[{name:?}] ({error}); is secrets.key_file the same on \
+                     every server?"
+                );
             }
         }
+    }
+    if !refuse.is_empty() {
+        // Nothing secret goes out with a refusal.
+        env.clear();
     }
     env.extend(run.params.clone());
     env.insert("ROTA_RUN_ID".into(), run.id.clone());
@@ -189,6 +200,7 @@ fn assignment(run: &Run, attempt: &Attempt, secrets: Option<&crate::secrets::Key
             .map(convert::timestamp),
         kill_grace: Some(convert::duration(run.spec.kill_grace)),
         traceparent,
+        refuse,
     }
 }
 
@@ -208,6 +220,11 @@ impl WorkerService for WorkerApi {
             let leader = self.node.leader().filter(|l| l.id != self.node.id);
             return Err(ApiError::NotLeader { leader }.into());
         };
+        // The token the session was opened with: revoking it ends the session.
+        let token = request
+            .extensions()
+            .get::<crate::auth::Caller>()
+            .and_then(|caller| caller.token_id.clone());
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
             .await
@@ -262,6 +279,7 @@ impl WorkerService for WorkerApi {
             pushed,
             stopped: HashSet::new(),
             secrets: self.secrets.clone(),
+            token,
         };
         tokio::spawn(session.run(inbound, context.cancel.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -282,6 +300,8 @@ struct Session {
     stopped: HashSet<(RunId, u64)>,
     /// Opens secret values for assignments.
     secrets: Option<std::sync::Arc<crate::secrets::Keyring>>,
+    /// Id of the token the session was opened with, if auth is on.
+    token: Option<String>,
 }
 
 /// A report waiting to be committed, and what to answer.
@@ -335,6 +355,11 @@ impl Session {
                     }
                 },
                 changed = changes.changed() => {
+                    if let Some(reason) = self.token_withdrawn() {
+                        tracing::warn!(target: "audit", worker = %self.worker, %reason, "worker session closed");
+                        let _ = self.tx.send(Err(Status::unauthenticated(reason))).await;
+                        break;
+                    }
                     open = changed.is_ok() && self.push_work().await;
                 }
             }
@@ -356,6 +381,20 @@ impl Session {
     /// Sends the worker its new assignments and stops. Returns false once
     /// the session must end: the worker is gone, was declared lost, or
     /// registered again elsewhere.
+    /// Why the session's token no longer lets it in (revoked, expired), if
+    /// so. A preset token whose row is not recorded yet still holds.
+    fn token_withdrawn(&self) -> Option<String> {
+        let id = self.token.as_ref()?;
+        let applied = self.node.state.read();
+        let token = applied.state.token(id)?;
+        (!token.is_usable(chrono::Utc::now())).then(|| {
+            format!(
+                "token {id} ({}) was revoked or has expired; the session is closed",
+                token.name
+            )
+        })
+    }
+
     async fn push_work(&mut self) -> bool {
         let mut messages = Vec::new();
         let current = {

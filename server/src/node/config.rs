@@ -145,6 +145,9 @@ pub struct AuthConfig {
     pub requests_per_second: u32,
     /// Calls a token may make at once above that rate.
     pub burst: u32,
+    /// Accept `enabled` without `[tls]` (test benches only: Raft calls are
+    /// then unauthenticated and tokens travel in clear).
+    pub allow_without_tls: bool,
 }
 
 impl Default for AuthConfig {
@@ -155,6 +158,7 @@ impl Default for AuthConfig {
             worker_token_file: None,
             requests_per_second: 100,
             burst: 200,
+            allow_without_tls: false,
         }
     }
 }
@@ -340,10 +344,12 @@ impl Config {
         if self.worker_lease < Duration::from_secs(1) {
             return invalid("worker_lease must be at least 1s".into());
         }
-        if self.auth.enabled && self.tls.is_none() {
-            tracing::warn!(
-                "auth.enabled without tls: tokens cross the network in clear text and Raft calls are not \
-                 authenticated; set [tls] (rotactl tls init) outside a test bench"
+        if self.auth.enabled && self.tls.is_none() && !self.auth.allow_without_tls {
+            return invalid(
+                "auth.enabled without [tls]: Raft calls would not be authenticated (anyone reaching the port \
+                 could append commands, tokens included) and tokens would cross the network in clear; set [tls] \
+                 (rotactl tls init), or auth.allow_without_tls = true on a test bench"
+                    .into(),
             );
         }
         if (self.auth.bootstrap_token_file.is_some() || self.auth.worker_token_file.is_some()) && !self.auth.enabled {

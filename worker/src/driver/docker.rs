@@ -232,16 +232,9 @@ fn container_body(launch: &Launch<'_>, task: &pb::Task) -> Result<ContainerCreat
     if let Some(access) = &task.host {
         host.privileged = Some(access.privileged);
         host.cap_add = (!access.cap_add.is_empty()).then(|| access.cap_add.clone());
-        host.binds = (!access.mounts.is_empty()).then(|| {
-            access
-                .mounts
-                .iter()
-                .map(|m| {
-                    let mode = if m.read_only { "ro" } else { "rw" };
-                    format!("{}:{}:{mode}", m.host_path, m.container_path)
-                })
-                .collect()
-        });
+        // Resolved and checked now, right before the container is created.
+        let binds = launch.policy.binds(task)?;
+        host.binds = (!binds.is_empty()).then(|| binds.iter().map(|b| b.to_docker()).collect());
         host.devices = (!access.devices.is_empty()).then(|| {
             access
                 .devices
