@@ -14,6 +14,7 @@
 //! takes a process-wide lock: tests of one binary run their clusters one at a
 //! time even when the harness runs tests in parallel.
 
+pub mod bench;
 pub mod docker;
 pub mod oracle;
 pub mod otlp;
@@ -294,6 +295,11 @@ pub struct Process {
 impl Process {
     fn new(log: PathBuf) -> Self {
         Self { log, child: None }
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process is running.

@@ -1,6 +1,95 @@
-//! `rota-bench`: the load generator and benchmark runner (issue #9). Not
-//! built yet; exits non-zero so no script mistakes it for a result.
+//! `rota-bench`: starts what it measures (a 3-server rota cluster from the
+//! binaries beside it, and the peer it is compared with), runs a scenario,
+//! prints a table and writes JSON. See BENCHMARKS.md.
+//!
+//!   cargo build --release --workspace --bins
+//!   cargo build --release -p rota-chaos --bin rota-bench --features etcd
+//!   ./target/release/rota-bench writes
+//!   ./target/release/rota-bench writes --smoke      # tiny, as CI runs it
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use rota_chaos::bench;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Durable replicated writes, rota against a 3-member etcd.
+    Writes,
+    /// Idle resident memory of a server and a worker.
+    Footprint,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rota-bench",
+    about = "rota's benchmarks, each beside its peer on this machine"
+)]
+struct Args {
+    /// What to measure.
+    scenario: Scenario,
+    /// A tiny run that only checks the tool works (what CI runs).
+    #[arg(long)]
+    smoke: bool,
+    /// Seconds per measurement (default 10; 1 with --smoke).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Concurrent clients, comma-separated (default 1,16,64; 1,4 with --smoke).
+    #[arg(long, value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// Where to write the JSON report (default: stdout after the table).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
 
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("rota-bench is not implemented yet; see issue #9")
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let options = bench::Options {
+        clients: if !args.clients.is_empty() {
+            args.clients.clone()
+        } else if args.smoke {
+            vec![1, 4]
+        } else {
+            vec![1, 16, 64]
+        },
+        duration: args.duration.unwrap_or(if args.smoke {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        }),
+    };
+    runtime.block_on(async {
+        let report = match args.scenario {
+            Scenario::Writes => writes(&options).await?,
+            Scenario::Footprint => {
+                let settle = if args.smoke {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_secs(10)
+                };
+                bench::footprint::run(settle).await?
+            }
+        };
+        let text = serde_json::to_string_pretty(&report)?;
+        match &args.json {
+            Some(path) => std::fs::write(path, text)?,
+            None => println!("\n{text}"),
+        }
+        Ok(())
+    })
+}
+
+#[cfg(feature = "etcd")]
+async fn writes(options: &bench::Options) -> anyhow::Result<serde_json::Value> {
+    bench::writes::run(options).await
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn writes(options: &bench::Options) -> anyhow::Result<serde_json::Value> {
+    anyhow::bail!(
+        "this rota-bench was built without etcd, so it cannot run writes ({options:?}): \
+         cargo build -p rota-chaos --bin rota-bench --features etcd (needs protoc: Debian's protobuf-compiler)"
+    )
 }

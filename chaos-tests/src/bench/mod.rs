@@ -1,0 +1,132 @@
+//! `rota-bench`: benchmarks that start what they measure — a 3-server rota
+//! cluster on loopback (fsync on, as always) and, beside it, the peer it is
+//! compared with on the same machine in the same run — and report ratios,
+//! which survive a noisy shared machine better than absolute numbers.
+//!
+//! Scenarios so far: `writes` (durable replicated writes against a 3-member
+//! etcd; built with the `etcd` feature, whose client crate needs `protoc`)
+//! and [`footprint`] (idle memory). Each has a smoke size that CI runs so the tool cannot
+//! rot; the numbers of real runs go to BENCHMARKS.md.
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod footprint;
+#[cfg(feature = "etcd")]
+pub mod writes;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+/// The size of a load scenario's run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Concurrent clients, one measurement each.
+    pub clients: Vec<usize>,
+    /// How long each measurement lasts.
+    pub duration: Duration,
+}
+
+/// Latency samples of one measurement.
+#[derive(Debug, Clone, Default)]
+pub struct Latencies {
+    samples: Vec<Duration>,
+}
+
+impl Latencies {
+    /// Adds a sample.
+    pub fn push(&mut self, latency: Duration) {
+        self.samples.push(latency);
+    }
+
+    /// Merges another set in.
+    pub fn extend(&mut self, other: Latencies) {
+        self.samples.extend(other.samples);
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The `q` quantile (0.0–1.0), nearest rank; zero without samples.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.samples.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut sorted = self.samples.clone();
+        sorted.sort_unstable();
+        let rank = ((q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+}
+
+/// One row of a scenario's results.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// What was measured, e.g. "rota, 16 clients".
+    pub name: String,
+    /// Operations per second.
+    pub per_second: f64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+    /// Operations that failed.
+    pub errors: u64,
+}
+
+impl Row {
+    /// The row as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "name": self.name,
+            "per_second": (self.per_second * 10.0).round() / 10.0,
+            "p50_ms": self.p50.as_secs_f64() * 1000.0,
+            "p99_ms": self.p99.as_secs_f64() * 1000.0,
+            "errors": self.errors,
+        })
+    }
+}
+
+/// Prints rows as a table.
+pub fn print_table(title: &str, rows: &[Row]) {
+    println!("\n{title}");
+    println!(
+        "{:<28} {:>10} {:>10} {:>10} {:>7}",
+        "", "ops/s", "p50 ms", "p99 ms", "errors"
+    );
+    for row in rows {
+        println!(
+            "{:<28} {:>10.1} {:>10.2} {:>10.2} {:>7}",
+            row.name,
+            row.per_second,
+            row.p50.as_secs_f64() * 1000.0,
+            row.p99.as_secs_f64() * 1000.0,
+            row.errors
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let mut l = Latencies::default();
+        assert_eq!(l.quantile(0.5), Duration::ZERO);
+        for ms in 1..=100 {
+            l.push(Duration::from_millis(ms));
+        }
+        assert_eq!(l.quantile(0.5), Duration::from_millis(50));
+        assert_eq!(l.quantile(0.99), Duration::from_millis(99));
+        assert_eq!(l.quantile(1.0), Duration::from_millis(100));
+        assert_eq!(l.quantile(0.0), Duration::from_millis(1));
+    }
+}
