@@ -7,6 +7,7 @@
 #
 #   bash fuzz/run.sh          # 20 s each (what CI runs)
 #   bash fuzz/run.sh 600      # longer
+#   FUZZ_SEED=1 bash fuzz/run.sh   # the same mutations every time (CI)
 #
 # Needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz).
 set -euo pipefail
@@ -21,7 +22,7 @@ for target in "${TARGETS[@]}"; do
   mkdir -p "$scratch/$target"
   log="$scratch/$target.log"
   if ! cargo +nightly fuzz run -s none "$target" "$scratch/$target" "corpus/$target" -- \
-      -max_total_time="$SECONDS_EACH" -rss_limit_mb=4096 -timeout=10 >"$log" 2>&1; then
+      -max_total_time="$SECONDS_EACH" -rss_limit_mb=4096 -timeout=10 ${FUZZ_SEED:+-seed="$FUZZ_SEED"} >"$log" 2>&1; then
     tail -n 60 "$log"
     echo "fuzz target $target failed; the input is in fuzz/artifacts/$target/" >&2
     exit 1

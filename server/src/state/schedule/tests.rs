@@ -415,3 +415,21 @@ fn upcoming_notes_the_slots_daylight_saving_time_moves() {
         [(utc("2026-03-29T01:30:00Z"), None)]
     );
 }
+
+#[test]
+fn a_list_with_an_empty_item_is_refused_at_once() {
+    // Found by the `schedule` fuzz target: croner took over ten seconds to
+    // refuse it (a field that matches nothing, searched for years).
+    for expr in [
+        ",,,\t\t\t\t\t\t,,,,,,,,17 * * * MON,FRI",
+        "0 1,,2 * * *",
+        "0 ,1 * * *",
+        "0 1, * * *",
+    ] {
+        let started = std::time::Instant::now();
+        let error = crate::state::job::parse_cron(expr).expect_err(expr);
+        assert!(error.to_string().contains("empty list item"), "{expr}: {error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{expr}");
+    }
+    assert!(crate::state::job::parse_cron("0 1,2 * * MON,FRI").is_ok());
+}
