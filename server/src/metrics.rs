@@ -329,6 +329,10 @@ impl Metrics {
         for latency in [
             &crate::store::stats::LOG_APPEND_SECONDS,
             &crate::store::stats::LOG_SYNC_SECONDS,
+            &crate::store::stats::LOG_APPEND_ENTRIES,
+            &crate::store::stats::PROPOSALS_PER_ENTRY,
+            &crate::store::stats::APPLY_ENTRIES,
+            &crate::store::stats::APPLY_SECONDS,
         ] {
             register(&registry, Ok(Histogram::clone(latency)))?;
         }

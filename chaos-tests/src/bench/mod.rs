@@ -94,6 +94,55 @@ impl Row {
     }
 }
 
+/// Every server's `/metrics` samples (servers started with
+/// [`crate::ServerSettings::http`]), by server id.
+pub async fn server_metrics(cluster: &crate::Cluster) -> anyhow::Result<Metrics> {
+    let mut all = std::collections::BTreeMap::new();
+    for id in cluster.running_ids() {
+        if let Some(addr) = &cluster.server(id)?.http_addr {
+            all.insert(id, crate::scrape(addr).await?);
+        }
+    }
+    Ok(Metrics(all))
+}
+
+/// `/metrics` samples of every server, by server id.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics(pub std::collections::BTreeMap<u64, std::collections::BTreeMap<String, f64>>);
+
+impl Metrics {
+    /// The mean of histogram `name` (summed over its series) between
+    /// `earlier` and these samples, per server, times `scale` (1000 turns
+    /// seconds into milliseconds), with the number of observations: where
+    /// a measurement spent its time.
+    pub fn histogram_means(&self, earlier: &Metrics, name: &str, scale: f64) -> serde_json::Value {
+        let sum_of = |samples: &std::collections::BTreeMap<String, f64>, suffix: &str| -> f64 {
+            let series = format!("{name}_{suffix}");
+            samples
+                .iter()
+                .filter(|(key, _)| **key == series || key.starts_with(&format!("{series}{{")))
+                .map(|(_, value)| value)
+                .sum()
+        };
+        let mut out = serde_json::Map::new();
+        for (id, samples) in &self.0 {
+            let before = earlier.0.get(id);
+            let delta = |suffix: &str| sum_of(samples, suffix) - before.map_or(0.0, |b| sum_of(b, suffix));
+            let count = delta("count");
+            if count > 0.0 {
+                out.insert(
+                    format!("server {id}"),
+                    json!({
+                        "count": count,
+                        "mean": (delta("sum") / count * scale * 100.0).round() / 100.0,
+                    }),
+                );
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
 /// Prints rows as a table.
 pub fn print_table(title: &str, rows: &[Row]) {
     println!("\n{title}");

@@ -87,15 +87,26 @@ where
 /// Runs the scenario: prints the table, returns the JSON report; fails if a
 /// measurement completed nothing.
 pub async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
-    let cluster = Cluster::start(3, ServerSettings::default()).await?;
+    let cluster = Cluster::start(
+        3,
+        ServerSettings {
+            http: true,
+            ..ServerSettings::default()
+        },
+    )
+    .await?;
     let etcd = Etcd::start().await?;
-    let rota = cluster.client()?;
+    // Straight to the leader, as etcd's client reaches its leader through
+    // whichever member it dials (a rota follower would forward each call).
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let rota = cluster.client_for(leader)?;
     let kv = etcd_client::Client::connect(&etcd.endpoints, None).await?;
     let payload = crate::job_spec("payload-size-reference").encode_to_vec();
     let mut rows = Vec::new();
     let mut report = Vec::new();
     for (round, &clients) in options.clients.iter().enumerate() {
         let client = rota.clone();
+        let before = super::server_metrics(&cluster).await?;
         let rota_load = load(clients, options.duration, move |task, i| {
             let client = client.clone();
             async move {
@@ -108,6 +119,15 @@ pub async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
             }
         })
         .await;
+        let after = super::server_metrics(&cluster).await?;
+        let where_time_went = json!({
+            "raft_log_append_ms": after.histogram_means(&before, "rota_raft_log_append_seconds", 1000.0),
+            "raft_log_append_entries": after.histogram_means(&before, "rota_raft_log_append_entries", 1.0),
+            "proposals_per_entry": after.histogram_means(&before, "rota_raft_proposals_per_entry", 1.0),
+            "raft_apply_ms": after.histogram_means(&before, "rota_raft_apply_seconds", 1000.0),
+            "raft_apply_entries": after.histogram_means(&before, "rota_raft_apply_entries", 1.0),
+            "api_request_ms": after.histogram_means(&before, "rota_api_request_duration_seconds", 1000.0),
+        });
         let value = payload.clone();
         let etcd_client = kv.clone();
         let etcd_load = load(clients, options.duration, move |task, i| {
@@ -127,6 +147,7 @@ pub async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         report.push(json!({
             "clients": clients,
             "rota": rota_row.to_json(),
+            "rota_servers": where_time_went,
             "etcd": etcd_row.to_json(),
             "ratio_rota_to_etcd": (ratio * 100.0).round() / 100.0,
         }));

@@ -11,6 +11,7 @@ use openraft::{ChangeMembers, ServerState};
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
+use super::batch::Batcher;
 use super::config::RaftSettings;
 use crate::api::ApiError;
 use crate::raft::peers::Peers;
@@ -45,6 +46,8 @@ pub struct NodeHandle {
     pub settings: RaftSettings,
     /// Set while this leader hands leadership over; writes wait for the new leader.
     transferring: Arc<AtomicBool>,
+    /// Group commit of proposals.
+    batcher: Batcher,
 }
 
 /// Turns heartbeats back on and lets writes through when a transfer ends,
@@ -94,6 +97,7 @@ impl NodeHandle {
         peers: Peers,
         settings: RaftSettings,
     ) -> Self {
+        let batcher = Batcher::start(raft.clone());
         Self {
             id,
             advertise,
@@ -103,6 +107,7 @@ impl NodeHandle {
             peers,
             settings,
             transferring: Arc::new(AtomicBool::new(false)),
+            batcher,
         }
     }
 
@@ -137,7 +142,8 @@ impl NodeHandle {
     }
 
     /// Proposes an operation, stamped with this leader's clock, and waits
-    /// until it is committed and applied here.
+    /// until it is committed and applied here. Operations proposed at the
+    /// same time share a log entry ([`super::batch`]).
     pub async fn propose(&self, op: Op) -> Result<Response, ApiError> {
         if self.transferring.load(Ordering::Acquire) {
             return Err(ApiError::Unavailable(
@@ -158,10 +164,11 @@ impl NodeHandle {
             )
         };
         let command = Command { now: Utc::now(), op };
-        let written = tracing::Instrument::instrument(self.raft.client_write(command), span)
+        let written = tracing::Instrument::instrument(self.batcher.write(command), span)
             .await
+            .ok_or_else(|| ApiError::Unavailable("this server is shutting down; retry".into()))?
             .map_err(client_write_error)?;
-        written.data.map_err(ApiError::Rejected)
+        written.map_err(ApiError::Rejected)
     }
 
     /// Waits until this node, as leader, has applied everything committed

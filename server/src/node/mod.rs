@@ -8,6 +8,7 @@
 //! again. Shutdown: stop accepting requests, let those in flight finish
 //! (bounded by `shutdown_timeout`), stop Raft, flush the state database.
 
+mod batch;
 pub mod config;
 mod handle;
 

@@ -283,7 +283,30 @@ pub struct HistoryPolicy {
 /// comma) is refused before croner sees it: croner reads it as a field that
 /// matches nothing and then searches years for a time (found by fuzzing:
 /// `",,,\t,,17 * * * MON,FRI"` took over ten seconds to be refused).
+///
+/// Parsing is costly next to everything else a write does (a job's next
+/// fire is computed on every apply), so parsed expressions are remembered,
+/// up to [`CRON_CACHE`] of them.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    static PARSED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, croner::Cron>>> =
+        std::sync::LazyLock::new(Default::default);
+    if let Some(cron) = PARSED.lock().ok().and_then(|parsed| parsed.get(expr).cloned()) {
+        return Ok(cron);
+    }
+    let cron = parse_cron_uncached(expr)?;
+    if let Ok(mut parsed) = PARSED.lock() {
+        if parsed.len() >= CRON_CACHE {
+            parsed.clear();
+        }
+        parsed.insert(expr.to_owned(), cron.clone());
+    }
+    Ok(cron)
+}
+
+/// Parsed cron expressions remembered by [`parse_cron`].
+pub const CRON_CACHE: usize = 4096;
+
+fn parse_cron_uncached(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
     if let Some(field) = expr
         .split_whitespace()
         .find(|field| field.split(',').any(str::is_empty))

@@ -253,6 +253,15 @@ pub enum Op {
         /// Its id.
         id: String,
     },
+    /// Several proposals made at the same time, in one log entry (group
+    /// commit, see `node::batch`): applied in order, each as if it were an
+    /// entry of its own at this entry's index, each with its own answer.
+    /// No two touch the same object ([`Op::batch_key`]), so sharing the
+    /// index never makes two ids equal.
+    Batch {
+        /// The proposals, each with its own clock stamp.
+        commands: Vec<Command>,
+    },
 }
 
 /// What an apply did (or would do).
@@ -317,6 +326,8 @@ pub enum Response {
         /// Placements refused, with the reason.
         refused: Vec<(Placement, String)>,
     },
+    /// The results of an [`Op::Batch`], one per command, in order.
+    Batch(Vec<ApplyResult>),
 }
 
 /// Why a command was refused. Deterministic: every node refuses it the same way.
@@ -467,6 +478,18 @@ pub fn apply(state: &mut State, index: LogIndex, command: &Command) -> ApplyResu
         } => state.append_logs(worker, run, *epoch, chunks, index),
         Op::CreateToken { token } => state.create_token(token, now, index),
         Op::RevokeToken { id } => state.revoke_token(id, now, index),
+        Op::Batch { commands } => Ok(Response::Batch(
+            commands
+                .iter()
+                .map(|command| match command.op {
+                    Op::Batch { .. } => Err(Rejection::new(
+                        RejectionKind::InvalidArgument,
+                        "a batch inside a batch; a batch holds single operations",
+                    )),
+                    _ => apply(state, index, command),
+                })
+                .collect(),
+        )),
     }
 }
 
@@ -492,6 +515,34 @@ impl Op {
             Op::AppendLogs { .. } => "append_logs",
             Op::CreateToken { .. } => "create_token",
             Op::RevokeToken { .. } => "revoke_token",
+            Op::Batch { .. } => "batch",
+        }
+    }
+
+    /// The object it changes, as far as batching cares: two operations
+    /// with the same key never share a log entry, so the ids an operation
+    /// derives from its index (manual run ids, attempt epochs, worker
+    /// sessions) stay unique. Operations of different keys commute as
+    /// separate entries would, since they are applied in order.
+    pub fn batch_key(&self) -> String {
+        match self {
+            Op::CreateJob { spec, .. } | Op::UpdateJob { spec, .. } | Op::ApplyJob { spec, .. } => {
+                format!("job:{}", spec.name)
+            }
+            Op::DeleteJob { name, .. } | Op::SetJobSuspended { name, .. } | Op::TriggerRun { job: name, .. } => {
+                format!("job:{name}")
+            }
+            Op::CancelRun { run }
+            | Op::AttemptStarted { run, .. }
+            | Op::AttemptFinished { run, .. }
+            | Op::AppendLogs { run, .. } => format!("run:{run}"),
+            Op::RegisterWorker { worker, .. } | Op::WorkerLost { worker, .. } | Op::DrainWorker { worker, .. } => {
+                format!("worker:{worker}")
+            }
+            // One of each per entry: they touch many objects at once.
+            Op::Tick | Op::Assign { .. } | Op::CreateToken { .. } | Op::RevokeToken { .. } | Op::Batch { .. } => {
+                self.name().to_owned()
+            }
         }
     }
 }

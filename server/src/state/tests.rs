@@ -277,3 +277,83 @@ fn unknown_and_corrupt_rows_are_errors_not_panics() {
 }
 
 mod runs;
+
+fn trigger(job: &str, request_id: &str) -> Op {
+    Op::TriggerRun {
+        job: job.to_owned(),
+        request_id: request_id.to_owned(),
+        params: BTreeMap::new(),
+        force: false,
+        trace: None,
+    }
+}
+
+#[test]
+fn a_batch_applies_each_command_as_its_own_entry_would() {
+    let mut batched = State::default();
+    let mut single = State::default();
+    for (index, op) in [(1, create("build", "u1")), (2, create("lint", "u2"))] {
+        apply(&mut batched, index, &command(0, op.clone())).expect("created");
+        apply(&mut single, index, &command(0, op)).expect("created");
+    }
+    let ops = [
+        trigger("build", "r1"),
+        create("build", "u3"),
+        trigger("lint", "r2"),
+        trigger("missing", "r3"),
+    ];
+    let batch = Op::Batch {
+        commands: ops.iter().cloned().map(|op| command(5, op)).collect(),
+    };
+    let Ok(Response::Batch(results)) = apply(&mut batched, 10, &command(5, batch)) else {
+        panic!("a batch answers with one result per command");
+    };
+    assert_eq!(results.len(), 4);
+    assert!(
+        matches!(&results[0], Ok(Response::Triggered { .. })),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(
+        results[1].as_ref().map_err(|e| e.kind),
+        Err(RejectionKind::AlreadyExists)
+    );
+    assert!(
+        matches!(&results[2], Ok(Response::Triggered { .. })),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(results[3].as_ref().map_err(|e| e.kind), Err(RejectionKind::NotFound));
+    // The same commands as separate entries at the same index give the same state.
+    for op in ops {
+        let _ = apply(&mut single, 10, &command(5, op));
+    }
+    assert_eq!(
+        batched.take_changes().expect("encodes"),
+        single.take_changes().expect("encodes")
+    );
+    // Keys keep commands that would share an index-derived id apart.
+    assert_eq!(trigger("build", "a").batch_key(), create("build", "u9").batch_key());
+    assert_ne!(trigger("build", "a").batch_key(), trigger("lint", "a").batch_key());
+}
+
+#[test]
+fn a_batch_inside_a_batch_is_refused_and_changes_nothing() {
+    let mut state = State::default();
+    apply(&mut state, 1, &command(0, create("build", "u1"))).expect("created");
+    state.take_changes().expect("encodes");
+    let inner = Op::Batch {
+        commands: vec![command(1, trigger("build", "r1"))],
+    };
+    let outer = Op::Batch {
+        commands: vec![command(1, inner)],
+    };
+    let Ok(Response::Batch(results)) = apply(&mut state, 2, &command(1, outer)) else {
+        panic!("a batch answers with one result per command");
+    };
+    assert_eq!(
+        results[0].as_ref().map_err(|e| e.kind),
+        Err(RejectionKind::InvalidArgument)
+    );
+    assert!(state.take_changes().expect("encodes").is_empty());
+}

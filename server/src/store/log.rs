@@ -16,6 +16,7 @@
 //! - `truncate` and `purge` are synced before they return; neither leaves a
 //!   hole.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -150,10 +151,97 @@ impl Debug for FlushCallback {
 /// store reports an error (which stops the node rather than lose data).
 const PURGE_GUARD_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Decoded entries kept after an append for the replication streams, which
+/// read every entry once per follower right after it is appended: decoding
+/// it from the WAL again each time was a leader's largest cost.
+#[derive(Default)]
+struct Recent {
+    /// Contiguous entries, oldest first, with their encoded sizes.
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+/// At most this many entries are kept decoded ...
+const RECENT_ENTRIES: usize = 4096;
+/// ... and at most about this many bytes of them (encoded size).
+const RECENT_BYTES: usize = 32 << 20;
+
+impl Recent {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(entry, _)| entry.log_id.index)
+    }
+
+    fn last_index(&self) -> Option<u64> {
+        self.entries.back().map(|(entry, _)| entry.log_id.index)
+    }
+
+    /// Adds appended entries; a gap (or an overlap) restarts the cache.
+    fn push(&mut self, entries: Vec<(Entry, usize)>) {
+        for (entry, size) in entries {
+            if self.last_index().is_some_and(|last| last + 1 != entry.log_id.index) {
+                self.clear();
+            }
+            self.bytes += size;
+            self.entries.push_back((entry, size));
+        }
+        while self.entries.len() > RECENT_ENTRIES || (self.bytes > RECENT_BYTES && self.entries.len() > 1) {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Forgets entries at and after `index` (a truncation).
+    fn truncate(&mut self, index: u64) {
+        while self.last_index().is_some_and(|last| last >= index) {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Forgets entries up to and including `index` (a purge).
+    fn purge(&mut self, index: u64) {
+        while self.first_index().is_some_and(|first| first <= index) {
+            self.pop_front();
+        }
+    }
+
+    /// Entries `[start, end)` if all of them are here.
+    fn range(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let (first, last) = (self.first_index()?, self.last_index()?);
+        let end = end.min(last + 1);
+        if start < first || start > end {
+            return None;
+        }
+        let skip = usize::try_from(start - first).ok()?;
+        let take = usize::try_from(end - start).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take(take)
+                .map(|(entry, _)| entry.clone())
+                .collect(),
+        )
+    }
+}
+
 /// The Raft log store: cheap to clone, all clones share one WAL.
 #[derive(Clone)]
 pub struct LogStore {
     wal: Arc<Mutex<raft_log::RaftLog<WalTypes>>>,
+    /// Entries recently appended, decoded (lock order: `wal`, then this).
+    recent: Arc<Mutex<Recent>>,
     /// The last log id covered by a snapshot on disk, if purges are guarded.
     purge_guard: Option<watch::Receiver<Option<LogId>>>,
 }
@@ -167,10 +255,16 @@ impl LogStore {
     /// life of the store.
     pub fn open(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let config = raft_log::Config::new(dir.display());
+        let mut config = raft_log::Config::new(dir.display());
+        // No waiting for more writes before an fsync: openraft 0.9 hands the
+        // log one append at a time and waits for its fsync before the next,
+        // so a wait would only add to every write's latency (proposals are
+        // batched before they reach Raft instead, see `node::batch`).
+        config.wal.flush_batch_wait = Some(Duration::ZERO);
         let wal = raft_log::RaftLog::open(Arc::new(config))?;
         Ok(Self {
             wal: Arc::new(Mutex::new(wal)),
+            recent: Arc::default(),
             purge_guard: None,
         })
     }
@@ -194,6 +288,16 @@ impl LogStore {
                 ErrorVerb::Read,
                 io::Error::other("raft log lock poisoned"),
             )
+        })
+    }
+
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        // The cache holds no invariant a panic elsewhere could break halfway
+        // that a reader would trust: every read checks the indexes it needs.
+        self.recent.lock().unwrap_or_else(|poisoned| {
+            let mut recent = poisoned.into_inner();
+            recent.clear();
+            recent
         })
     }
 
@@ -241,6 +345,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = range_to_indices(&range);
+        if let Some(entries) = self.recent().range(start, end) {
+            return Ok(entries);
+        }
         let wal = self.lock()?;
         let mut entries = Vec::new();
         for item in wal.read(start, end) {
@@ -311,16 +418,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // entries after purging to the state machine's last-applied id.
         let purged = wal.log_state().purged().map(|id| id.0.index);
         let mut records = Vec::new();
+        let mut decoded = Vec::new();
         for entry in entries {
             if purged.is_some_and(|purged| entry.log_id.index <= purged) {
                 continue;
             }
             let payload = serde_json::to_vec(&entry.payload)
                 .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
+            decoded.push((entry.clone(), payload.len()));
             records.push((WalLogId(entry.log_id), WalPayload(payload)));
         }
+        super::stats::LOG_APPEND_ENTRIES.observe(records.len() as f64);
         wal.append(records)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.recent().push(decoded);
         super::crash::reached("append-written");
         // The callback runs on the flush worker once the entries are fsynced.
         wal.flush(true, Some(FlushCallback::Log(callback, began)))
@@ -328,9 +439,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.lock()?
-            .truncate(log_id.index)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        {
+            let mut wal = self.lock()?;
+            self.recent().truncate(log_id.index);
+            wal.truncate(log_id.index)
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        }
         self.sync(ErrorSubject::Logs).await
     }
 
@@ -348,9 +462,64 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 return Err(io_err(ErrorSubject::Logs, ErrorVerb::Delete, io::Error::other(message)));
             }
         }
-        self.lock()?
-            .purge(WalLogId(log_id))
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        {
+            let mut wal = self.lock()?;
+            self.recent().purge(log_id.index);
+            wal.purge(WalLogId(log_id))
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        }
         self.sync(ErrorSubject::Logs).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn entries(indexes: std::ops::RangeInclusive<u64>) -> Vec<(Entry, usize)> {
+        indexes
+            .map(|index| {
+                let entry = Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                    payload: EntryPayload::Blank,
+                };
+                (entry, 10)
+            })
+            .collect()
+    }
+
+    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        entries.map(|entries| entries.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_entries_answer_only_ranges_they_fully_hold() {
+        let mut recent = Recent::default();
+        assert_eq!(indexes(recent.range(1, 2)), None);
+        recent.push(entries(5..=9));
+        assert_eq!(indexes(recent.range(6, 8)), Some(vec![6, 7]));
+        assert_eq!(indexes(recent.range(5, u64::MAX)), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(indexes(recent.range(4, 8)), None, "4 is not held");
+        recent.truncate(8);
+        assert_eq!(indexes(recent.range(5, u64::MAX)), Some(vec![5, 6, 7]));
+        recent.push(entries(8..=8));
+        recent.purge(6);
+        assert_eq!(indexes(recent.range(7, u64::MAX)), Some(vec![7, 8]));
+        assert_eq!(recent.bytes, 20);
+        // A gap restarts the cache: nothing older is trusted.
+        recent.push(entries(20..=21));
+        assert_eq!(indexes(recent.range(7, 9)), None);
+        assert_eq!(indexes(recent.range(20, 22)), Some(vec![20, 21]));
+    }
+
+    #[test]
+    fn recent_entries_are_bounded() {
+        let mut recent = Recent::default();
+        recent.push(entries(1..=(RECENT_ENTRIES as u64 + 5)));
+        assert_eq!(recent.entries.len(), RECENT_ENTRIES);
+        assert_eq!(recent.first_index(), Some(6));
+        assert_eq!(recent.bytes, RECENT_ENTRIES * 10);
     }
 }

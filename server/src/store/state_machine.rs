@@ -263,6 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let began = std::time::Instant::now();
         let mut batch = sled::Batch::default();
         let mut responses = Vec::new();
         {
@@ -296,6 +297,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         super::crash::reached("apply-stored");
         self.announce(self.reader().read().last_applied);
+        super::stats::APPLY_ENTRIES.observe(responses.len() as f64);
+        super::stats::APPLY_SECONDS.observe(began.elapsed().as_secs_f64());
         Ok(responses)
     }
 

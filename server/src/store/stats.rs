@@ -52,11 +52,53 @@ const SYNC_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-fn latency(name: &str, help: &str) -> Histogram {
+/// Buckets of batch sizes, entries.
+const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
     // Constant, valid options: this cannot fail.
-    Histogram::with_opts(HistogramOpts::new(name, help).buckets(SYNC_BUCKETS.to_vec()))
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
         .unwrap_or_else(|e| unreachable!("histogram {name}: {e}"))
 }
+
+fn latency(name: &str, help: &str) -> Histogram {
+    histogram(name, help, &SYNC_BUCKETS)
+}
+
+/// Entries handed to the log in one append: how well proposals are batched.
+pub static LOG_APPEND_ENTRIES: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "rota_raft_log_append_entries",
+        "Raft log appends: entries handed to the log in one append.",
+        &BATCH_BUCKETS,
+    )
+});
+
+/// Operations proposed together in one log entry (group commit).
+pub static PROPOSALS_PER_ENTRY: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "rota_raft_proposals_per_entry",
+        "Group commit: operations this leader proposed together in one Raft log entry.",
+        &BATCH_BUCKETS,
+    )
+});
+
+/// Entries applied to the state machine in one call.
+pub static APPLY_ENTRIES: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "rota_raft_apply_entries",
+        "State machine applies: committed entries applied in one call.",
+        &BATCH_BUCKETS,
+    )
+});
+
+/// How long one apply call takes (the entries, their rows stored).
+pub static APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    latency(
+        "rota_raft_apply_seconds",
+        "State machine applies: time to apply one batch of committed entries and store its rows.",
+    )
+});
 
 /// From handing entries to the log to their fsync completing: what the node
 /// waits for before it acknowledges them (batched appends share one fsync).
