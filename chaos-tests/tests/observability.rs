@@ -135,6 +135,7 @@ async fn every_server_serves_metrics_health_and_readiness() {
         let missing = client.get_run("no-such-run", Consistency::Linearizable).await;
         anyhow::ensure!(missing.is_err(), "{missing:?}");
         let mut leaders = 0.0;
+        let mut proposed = 0.0;
         let mut applies = 0.0;
         let mut not_found = 0.0;
         for id in cluster.ids() {
@@ -155,7 +156,8 @@ async fn every_server_serves_metrics_health_and_readiness() {
                         && at_least("rota_trigger_lateness_seconds_count", 2.0)
                         && at_least("rota_raft_snapshots_built_total", 1.0)
                         && at_least("rota_raft_log_append_seconds_count", 1.0)
-                        && at_least("rota_raft_log_sync_seconds_count", 1.0);
+                        && at_least("rota_raft_log_sync_seconds_count", 1.0)
+                        && at_least("rota_raft_apply_seconds_count", 1.0);
                     Ok((status == 200 && counted).then_some(text))
                 },
             )
@@ -188,6 +190,7 @@ async fn every_server_serves_metrics_health_and_readiness() {
                 "{text}"
             );
             leaders += found["rota_raft_is_leader"];
+            proposed += found.get("rota_raft_proposals_per_entry_sum").copied().unwrap_or(0.0);
             let series = |name: &str| found.get(name).copied().unwrap_or(0.0);
             applies += series("rota_api_requests_total{code=\"OK\",method=\"/rota.v1.JobService/ApplyJob\"}");
             not_found += series("rota_api_requests_total{code=\"NotFound\",method=\"/rota.v1.RunService/GetRun\"}");
@@ -205,6 +208,8 @@ async fn every_server_serves_metrics_health_and_readiness() {
             }
         }
         anyhow::ensure!(leaders == 1.0, "exactly one server says it leads, not {leaders}");
+        // Creating, triggering and running 3 jobs proposes at least 12 operations.
+        anyhow::ensure!(proposed >= 12.0, "operations proposed through group commit: {proposed}");
 
         // The worker's endpoint: health, readiness, what it ran and shipped.
         let worker = worker_http_addr(cluster, "counted")?;
