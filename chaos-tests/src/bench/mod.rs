@@ -3,14 +3,22 @@
 //! compared with on the same machine in the same run — and report ratios,
 //! which survive a noisy shared machine better than absolute numbers.
 //!
-//! Scenarios so far: `writes` (durable replicated writes against a 3-member
-//! etcd; built with the `etcd` feature, whose client crate needs `protoc`)
-//! and [`footprint`] (idle memory). Each has a smoke size that CI runs so the tool cannot
-//! rot; the numbers of real runs go to BENCHMARKS.md.
+//! Scenarios: `writes` (durable replicated writes against a 3-member etcd;
+//! built with the `etcd` feature, whose client crate needs `protoc`),
+//! [`herd`], [`lateness`], [`throughput`], [`containers`] (against a raw
+//! engine loop), [`failover`] and [`footprint`]. Each has a smoke size that
+//! CI runs so the tool cannot rot; the numbers of real runs go to
+//! BENCHMARKS.md.
 
+pub mod containers;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod failover;
 pub mod footprint;
+pub mod herd;
+pub mod lateness;
+pub mod runs;
+pub mod throughput;
 #[cfg(feature = "etcd")]
 pub mod writes;
 

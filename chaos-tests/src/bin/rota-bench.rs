@@ -19,6 +19,16 @@ enum Scenario {
     Writes,
     /// Idle resident memory of a server and a worker.
     Footprint,
+    /// 1,000 jobs on one cron slot: until all runs are committed and assigned.
+    Herd,
+    /// 10,000 jobs on minutely slots: trigger lateness, missed, duplicated.
+    Lateness,
+    /// On-demand exec runs of `true` on 4 workers, runs/s.
+    Throughput,
+    /// Container runs through rota against a raw engine loop.
+    Containers,
+    /// SIGKILL the leader under load, 20 times: until writes are accepted.
+    Failover,
 }
 
 #[derive(Debug, Parser)]
@@ -38,6 +48,22 @@ struct Args {
     /// Concurrent clients, comma-separated (default 1,16,64; 1,4 with --smoke).
     #[arg(long, value_delimiter = ',')]
     clients: Vec<usize>,
+    /// Jobs (herd: default 1000; lateness: default 10000).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Runs (throughput: default 4000; containers: default 200).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Containers at once (containers: default 8).
+    #[arg(long)]
+    parallel: Option<usize>,
+    /// Leader kills (failover: default 20).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Raft timing of the servers for failover, HEARTBEAT,ELECTION_MIN,ELECTION_MAX
+    /// (default: the servers' defaults), e.g. 100ms,250ms,500ms.
+    #[arg(long, value_parser = bench::failover::RaftTiming::parse)]
+    raft_timing: Option<bench::failover::RaftTiming>,
     /// Where to write the JSON report (default: stdout after the table).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -70,6 +96,34 @@ fn main() -> anyhow::Result<()> {
                     Duration::from_secs(10)
                 };
                 bench::footprint::run(settle).await?
+            }
+            Scenario::Herd => bench::herd::run(args.jobs.unwrap_or(if args.smoke { 20 } else { 1000 })).await?,
+            Scenario::Lateness => {
+                let size = bench::lateness::Size {
+                    jobs: args.jobs.unwrap_or(if args.smoke { 30 } else { 10_000 }),
+                    period: if args.smoke { 2 } else { 60 },
+                    window: args.duration.unwrap_or(if args.smoke {
+                        Duration::from_secs(6)
+                    } else {
+                        Duration::from_secs(180)
+                    }),
+                };
+                bench::lateness::run(&size).await?
+            }
+            Scenario::Throughput => {
+                let mut size = bench::throughput::Size::new(args.smoke);
+                size.runs = args.runs.unwrap_or(size.runs);
+                bench::throughput::run(&size).await?
+            }
+            Scenario::Containers => {
+                bench::containers::run(
+                    args.runs.unwrap_or(if args.smoke { 6 } else { 200 }),
+                    args.parallel.unwrap_or(if args.smoke { 2 } else { 8 }),
+                )
+                .await?
+            }
+            Scenario::Failover => {
+                bench::failover::run(args.rounds.unwrap_or(if args.smoke { 2 } else { 20 }), args.raft_timing).await?
             }
         };
         let text = serde_json::to_string_pretty(&report)?;
