@@ -560,6 +560,7 @@ mod tests {
             ("RaftService/Vote", Access::Raft),
             ("RaftService/InstallSnapshot", Access::Raft),
             ("RaftService/TimeoutNow", Access::Raft),
+            ("RaftService/LogPosition", Access::Raft),
             ("WorkerService/Session", Access::Worker),
         ];
         let set = prost_types::FileDescriptorSet::decode(rota_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");

@@ -553,15 +553,16 @@ impl Agent {
         }
     }
 
+    /// Drops an attempt the cluster has recorded the end of, or no longer
+    /// wants: a restart that finds it in the journal reports it again and
+    /// is told to drop it, so the removal is not saved at once.
     fn forget(&mut self, key: &AttemptKey) {
         if let Some(attempt) = self.attempts.remove(key)
             && let Err(e) = attempt.buffer.remove()
         {
             tracing::warn!(error = %e, "cannot delete an output buffer");
         }
-        if let Err(e) = self.journal.remove(key) {
-            tracing::error!(error = %e, "cannot save the journal");
-        }
+        self.journal.remove_unsaved(key);
     }
 
     fn register_message(&self) -> pb::Register {
@@ -904,9 +905,7 @@ impl Agent {
                 attempt.started_in_flight = false;
                 if ack.accepted {
                     attempt.record.started_reported = true;
-                    if let Err(e) = self.journal.put(attempt.record.clone()) {
-                        tracing::error!(error = %e, "cannot save the journal");
-                    }
+                    self.journal.put_unsaved(attempt.record.clone());
                 } else {
                     self.orphan(&key, &ack.error);
                 }
@@ -926,9 +925,7 @@ impl Agent {
                 let shipped = ack.next_log_offset.saturating_sub(attempt.record.logs_acked);
                 self.metrics.log_bytes_shipped.inc_by(shipped);
                 attempt.record.logs_acked = ack.next_log_offset;
-                if let Err(e) = self.journal.put(attempt.record.clone()) {
-                    tracing::error!(error = %e, "cannot save the journal");
-                }
+                self.journal.put_unsaved(attempt.record.clone());
             }
             Pending::Finished(key) => {
                 if !ack.accepted {

@@ -2,7 +2,11 @@
 //! holds, how they ended, and how much of their output the cluster has.
 //!
 //! Stored as `DATA_DIR/attempts.json`, replaced atomically (write, fsync,
-//! rename, fsync the directory) on every change. After a crash the worker
+//! rename, fsync the directory) on every change that must survive a crash:
+//! an attempt accepted, started (its container or process group), ended.
+//! Acknowledgements and the removal of an attempt whose end the cluster
+//! recorded are kept in memory until the next save: losing them only makes
+//! the worker repeat what the cluster ignores. After a crash the worker
 //! registers with these attempts, adopts what still runs, and reports what
 //! ended while it was down.
 
@@ -151,11 +155,26 @@ impl Journal {
         Ok(())
     }
 
+    /// Stores an attempt without saving: for what a restart may lose
+    /// because the cluster repeats or ignores it (that it acknowledged a
+    /// start or output). It reaches the disk with the next save.
+    pub fn put_unsaved(&mut self, record: AttemptRecord) {
+        self.attempts.insert(name(&record.key()), record);
+    }
+
+    /// Forgets an attempt without saving: for an attempt whose end the
+    /// cluster has recorded (after a restart the worker would report it
+    /// again, and the cluster would tell it to drop it). It reaches the
+    /// disk with the next save.
+    pub fn remove_unsaved(&mut self, key: &AttemptKey) {
+        self.attempts.remove(&name(key));
+    }
+
     fn save(&self) -> io::Result<()> {
         let tmp = self.dir.join("attempts.json.tmp");
         {
             let mut file = File::create(&tmp)?;
-            file.write_all(&serde_json::to_vec_pretty(&self.attempts).map_err(io::Error::other)?)?;
+            file.write_all(&serde_json::to_vec(&self.attempts).map_err(io::Error::other)?)?;
             file.sync_all()?;
         }
         fs::rename(&tmp, self.dir.join("attempts.json"))?;

@@ -64,3 +64,147 @@ pub async fn run(settle: Duration) -> anyhow::Result<serde_json::Value> {
         "worker_rss_bytes": worker,
     }))
 }
+
+/// A backup file holding `jobs` jobs with `runs_per_job` finished
+/// (cancelled) runs each, built in this process by applying real commands
+/// to the server's own state machine code — far faster than proposing
+/// millions of writes, and the same rows a cluster would hold.
+pub fn history_backup(jobs: usize, runs_per_job: usize) -> anyhow::Result<Vec<u8>> {
+    use rota_server::state::{Command, Op, State};
+    let mut state = State::default();
+    let now = chrono::Utc::now();
+    let mut index = 0u64;
+    let mut apply = |state: &mut State, op: Op| -> anyhow::Result<rota_server::state::Response> {
+        index += 1;
+        state
+            .apply(index, &Command { now, op })
+            .map_err(|e| anyhow::anyhow!("applying at {index}: {e}"))
+    };
+    for j in 0..jobs {
+        let mut proto = crate::job_spec(&format!("history-{j}"));
+        proto.history = Some(rota_client::proto::HistoryPolicy {
+            keep_failed: Some(u32::try_from(runs_per_job).unwrap_or(u32::MAX).max(1)),
+            ..Default::default()
+        });
+        let spec = rota_server::spec::validate(&proto).map_err(|e| anyhow::anyhow!("{e}"))?;
+        apply(
+            &mut state,
+            Op::CreateJob {
+                uid: format!("{j:08x}-0000-4000-8000-000000000000"),
+                spec,
+            },
+        )?;
+        for r in 0..runs_per_job {
+            let triggered = apply(
+                &mut state,
+                Op::TriggerRun {
+                    job: format!("history-{j}"),
+                    request_id: format!("{j}-{r}"),
+                    params: Default::default(),
+                    force: false,
+                    trace: None,
+                },
+            )?;
+            let rota_server::state::Response::Triggered { run, .. } = triggered else {
+                anyhow::bail!("a trigger answered {triggered:?}");
+            };
+            apply(&mut state, Op::CancelRun { run: run.id })?;
+        }
+        // Keep memory flat: the changes are read from `rows` below.
+        state.take_changes()?;
+    }
+    let rows = state.rows().collect::<Result<Vec<_>, _>>()?;
+    let data = rota_server::store::snapshot::encode_rows(rows)?;
+    let last = openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
+    let meta = rota_server::raft::SnapshotMeta {
+        last_log_id: Some(last),
+        last_membership: Default::default(),
+        snapshot_id: "rota-bench-history".to_owned(),
+    };
+    rota_server::store::backup::encode(&meta, &data).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Until every server of `cluster` serves a linearizable read of `job`.
+async fn until_serving(cluster: &Cluster, job: &str) -> anyhow::Result<()> {
+    cluster.wait_for_leader(Duration::from_secs(600)).await?;
+    let client = cluster.client()?;
+    wait_for("a linearizable read", Duration::from_secs(600), || async {
+        Ok(client
+            .get_job(job, rota_client::Consistency::Linearizable)
+            .await
+            .is_ok()
+            .then_some(()))
+    })
+    .await
+}
+
+/// Server RSS with `jobs` jobs and `jobs * runs_per_job` runs of history,
+/// and the time from starting (restoring the backup) and from restarting
+/// all three servers (SIGKILL) until the cluster serves a linearizable read.
+pub async fn with_history(jobs: usize, runs_per_job: usize) -> anyhow::Result<serde_json::Value> {
+    let building = std::time::Instant::now();
+    let file = history_backup(jobs, runs_per_job)?;
+    let built_in = building.elapsed();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("history.rota");
+    std::fs::write(&path, &file)?;
+    println!(
+        "footprint: a backup of {jobs} jobs and {} runs ({:.1} MiB) built in {built_in:?}",
+        jobs * runs_per_job,
+        file.len() as f64 / (1024.0 * 1024.0)
+    );
+    let settings = ServerSettings {
+        env: vec![("ROTA_RESTORE_FROM".into(), path.display().to_string())],
+        ..ServerSettings::default()
+    };
+    let started = std::time::Instant::now();
+    let mut cluster = Cluster::start(3, settings).await?;
+    until_serving(&cluster, "history-0").await?;
+    let restore_to_serving = started.elapsed();
+    let rss_of = |cluster: &Cluster| -> anyhow::Result<Vec<u64>> {
+        cluster
+            .ids()
+            .into_iter()
+            .map(|id| {
+                let pid = cluster
+                    .server(id)?
+                    .process
+                    .pid()
+                    .ok_or_else(|| anyhow::anyhow!("server {id} is down"))?;
+                rss(pid)
+            })
+            .collect()
+    };
+    let after_restore = rss_of(&cluster)?;
+    for id in cluster.ids() {
+        cluster.kill(id)?;
+    }
+    let restarting = std::time::Instant::now();
+    for id in cluster.ids() {
+        cluster.restart(id)?;
+    }
+    until_serving(&cluster, "history-0").await?;
+    let restart_to_serving = restarting.elapsed();
+    let after_restart = rss_of(&cluster)?;
+    let mib = |bytes: &u64| *bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "footprint with {jobs} jobs and {} runs of history:",
+        jobs * runs_per_job
+    );
+    println!("  restore to serving  {restore_to_serving:?}");
+    println!("  restart to serving  {restart_to_serving:?} (all three servers SIGKILLed and started)");
+    println!(
+        "  server RSS after restore {:?} MiB, after restart {:?} MiB",
+        after_restore.iter().map(|b| mib(b).round()).collect::<Vec<_>>(),
+        after_restart.iter().map(|b| mib(b).round()).collect::<Vec<_>>()
+    );
+    Ok(json!({
+        "jobs": jobs,
+        "runs": jobs * runs_per_job,
+        "backup_bytes": file.len(),
+        "restore_to_serving_seconds": restore_to_serving.as_secs_f64(),
+        "restart_to_serving_seconds": restart_to_serving.as_secs_f64(),
+        "server_rss_bytes_after_restore": after_restore,
+        "server_rss_bytes_after_restart": after_restart,
+    }))
+}

@@ -48,7 +48,8 @@ struct Args {
     /// Concurrent clients, comma-separated (default 1,16,64; 1,4 with --smoke).
     #[arg(long, value_delimiter = ',')]
     clients: Vec<usize>,
-    /// Jobs (herd: default 1000; lateness: default 10000).
+    /// Jobs (herd: default 1000; lateness: default 10000; footprint: default
+    /// 100000, with 10 runs of history each).
     #[arg(long)]
     jobs: Option<usize>,
     /// Runs (throughput: default 4000; containers: default 200).
@@ -95,7 +96,11 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     Duration::from_secs(10)
                 };
-                bench::footprint::run(settle).await?
+                let mut report = bench::footprint::run(settle).await?;
+                let (jobs, runs_per_job) = if args.smoke { (50, 10) } else { (100_000, 10) };
+                let jobs = args.jobs.unwrap_or(jobs);
+                report["history"] = bench::footprint::with_history(jobs, runs_per_job).await?;
+                report
             }
             Scenario::Herd => bench::herd::run(args.jobs.unwrap_or(if args.smoke { 20 } else { 1000 })).await?,
             Scenario::Lateness => {

@@ -48,9 +48,9 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         Self {
-            heartbeat_interval: Duration::from_millis(300),
-            election_timeout_min: Duration::from_millis(1500),
-            election_timeout_max: Duration::from_millis(3000),
+            heartbeat_interval: Duration::from_millis(250),
+            election_timeout_min: Duration::from_millis(550),
+            election_timeout_max: Duration::from_millis(800),
             install_snapshot_timeout: Duration::from_secs(60),
             snapshot_every_logs: 10_000,
             keep_logs_after_snapshot: 1_000,
@@ -485,7 +485,7 @@ mod tests {
             env(&[
                 ("ROTA_NODE_ID", "2"),
                 ("ROTA_DATA_DIR", "/from/env"),
-                ("ROTA_RAFT__ELECTION_TIMEOUT_MIN", "2s"),
+                ("ROTA_RAFT__ELECTION_TIMEOUT_MIN", "600ms"),
                 ("ROTA_SERVERS", "ignored:1"),
                 ("HOME", "/root"),
             ]),
@@ -500,8 +500,12 @@ mod tests {
             "file beats default"
         );
         assert_eq!(config.raft.heartbeat_interval, Duration::from_millis(200));
-        assert_eq!(config.raft.election_timeout_min, Duration::from_secs(2));
-        assert_eq!(config.raft.election_timeout_max, Duration::from_secs(3), "default kept");
+        assert_eq!(config.raft.election_timeout_min, Duration::from_millis(600));
+        assert_eq!(
+            config.raft.election_timeout_max,
+            Duration::from_millis(800),
+            "default kept"
+        );
     }
 
     #[test]

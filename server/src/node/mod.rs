@@ -166,6 +166,7 @@ pub async fn run(
     )
     .await
     .context("starting raft")?;
+    let contact = crate::raft::failover::LeaderContact::default();
     let advertise = config.advertise_addr();
     let node = NodeHandle::new(
         id,
@@ -254,7 +255,7 @@ pub async fn run(
                 .max_decoding_message_size(MAX_WORKER_MESSAGE_BYTES),
         )
         .add_service(
-            RaftServiceServer::new(RaftGrpc::new(raft.clone()))
+            RaftServiceServer::new(RaftGrpc::new(id, raft.clone(), node.log.clone(), contact.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
@@ -263,6 +264,18 @@ pub async fn run(
     on_listening(local_addr);
 
     tasks.spawn(metrics.clone().follow_leadership(raft.clone(), stopping.clone()));
+    tasks.spawn(crate::raft::failover::watch(
+        crate::raft::failover::Settings {
+            id,
+            lease: config.raft.election_timeout_max,
+            every: FAILOVER_CHECK,
+        },
+        raft.clone(),
+        node.log.clone(),
+        node.peers.clone(),
+        contact,
+        stopping.clone(),
+    ));
     if let Some(tls) = &tls {
         let watch = tls.clone().watch(TLS_RELOAD_CHECK);
         let stopping = stopping.clone();
@@ -357,6 +370,10 @@ pub async fn run(
 
 /// How often the TLS files are checked for a change.
 const TLS_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often a follower checks whether its leader has gone silent
+/// ([`crate::raft::failover`]).
+const FAILOVER_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// While this node leads and the state lacks a row of a preset token (the
 /// bootstrap token, the workers' token), proposes it; ends once every row

@@ -7,6 +7,7 @@
 // openraft fixes the error types of its network and storage traits; they are large.
 #![allow(clippy::result_large_err)]
 
+pub mod failover;
 pub mod network;
 pub mod peers;
 pub mod service;

@@ -15,7 +15,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Raft, SnapshotMeta, Vote};
+use super::failover::{LeaderContact, position};
+use super::{NodeId, Raft, SnapshotMeta, Vote};
+use crate::store::LogStore;
 
 /// Largest snapshot a server accepts.
 pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
@@ -23,13 +25,17 @@ pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
 /// Serves Raft RPCs to the local Raft node.
 #[derive(Clone)]
 pub struct RaftGrpc {
+    id: NodeId,
     raft: Raft,
+    log: LogStore,
+    contact: LeaderContact,
 }
 
 impl RaftGrpc {
-    /// Serves `raft`.
-    pub fn new(raft: Raft) -> Self {
-        Self { raft }
+    /// Serves `raft` of node `id`, whose log is `log`; notes every
+    /// AppendEntries in `contact`.
+    pub fn new(id: NodeId, raft: Raft, log: LogStore, contact: LeaderContact) -> Self {
+        Self { id, raft, log, contact }
     }
 }
 
@@ -86,6 +92,7 @@ async fn collect_snapshot(
 impl RaftService for RaftGrpc {
     async fn append_entries(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc = decode("append-entries request", &request.get_ref().data)?;
+        self.contact.touch();
         reply(&self.raft.append_entries(rpc).await)
     }
 
@@ -125,6 +132,13 @@ impl RaftService for RaftGrpc {
             .await
             .map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
         Ok(Response::new(pb::TimeoutNowResponse {}))
+    }
+
+    async fn log_position(
+        &self,
+        _request: Request<pb::LogPositionRequest>,
+    ) -> Result<Response<pb::LogPositionResponse>, Status> {
+        Ok(Response::new(position(self.id, &self.raft, &self.log, &self.contact)))
     }
 }
 
