@@ -196,6 +196,9 @@ pub struct ServerSettings {
     /// Mutual TLS and tokens: servers get the files and the bootstrap
     /// token, the harness's clients a client certificate and that token.
     pub security: Option<Security>,
+    /// How long [`Cluster::start`] waits for a leader (a restore of a large
+    /// backup takes longer than the usual 30 s).
+    pub start_timeout: Duration,
 }
 
 /// The credentials of a secured cluster, as `rotactl tls init` makes them.
@@ -281,6 +284,7 @@ impl Default for ServerSettings {
             skewable_clocks: false,
             http: false,
             security: None,
+            start_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -502,7 +506,7 @@ impl Cluster {
         for &id in addrs.keys() {
             cluster.spawn(id)?;
         }
-        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        cluster.wait_for_leader(cluster.settings.start_timeout).await?;
         Ok(cluster)
     }
 

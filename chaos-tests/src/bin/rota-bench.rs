@@ -52,7 +52,8 @@ struct Args {
     /// 100000, with 10 runs of history each).
     #[arg(long)]
     jobs: Option<usize>,
-    /// Runs (throughput: default 4000; containers: default 200).
+    /// Runs (throughput: default 4000; containers: default 200; footprint:
+    /// runs of history in all, default 1000000).
     #[arg(long)]
     runs: Option<usize>,
     /// Containers at once (containers: default 8).
@@ -97,8 +98,9 @@ fn main() -> anyhow::Result<()> {
                     Duration::from_secs(10)
                 };
                 let mut report = bench::footprint::run(settle).await?;
-                let (jobs, runs_per_job) = if args.smoke { (50, 10) } else { (100_000, 10) };
-                let jobs = args.jobs.unwrap_or(jobs);
+                let (jobs, runs) = if args.smoke { (50, 500) } else { (100_000, 1_000_000) };
+                let jobs = args.jobs.unwrap_or(jobs).max(1);
+                let runs_per_job = args.runs.unwrap_or(runs) / jobs;
                 report["history"] = bench::footprint::with_history(jobs, runs_per_job).await?;
                 report
             }
