@@ -8,26 +8,25 @@ use serde_json::json;
 
 use crate::{Cluster, ServerSettings, WorkerSettings, wait_for};
 
+/// The value of `key` (in kB) in a /proc file such as /proc/meminfo, in bytes.
+fn proc_kib(path: &str, key: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(path)?;
+    let kib = text
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {key} in {path}"))?;
+    Ok(kib * 1024)
+}
+
 /// `MemAvailable` of /proc/meminfo, in bytes.
 fn available_memory() -> anyhow::Result<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
-    let kib = meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemAvailable:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .ok_or_else(|| anyhow::anyhow!("no MemAvailable in /proc/meminfo"))?;
-    Ok(kib * 1024)
+    proc_kib("/proc/meminfo", "MemAvailable:")
 }
 
 /// Resident set size of process `pid`, in bytes.
 fn rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
-    Ok(kib * 1024)
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 /// Runs the scenario: prints the table, returns the JSON report.

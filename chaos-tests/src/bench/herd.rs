@@ -10,21 +10,13 @@ use rota_client::proto as pb;
 use serde_json::json;
 
 use super::Latencies;
-use super::runs::{RunWatch, create_jobs, millis_between, start_exec_workers, true_job, wait_for_workers};
-use crate::{Cluster, ServerSettings};
+use super::runs::{
+    RunWatch, create_jobs, leader_cluster, millis_between, start_exec_workers, true_job, wait_for_workers,
+};
 
 /// Runs the scenario with `jobs` jobs: prints the table, returns the JSON report.
 pub async fn run(jobs: usize) -> anyhow::Result<serde_json::Value> {
-    let mut cluster = Cluster::start(
-        3,
-        ServerSettings {
-            http: true,
-            ..ServerSettings::default()
-        },
-    )
-    .await?;
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    let client = cluster.client_for(leader)?;
+    let (mut cluster, client) = leader_cluster().await?;
     let workers = 4;
     let slots = u32::try_from(jobs.div_ceil(workers)).unwrap_or(1024).clamp(1, 1024);
     start_exec_workers(&mut cluster, "herd", workers, slots)?;

@@ -13,8 +13,7 @@ use rota_client::proto as pb;
 use serde_json::json;
 
 use super::Latencies;
-use super::runs::{RunWatch, create_jobs, start_exec_workers, true_job, wait_for_workers};
-use crate::{Cluster, ServerSettings};
+use super::runs::{RunWatch, create_jobs, leader_cluster, start_exec_workers, true_job, wait_for_workers};
 
 /// The size of a lateness run.
 #[derive(Debug, Clone)]
@@ -46,16 +45,7 @@ pub async fn run(size: &Size) -> anyhow::Result<serde_json::Value> {
         "period {}s must divide a minute",
         size.period
     );
-    let mut cluster = Cluster::start(
-        3,
-        ServerSettings {
-            http: true,
-            ..ServerSettings::default()
-        },
-    )
-    .await?;
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    let client = cluster.client_for(leader)?;
+    let (mut cluster, client) = leader_cluster().await?;
     let workers = 4;
     start_exec_workers(&mut cluster, "late", workers, 64)?;
     wait_for_workers(&client, workers).await?;

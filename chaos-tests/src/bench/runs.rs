@@ -148,6 +148,21 @@ impl Drop for RunWatch {
     }
 }
 
+/// A 3-server cluster with metrics endpoints, and a client of its leader.
+pub async fn leader_cluster() -> anyhow::Result<(Cluster, Client)> {
+    let cluster = Cluster::start(
+        3,
+        crate::ServerSettings {
+            http: true,
+            ..crate::ServerSettings::default()
+        },
+    )
+    .await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let client = cluster.client_for(leader)?;
+    Ok((cluster, client))
+}
+
 /// Starts `count` exec workers named `PREFIX-N` with `slots` each.
 pub fn start_exec_workers(cluster: &mut Cluster, prefix: &str, count: usize, slots: u32) -> anyhow::Result<()> {
     for n in 1..=count {

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
-use super::runs::{RunWatch, start_exec_workers, true_job, wait_for_workers};
+use super::runs::{RunWatch, leader_cluster, start_exec_workers, true_job, wait_for_workers};
 use super::{Latencies, Row};
-use crate::{Cluster, ServerSettings};
 
 /// The size of a throughput run.
 #[derive(Debug, Clone)]
@@ -54,16 +53,7 @@ impl Size {
 
 /// Runs the scenario: prints the table, returns the JSON report.
 pub async fn run(size: &Size) -> anyhow::Result<serde_json::Value> {
-    let mut cluster = Cluster::start(
-        3,
-        ServerSettings {
-            http: true,
-            ..ServerSettings::default()
-        },
-    )
-    .await?;
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    let client = cluster.client_for(leader)?;
+    let (mut cluster, client) = leader_cluster().await?;
     start_exec_workers(&mut cluster, "tp", size.workers, size.slots)?;
     wait_for_workers(&client, size.workers).await?;
     let per_job = size.runs.div_ceil(size.jobs.max(1));

@@ -13,7 +13,6 @@ use serde_json::json;
 
 use super::etcd::Etcd;
 use super::{Latencies, Options, Row};
-use crate::{Cluster, ServerSettings};
 
 /// The result of one load: operations done, their latencies, failures.
 struct Load {
@@ -87,19 +86,10 @@ where
 /// Runs the scenario: prints the table, returns the JSON report; fails if a
 /// measurement completed nothing.
 pub async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
-    let cluster = Cluster::start(
-        3,
-        ServerSettings {
-            http: true,
-            ..ServerSettings::default()
-        },
-    )
-    .await?;
-    let etcd = Etcd::start().await?;
     // Straight to the leader, as etcd's client reaches its leader through
     // whichever member it dials (a rota follower would forward each call).
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    let rota = cluster.client_for(leader)?;
+    let (cluster, rota) = super::runs::leader_cluster().await?;
+    let etcd = Etcd::start().await?;
     let kv = etcd_client::Client::connect(&etcd.endpoints, None).await?;
     let payload = crate::job_spec("payload-size-reference").encode_to_vec();
     let mut rows = Vec::new();

@@ -143,7 +143,7 @@ impl NodeHandle {
 
     /// Proposes an operation, stamped with this leader's clock, and waits
     /// until it is committed and applied here. Operations proposed at the
-    /// same time share a log entry ([`super::batch`]).
+    /// same time share a log entry (group commit, `node/batch.rs`).
     pub async fn propose(&self, op: Op) -> Result<Response, ApiError> {
         if self.transferring.load(Ordering::Acquire) {
             return Err(ApiError::Unavailable(
