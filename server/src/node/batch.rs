@@ -17,13 +17,20 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::sync::Mutex;
+
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::raft::{Node, NodeId, Raft};
 use crate::state::{ApplyResult, Command, Op, Rejection, RejectionKind, Response};
 
 /// At most this many operations in one entry.
 pub const MAX_BATCH: usize = 256;
+
+/// At most about this many bytes in one entry (estimated by [`weight`]),
+/// so that no entry comes near the largest Raft message (64 MiB): openraft
+/// splits a too-large AppendEntries down to one entry, never below.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// Entries proposed and not yet applied, at most: one being made durable
 /// while the next one fills.
@@ -39,7 +46,17 @@ pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, Node>>;
 struct Pending {
     command: Command,
     key: String,
+    weight: usize,
     reply: oneshot::Sender<Result<ApplyResult, WriteError>>,
+}
+
+/// An upper estimate of an operation's size in the log: output chunks as
+/// base64, anything else as a spec at its size limit (64 KiB of protobuf).
+fn weight(op: &Op) -> usize {
+    match op {
+        Op::AppendLogs { chunks, .. } => 1024 + chunks.iter().map(|c| c.data.len() / 3 * 4 + 256).sum::<usize>(),
+        _ => 64 << 10,
+    }
 }
 
 /// Hands proposals to the batching task. Cheap to clone.
@@ -62,14 +79,29 @@ impl Batcher {
     pub async fn write(&self, command: Command) -> Option<Result<ApplyResult, WriteError>> {
         let (reply, answer) = oneshot::channel();
         let key = command.op.batch_key();
-        self.tx.send(Pending { command, key, reply }).await.ok()?;
+        let weight = weight(&command.op);
+        self.tx
+            .send(Pending {
+                command,
+                key,
+                weight,
+                reply,
+            })
+            .await
+            .ok()?;
         answer.await.ok()
     }
 }
 
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    // Keys of the entries in flight: a proposal waits until the entry
+    // holding an earlier one of its key has been answered, so proposals on
+    // one object reach Raft in the order they were made.
+    let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let finished = Arc::new(Notify::new());
     let mut carried: VecDeque<Pending> = VecDeque::new();
+    let mut open = true;
     loop {
         // Wait for room in the pipeline first: proposals made meanwhile
         // gather in the queue and leave together.
@@ -82,29 +114,61 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
                 None => return,
             }
         }
-        while carried.len() < MAX_BATCH * 2 {
+        while open && carried.len() < MAX_BATCH * 2 {
             match rx.try_recv() {
                 Ok(pending) => carried.push_back(pending),
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
-        let batch = take_batch(&mut carried);
-        let raft = raft.clone();
+        let batch = take_batch(&mut carried, &lock(&busy));
+        if batch.is_empty() {
+            // Everything queued waits for an entry in flight with its key.
+            drop(permit);
+            tokio::select! {
+                () = finished.notified() => {}
+                next = rx.recv(), if open => match next {
+                    Some(pending) => carried.push_back(pending),
+                    None => open = false,
+                },
+            }
+            continue;
+        }
+        let keys: Vec<String> = batch.iter().map(|p| p.key.clone()).collect();
+        lock(&busy).extend(keys.iter().cloned());
+        let (raft, busy, finished) = (raft.clone(), busy.clone(), finished.clone());
         tokio::spawn(async move {
             write(&raft, batch).await;
+            let mut busy = lock(&busy);
+            for key in &keys {
+                busy.remove(key);
+            }
+            drop(busy);
             drop(permit);
+            finished.notify_one();
         });
     }
 }
 
-/// Takes, in order, up to [`MAX_BATCH`] proposals with distinct keys; the
-/// rest stay queued in their order.
-fn take_batch(queue: &mut VecDeque<Pending>) -> Vec<Pending> {
+fn lock(busy: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    // A set of keys holds no invariant a panic could break halfway.
+    busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Takes, in order, up to [`MAX_BATCH`] proposals (and about
+/// [`MAX_BATCH_BYTES`], but at least one) with distinct keys none of which
+/// is `busy`; the rest stay queued in their order.
+fn take_batch(queue: &mut VecDeque<Pending>, busy: &HashSet<String>) -> Vec<Pending> {
     let mut keys = HashSet::new();
     let mut batch = Vec::new();
+    let mut bytes = 0;
     let mut rest = VecDeque::new();
     for pending in queue.drain(..) {
-        if batch.len() < MAX_BATCH && keys.insert(pending.key.clone()) {
+        let fits = batch.is_empty() || (batch.len() < MAX_BATCH && bytes + pending.weight <= MAX_BATCH_BYTES);
+        // A key seen once (taken or left) is not taken again: order per key.
+        let first_of_key = keys.insert(pending.key.clone());
+        if fits && first_of_key && !busy.contains(&pending.key) {
+            bytes += pending.weight;
             batch.push(pending);
         } else {
             rest.push_back(pending);
@@ -156,6 +220,10 @@ mod tests {
     use super::*;
 
     fn pending(key: &str) -> (Pending, oneshot::Receiver<Result<ApplyResult, WriteError>>) {
+        weighing(key, 64 << 10)
+    }
+
+    fn weighing(key: &str, weight: usize) -> (Pending, oneshot::Receiver<Result<ApplyResult, WriteError>>) {
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
             command: Command {
@@ -163,6 +231,7 @@ mod tests {
                 op: Op::Tick,
             },
             key: key.to_owned(),
+            weight,
             reply,
         };
         (pending, rx)
@@ -175,19 +244,51 @@ mod tests {
             .map(|key| pending(key).0)
             .collect();
         let keys = |batch: &[Pending]| batch.iter().map(|p| p.key.clone()).collect::<Vec<_>>();
-        let first = take_batch(&mut queue);
+        let first = take_batch(&mut queue, &HashSet::new());
         assert_eq!(keys(&first), ["a", "b", "c"]);
-        let second = take_batch(&mut queue);
+        let second = take_batch(&mut queue, &HashSet::new());
         assert_eq!(keys(&second), ["a", "b"]);
-        let third = take_batch(&mut queue);
+        let third = take_batch(&mut queue, &HashSet::new());
         assert_eq!(keys(&third), ["a"]);
         assert!(queue.is_empty());
     }
 
     #[test]
+    fn a_key_in_flight_waits_and_keeps_its_order() {
+        let mut queue: VecDeque<Pending> = ["a", "b", "a"].into_iter().map(|key| pending(key).0).collect();
+        let busy = HashSet::from(["a".to_owned()]);
+        let keys = |batch: &[Pending]| batch.iter().map(|p| p.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&take_batch(&mut queue, &busy)), ["b"]);
+        assert_eq!(keys(&take_batch(&mut queue, &busy)), Vec::<String>::new());
+        assert_eq!(keys(&take_batch(&mut queue, &HashSet::new())), ["a"]);
+        assert_eq!(keys(&take_batch(&mut queue, &HashSet::new())), ["a"]);
+    }
+
+    #[test]
+    fn a_batch_is_bounded_in_bytes_but_takes_at_least_one() {
+        let big = MAX_BATCH_BYTES / 2 + 1;
+        let mut queue: VecDeque<Pending> = ["a", "b", "c"].into_iter().map(|key| weighing(key, big).0).collect();
+        assert_eq!(take_batch(&mut queue, &HashSet::new()).len(), 1);
+        let mut huge: VecDeque<Pending> = [weighing("x", MAX_BATCH_BYTES * 2).0].into();
+        assert_eq!(take_batch(&mut huge, &HashSet::new()).len(), 1);
+        let chunk = crate::state::LogAppend {
+            offset: 0,
+            stream: crate::state::logs::LogStream::Stdout,
+            data: vec![0; 3 << 20],
+        };
+        let logs = Op::AppendLogs {
+            worker: "w".into(),
+            run: "r".into(),
+            epoch: 1,
+            chunks: vec![chunk],
+        };
+        assert!(weight(&logs) >= 4 << 20, "base64 of 3 MiB");
+    }
+
+    #[test]
     fn a_batch_is_bounded() {
         let mut queue: VecDeque<Pending> = (0..MAX_BATCH + 10).map(|i| pending(&i.to_string()).0).collect();
-        assert_eq!(take_batch(&mut queue).len(), MAX_BATCH);
+        assert_eq!(take_batch(&mut queue, &HashSet::new()).len(), MAX_BATCH);
         assert_eq!(queue.len(), 10);
     }
 }

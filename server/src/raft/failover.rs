@@ -9,15 +9,20 @@
 //! (rota-bench failover, 2026-11-29). Votes are refused while the lease
 //! runs, so nothing can be won earlier than that; but at that moment each
 //! follower that has not heard from its leader asks the other voters
+//! and the silent leader
 //! ([`LogPosition`](rota_proto::v1::raft_service_server::RaftService::log_position))
 //! and starts an election only if
-//! - no voter that answered still hears from a leader (so a follower cut
-//!   off from a healthy leader does not disturb it), and
-//! - no voter that answered has a longer log, or the same log and a lower
-//!   id (so exactly one stands, and it is one the others will vote for).
+//! - a majority of the voters (itself included) answered, so a follower
+//!   cut off from the rest never stands;
+//! - none of them leads (a leader that paused its heartbeats to transfer
+//!   leadership, or is merely slow, answers that it leads) or still hears
+//!   from a leader (so a follower cut off from a healthy leader does not
+//!   disturb it);
+//! - none of them has a longer log, or the same log and a lower id (so
+//!   exactly one stands, and it is one the others will vote for).
 //!
-//! Peers that do not answer are ignored; if the chosen one does not win,
-//! openraft's own timers still elect someone, as before.
+//! If the chosen one does not win, openraft's own timers still elect
+//! someone, as before.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,14 +80,24 @@ pub fn position(id: NodeId, raft: &Raft, log: &LogStore, contact: &LeaderContact
     }
 }
 
-/// Whether `mine` should stand for election given the peers' answers and
-/// the leader lease.
-pub fn should_stand(mine: &pb::LogPositionResponse, peers: &[pb::LogPositionResponse], lease: Duration) -> bool {
+/// Whether `mine` should stand for election given the answers of the
+/// other voters (the silent leader included, if it answered), the number of
+/// voters and the leader lease: a majority (this server included) must have
+/// answered, none may lead or still hear a leader, and none may have a
+/// longer log (or the same log and a lower id).
+pub fn should_stand(
+    mine: &pb::LogPositionResponse,
+    peers: &[pb::LogPositionResponse],
+    voters: usize,
+    lease: Duration,
+) -> bool {
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
     let key = |p: &pb::LogPositionResponse| (p.last_log_term, p.last_log_index, std::cmp::Reverse(p.node_id));
-    peers
-        .iter()
-        .all(|p| !p.leader && p.leader_silent_ms > lease_ms && key(p) < key(mine))
+    let majority = peers.len() + 1 > voters / 2;
+    majority
+        && peers
+            .iter()
+            .all(|p| !p.leader && p.leader_silent_ms > lease_ms && key(p) < key(mine))
 }
 
 /// Settings of the watcher.
@@ -132,11 +147,16 @@ pub async fn watch(
         if state != Some(ServerState::Follower) || leader.is_none() {
             continue;
         }
-        let others = voters.into_iter().filter(|(v, _)| Some(*v) != leader);
-        let answers = futures::future::join_all(others.map(|(_, addr)| ask(&peers, addr, settings.lease))).await;
-        let answers: Vec<_> = answers.into_iter().flatten().collect();
+        // The silent leader is asked too: one that is alive but paused its
+        // heartbeats (a leadership transfer) or is slow answers that it
+        // leads, and nobody stands.
+        let count = voters.len() + 1;
+        let asked = voters
+            .into_iter()
+            .map(|(_, addr)| ask(&peers, addr, settings.lease / 2));
+        let answers: Vec<_> = futures::future::join_all(asked).await.into_iter().flatten().collect();
         let mine = position(settings.id, &raft, &log, &contact);
-        if !should_stand(&mine, &answers, settings.lease) {
+        if !should_stand(&mine, &answers, count, settings.lease) {
             continue;
         }
         tracing::info!(
@@ -185,21 +205,29 @@ mod tests {
     fn only_the_longest_log_stands_and_only_when_nobody_hears_a_leader() {
         let lease = Duration::from_millis(800);
         let me = at(2, 3, 100, 900);
-        assert!(should_stand(&me, &[], lease), "alone: stand");
-        assert!(should_stand(&me, &[at(3, 3, 99, 900)], lease), "a shorter log");
-        assert!(!should_stand(&me, &[at(3, 3, 101, 900)], lease), "a longer log");
-        assert!(!should_stand(&me, &[at(3, 4, 1, 900)], lease), "a later term wins");
-        assert!(should_stand(&me, &[at(3, 3, 100, 900)], lease), "a tie: the lower id");
-        assert!(!should_stand(&at(3, 3, 100, 900), &[at(2, 3, 100, 900)], lease));
+        assert!(should_stand(&me, &[], 1, lease), "a single voter");
+        assert!(!should_stand(&me, &[], 3, lease), "alone of three: no majority");
+        assert!(should_stand(&me, &[at(3, 3, 99, 900)], 3, lease), "a shorter log");
+        assert!(!should_stand(&me, &[at(3, 3, 101, 900)], 3, lease), "a longer log");
+        assert!(!should_stand(&me, &[at(3, 4, 1, 900)], 3, lease), "a later term wins");
         assert!(
-            !should_stand(&me, &[at(3, 3, 1, 200)], lease),
+            should_stand(&me, &[at(3, 3, 100, 900)], 3, lease),
+            "a tie: the lower id"
+        );
+        assert!(!should_stand(&at(3, 3, 100, 900), &[at(2, 3, 100, 900)], 3, lease));
+        assert!(
+            !should_stand(&me, &[at(3, 3, 1, 200)], 3, lease),
             "a peer still hears the leader"
         );
         let leader = pb::LogPositionResponse {
             leader: true,
-            ..at(3, 3, 1, 5000)
+            ..at(1, 3, 1, 5000)
         };
-        assert!(!should_stand(&me, &[leader], lease), "a peer leads");
+        assert!(
+            !should_stand(&me, &[leader, at(3, 3, 1, 900)], 3, lease),
+            "the leader answers: it is alive (a transfer pauses its heartbeats)"
+        );
+        assert!(!should_stand(&me, &[at(3, 3, 1, 900)], 5, lease), "2 of 5 answered");
     }
 
     #[test]

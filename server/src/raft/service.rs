@@ -92,8 +92,12 @@ async fn collect_snapshot(
 impl RaftService for RaftGrpc {
     async fn append_entries(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc = decode("append-entries request", &request.get_ref().data)?;
-        self.contact.touch();
-        reply(&self.raft.append_entries(rpc).await)
+        let answer = self.raft.append_entries(rpc).await;
+        // A leader was heard, unless the sender is a deposed one.
+        if matches!(&answer, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
+            self.contact.touch();
+        }
+        reply(&answer)
     }
 
     async fn vote(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
