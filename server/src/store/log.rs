@@ -161,6 +161,11 @@ struct Recent {
     bytes: usize,
 }
 
+/// Read buffer of the WAL's chunk files.
+const READ_BUFFER: usize = 1 << 20;
+/// Encoded payloads raft-log keeps in memory, at most.
+const LOG_CACHE_BYTES: usize = 32 << 20;
+
 /// At most this many entries are kept decoded ...
 const RECENT_ENTRIES: usize = 4096;
 /// ... and at most about this many bytes of them (encoded size).
@@ -261,6 +266,13 @@ impl LogStore {
         // so a wait would only add to every write's latency (proposals are
         // batched before they reach Raft instead, see `node::batch`).
         config.wal.flush_batch_wait = Some(Duration::ZERO);
+        // Bounded memory: raft-log's defaults are a 64 MiB read buffer and a
+        // payload cache of up to 1 GiB / 100,000 entries; replication reads
+        // recent entries from `Recent` anyway, and the log is compacted
+        // every `snapshot_every_logs` entries.
+        config.wal.read_buffer_size = Some(READ_BUFFER);
+        config.log_cache_capacity = Some(LOG_CACHE_BYTES);
+        config.log_cache_max_items = Some(RECENT_ENTRIES);
         let wal = raft_log::RaftLog::open(Arc::new(config))?;
         Ok(Self {
             wal: Arc::new(Mutex::new(wal)),
