@@ -41,6 +41,9 @@ const BATCH_MAX: usize = 256 << 10;
 const CHUNK_MAX: usize = 256 << 10;
 /// The agent's clock.
 const TICK: Duration = Duration::from_millis(100);
+/// At most this many events in one turn of the event loop (one journal
+/// save), so a flood of output cannot hold back the reports.
+const TURN_EVENTS: usize = 256;
 /// How long past its shutdown deadline a connected worker waits for the
 /// cluster to stop its attempts before stopping them itself.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
@@ -193,6 +196,9 @@ pub struct Agent {
     metrics: std::sync::Arc<Metrics>,
     /// How it reaches servers (TLS, token).
     link: session::Link,
+    /// Attempts accepted in this turn of the event loop, started once the
+    /// journal holds them (`settle`).
+    launches: Vec<(AttemptKey, Launcher)>,
     /// Held for the agent's life: one worker per data directory.
     _lock: nix::fcntl::Flock<fs::File>,
 }
@@ -249,6 +255,7 @@ impl Agent {
             next_reconcile: Instant::now(),
             metrics,
             link,
+            launches: Vec::new(),
             _lock: lock,
         };
         agent.recover().await?;
@@ -381,7 +388,7 @@ impl Agent {
                         };
                         attempt.note(exit.error.as_deref().unwrap_or_default());
                         attempt.record.exit = Some(exit);
-                        self.journal.put(attempt.record.clone())?;
+                        self.journal.put(attempt.record.clone());
                     }
                     (DriverKind::Docker, _, _) => {
                         let exit = Exit {
@@ -390,12 +397,13 @@ impl Agent {
                         };
                         attempt.note(exit.error.as_deref().unwrap_or_default());
                         attempt.record.exit = Some(exit);
-                        self.journal.put(attempt.record.clone())?;
+                        self.journal.put(attempt.record.clone());
                     }
                 }
             }
             self.attempts.insert(key, attempt);
         }
+        self.journal.save()?;
         Ok(())
     }
 
@@ -405,18 +413,51 @@ impl Agent {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut ticked = false;
             tokio::select! {
-                Some(event) = self.events.recv() => self.on_event(event),
+                Some(event) = self.events.recv() => {
+                    self.on_event(event);
+                    // What else is ready joins this turn: one journal save
+                    // covers all of it.
+                    for _ in 1..TURN_EVENTS {
+                        let Ok(event) = self.events.try_recv() else { break };
+                        self.on_event(event);
+                    }
+                }
                 _ = tick.tick() => {
                     self.on_tick();
-                    if self.shutdown_done() {
-                        tracing::info!("every attempt is finished and reported; exiting");
-                        return Ok(());
-                    }
+                    ticked = true;
                 }
                 () = stop.cancelled(), if self.shutdown.is_none() => self.begin_shutdown(),
             }
+            self.settle();
+            if ticked && self.shutdown_done() {
+                tracing::info!("every attempt is finished and reported; exiting");
+                return Ok(());
+            }
         }
+    }
+
+    /// Ends a turn of the event loop: saves the journal once for every
+    /// attempt that changed in it, then starts the attempts accepted in it
+    /// (never before the journal holds them, so a restart knows what to
+    /// take over or kill) and sends what is to be reported.
+    fn settle(&mut self) {
+        let launches = std::mem::take(&mut self.launches);
+        match self.journal.save() {
+            Ok(()) => {
+                for (key, launcher) in launches {
+                    self.spawn_task(key, launcher);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, not_run = launches.len(), "cannot save the journal; the attempts accepted meanwhile are not run");
+                for (key, _) in launches {
+                    self.forget(&key);
+                }
+            }
+        }
+        self.pump_reports();
     }
 
     fn begin_shutdown(&mut self) {
@@ -495,7 +536,6 @@ impl Agent {
                 }
             }
         }
-        self.pump_reports();
     }
 
     fn on_running(&mut self, key: AttemptKey, id: TaskId, stopper: Stopper) {
@@ -509,9 +549,7 @@ impl Agent {
             TaskId::ProcessGroup(pgid) => attempt.record.pgid = Some(*pgid),
         }
         attempt.record.started = true;
-        if let Err(e) = self.journal.put(attempt.record.clone()) {
-            tracing::error!(error = %e, "cannot save the journal");
-        }
+        self.journal.put(attempt.record.clone());
         let grace = attempt.stop_asked.or(attempt.orphan.then_some(Duration::ZERO));
         attempt.stopper = Some(stopper.clone());
         if let Some(grace) = grace {
@@ -537,9 +575,7 @@ impl Agent {
             // Used until now: its age for image GC counts from here.
             self.images.used(image);
         }
-        if let Err(e) = self.journal.put(attempt.record.clone()) {
-            tracing::error!(error = %e, "cannot save the journal");
-        }
+        self.journal.put(attempt.record.clone());
         if let (Some(docker), Some(container)) = (&self.docker, attempt.record.container.clone()) {
             let docker = docker.clone();
             tokio::spawn(async move {
@@ -608,7 +644,6 @@ impl Agent {
             self.next_reconcile = now + self.config.reconcile_interval;
             self.reconcile();
         }
-        self.pump_reports();
     }
 
     fn heartbeat(&mut self, now: Instant) {
@@ -975,10 +1010,7 @@ impl Agent {
                 return;
             }
         };
-        if let Err(e) = self.journal.put(record.clone()) {
-            tracing::error!(error = %e, "cannot save the journal; the attempt is not run");
-            return;
-        }
+        self.journal.put(record.clone());
         tracing::info!(run = %key.0, epoch = key.1, job = %assignment.job, ?driver, "running an attempt");
         let mut attempt = Attempt::new(record, buffer);
         if self.shutdown.is_some() {
@@ -1006,8 +1038,9 @@ impl Agent {
         };
         match launcher {
             Ok(launcher) => {
+                // Started once the journal holds it (`settle`).
                 self.attempts.insert(key.clone(), attempt);
-                self.spawn_task(key, launcher);
+                self.launches.push((key, launcher));
             }
             Err(reason) => {
                 attempt.note(&reason);
@@ -1015,9 +1048,7 @@ impl Agent {
                     error: Some(reason),
                     ..Exit::default()
                 });
-                if let Err(e) = self.journal.put(attempt.record.clone()) {
-                    tracing::error!(error = %e, "cannot save the journal");
-                }
+                self.journal.put(attempt.record.clone());
                 self.attempts.insert(key, attempt);
             }
         }

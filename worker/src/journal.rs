@@ -2,8 +2,10 @@
 //! holds, how they ended, and how much of their output the cluster has.
 //!
 //! Stored as `DATA_DIR/attempts.json`, replaced atomically (write, fsync,
-//! rename, fsync the directory) on every change that must survive a crash:
-//! an attempt accepted, started (its container or process group), ended.
+//! rename, fsync the directory) after changes that must survive a crash (an
+//! attempt accepted, started (its container or process group), ended) and
+//! before the worker acts on them: once per turn of the worker's event
+//! loop, for every attempt that changed in it.
 //! Acknowledgements and the removal of an attempt whose end the cluster
 //! recorded are kept in memory until the next save: losing them only makes
 //! the worker repeat what the cluster ignores. After a crash the worker
@@ -98,6 +100,8 @@ impl AttemptRecord {
 pub struct Journal {
     dir: PathBuf,
     attempts: BTreeMap<String, AttemptRecord>,
+    /// Whether an attempt was put since the last save.
+    dirty: bool,
 }
 
 fn name(key: &AttemptKey) -> String {
@@ -117,6 +121,7 @@ impl Journal {
         Ok(Self {
             dir: dir.to_owned(),
             attempts,
+            dirty: false,
         })
     }
 
@@ -130,29 +135,12 @@ impl Journal {
         self.attempts.get(&name(key))
     }
 
-    /// Stores (or replaces) an attempt and saves.
-    pub fn put(&mut self, record: AttemptRecord) -> io::Result<()> {
+    /// Stores (or replaces) an attempt that must reach the disk before the
+    /// worker acts on it: the next [`Journal::save`] writes it. One save
+    /// covers every attempt put since the last (group commit).
+    pub fn put(&mut self, record: AttemptRecord) {
         self.attempts.insert(name(&record.key()), record);
-        self.save()
-    }
-
-    /// Changes an attempt and saves; nothing if it is not held.
-    pub fn update(&mut self, key: &AttemptKey, change: impl FnOnce(&mut AttemptRecord)) -> io::Result<()> {
-        match self.attempts.get_mut(&name(key)) {
-            Some(record) => {
-                change(record);
-                self.save()
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Forgets an attempt and saves.
-    pub fn remove(&mut self, key: &AttemptKey) -> io::Result<()> {
-        if self.attempts.remove(&name(key)).is_some() {
-            self.save()?;
-        }
-        Ok(())
+        self.dirty = true;
     }
 
     /// Stores an attempt without saving: for what a restart may lose
@@ -170,7 +158,18 @@ impl Journal {
         self.attempts.remove(&name(key));
     }
 
-    fn save(&self) -> io::Result<()> {
+    /// Writes the journal if anything was [`put`](Journal::put) since the
+    /// last save; after an error the next call tries again.
+    pub fn save(&mut self) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.write()?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn write(&self) -> io::Result<()> {
         let tmp = self.dir.join("attempts.json.tmp");
         {
             let mut file = File::create(&tmp)?;
@@ -204,14 +203,41 @@ mod tests {
             exit: None,
             logs_acked: 0,
         };
-        journal.put(record.clone()).expect("saves");
-        journal.update(&("r".into(), 7), |r| r.logs_acked = 42).expect("saves");
-        let reloaded = Journal::load(dir.path()).expect("reloads");
+        journal.put(record.clone());
+        // Not on disk until saved.
+        assert_eq!(Journal::load(dir.path()).expect("reloads").attempts().count(), 0);
+        journal.save().expect("saves");
+        journal.put_unsaved(AttemptRecord {
+            logs_acked: 42,
+            ..record.clone()
+        });
+        // Saved only with the next put.
+        journal.save().expect("nothing to save");
+        assert_eq!(
+            Journal::load(dir.path())
+                .expect("reloads")
+                .get(&record.key())
+                .expect("held")
+                .logs_acked,
+            0
+        );
+        journal.put(AttemptRecord {
+            started_reported: true,
+            logs_acked: 42,
+            ..record.clone()
+        });
+        journal.save().expect("saves");
+        let mut reloaded = Journal::load(dir.path()).expect("reloads");
         let got = reloaded.get(&("r".into(), 7)).expect("held");
         assert_eq!(got.logs_acked, 42);
         assert_eq!(got.container.as_deref(), Some("c"));
-        let mut reloaded = reloaded;
-        reloaded.remove(&("r".into(), 7)).expect("saves");
-        assert_eq!(Journal::load(dir.path()).expect("reloads").attempts().count(), 0);
+        reloaded.remove_unsaved(&record.key());
+        reloaded.put(AttemptRecord {
+            run_id: "s".into(),
+            ..record
+        });
+        reloaded.save().expect("saves");
+        let last = Journal::load(dir.path()).expect("reloads");
+        assert_eq!(last.attempts().map(|a| a.run_id.as_str()).collect::<Vec<_>>(), ["s"]);
     }
 }

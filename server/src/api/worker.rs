@@ -11,7 +11,8 @@ use std::collections::HashSet;
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::stream::FuturesOrdered;
+use futures::{Stream, StreamExt};
 use rota_proto::v1 as pb;
 use rota_proto::v1::worker_service_server::WorkerService;
 use tokio::sync::mpsc;
@@ -589,38 +590,53 @@ fn next_log_offset(node: &NodeHandle, run: &str, epoch: u64) -> u64 {
         .map_or(0, |r| r.log.next_offset)
 }
 
-/// Commits a session's reports in order and acknowledges each. A report that
-/// could not be committed (leadership moving) ends the session: the worker
-/// reconnects and resends.
+/// At most this many reports of one session proposed and not yet answered.
+const REPORTS_IN_FLIGHT: usize = 32;
+
+/// Commits a session's reports and acknowledges each, in order. Up to
+/// [`REPORTS_IN_FLIGHT`] are in flight at once (they share log entries with
+/// other proposals); they are submitted in the order they came, which
+/// group commit keeps per run. A report that could not be committed
+/// (leadership moving) ends the session: the worker reconnects and resends.
 async fn commit_reports(
     node: NodeHandle,
     mut queue: mpsc::Receiver<Report>,
     tx: mpsc::Sender<Result<pb::ServerMessage, Status>>,
     ended: CancellationToken,
 ) {
-    while let Some(report) = tokio::select! {
-        () = ended.cancelled() => None,
-        report = queue.recv() => report,
-    } {
-        let result = node.propose(report.op).await;
-        let next = |node: &NodeHandle| {
-            report
-                .log
-                .as_ref()
-                .map_or(0, |(run, epoch)| next_log_offset(node, run, *epoch))
-        };
-        let ack = match result {
-            Ok(_) => server_message_ack(report.seq, Ok(next(&node))),
-            Err(ApiError::Rejected(rejection)) => server_message_ack(report.seq, Err((rejection.message, next(&node)))),
-            Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
-                ended.cancel();
-                return;
+    let mut in_flight = FuturesOrdered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            () = ended.cancelled() => return,
+            report = queue.recv(), if open && in_flight.len() < REPORTS_IN_FLIGHT => {
+                let Some(Report { seq, op, log }) = report else {
+                    open = false;
+                    continue;
+                };
+                match node.submit(op).await {
+                    Ok(proposal) => in_flight.push_back(async move { (seq, log, proposal.outcome().await) }),
+                    Err(e) => return fail(&tx, &ended, e).await,
+                }
             }
-        };
-        if tx.send(server_message(ack)).await.is_err() {
-            ended.cancel();
-            return;
+            Some((seq, log, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                let next = |node: &NodeHandle| log.as_ref().map_or(0, |(run, epoch)| next_log_offset(node, run, *epoch));
+                let ack = match result {
+                    Ok(_) => server_message_ack(seq, Ok(next(&node))),
+                    Err(ApiError::Rejected(rejection)) => server_message_ack(seq, Err((rejection.message, next(&node)))),
+                    Err(e) => return fail(&tx, &ended, e).await,
+                };
+                if tx.send(server_message(ack)).await.is_err() {
+                    ended.cancel();
+                    return;
+                }
+            }
         }
     }
+}
+
+/// Ends a session whose report could not be committed.
+async fn fail(tx: &mpsc::Sender<Result<pb::ServerMessage, Status>>, ended: &CancellationToken, error: ApiError) {
+    let _ = tx.send(Err(error.into())).await;
+    ended.cancel();
 }

@@ -74,9 +74,10 @@ impl Batcher {
         Self { tx }
     }
 
-    /// Proposes `command` and waits until it is committed and applied.
-    /// `None` if the node is shutting down.
-    pub async fn write(&self, command: Command) -> Option<Result<ApplyResult, WriteError>> {
+    /// Queues `command` and returns its [`Answer`] without waiting for it:
+    /// what one caller queues reaches Raft in that order per object
+    /// ([`Op::batch_key`]). `None` if the node is shutting down.
+    pub async fn submit(&self, command: Command) -> Option<Answer> {
         let (reply, answer) = oneshot::channel();
         let key = command.op.batch_key();
         let weight = weight(&command.op);
@@ -89,7 +90,18 @@ impl Batcher {
             })
             .await
             .ok()?;
-        answer.await.ok()
+        Some(Answer(answer))
+    }
+}
+
+/// The answer to a proposal queued with [`Batcher::submit`].
+pub struct Answer(oneshot::Receiver<Result<ApplyResult, WriteError>>);
+
+impl Answer {
+    /// Waits until the proposal is committed and applied. `None` if the node
+    /// is shutting down.
+    pub async fn wait(self) -> Option<Result<ApplyResult, WriteError>> {
+        self.0.await.ok()
     }
 }
 

@@ -86,6 +86,27 @@ fn client_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> A
     }
 }
 
+fn shutting_down() -> ApiError {
+    ApiError::Unavailable("this server is shutting down; retry".into())
+}
+
+/// An operation queued with [`NodeHandle::submit`].
+pub struct Proposal(super::batch::Answer);
+
+impl Proposal {
+    /// Waits until it is committed and applied: its response, or why the
+    /// state machine refused it or Raft could not commit it.
+    pub async fn outcome(self) -> Result<Response, ApiError> {
+        let written = self
+            .0
+            .wait()
+            .await
+            .ok_or_else(shutting_down)?
+            .map_err(client_write_error)?;
+        written.map_err(ApiError::Rejected)
+    }
+}
+
 impl NodeHandle {
     /// Assembles a handle.
     pub fn new(
@@ -145,11 +166,6 @@ impl NodeHandle {
     /// until it is committed and applied here. Operations proposed at the
     /// same time share a log entry (group commit, `node/batch.rs`).
     pub async fn propose(&self, op: Op) -> Result<Response, ApiError> {
-        if self.transferring.load(Ordering::Acquire) {
-            return Err(ApiError::Unavailable(
-                "leadership is being transferred; retry in a few seconds".into(),
-            ));
-        }
         // Traced under its caller (a call, a leader loop); a proposal with
         // none (a worker's report) is not, or every report would be a trace.
         let span = if tracing::Span::current().is_none() {
@@ -163,12 +179,25 @@ impl NodeHandle {
                 term = self.term(),
             )
         };
+        tracing::Instrument::instrument(async { self.submit(op).await?.outcome().await }, span).await
+    }
+
+    /// Queues an operation, stamped with this leader's clock, without
+    /// waiting for it: the [`Proposal`] answers once it is committed and
+    /// applied. Operations one caller submits one after another reach Raft
+    /// in that order per object, so a caller may keep several in flight.
+    pub async fn submit(&self, op: Op) -> Result<Proposal, ApiError> {
+        if self.transferring.load(Ordering::Acquire) {
+            return Err(ApiError::Unavailable(
+                "leadership is being transferred; retry in a few seconds".into(),
+            ));
+        }
         let command = Command { now: Utc::now(), op };
-        let written = tracing::Instrument::instrument(self.batcher.write(command), span)
+        self.batcher
+            .submit(command)
             .await
-            .ok_or_else(|| ApiError::Unavailable("this server is shutting down; retry".into()))?
-            .map_err(client_write_error)?;
-        written.map_err(ApiError::Rejected)
+            .map(Proposal)
+            .ok_or_else(shutting_down)
     }
 
     /// Waits until this node, as leader, has applied everything committed

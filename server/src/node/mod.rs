@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{Config, RaftSettings};
-pub use handle::{LeaderHint, NodeHandle, Route};
+pub use handle::{LeaderHint, NodeHandle, Proposal, Route};
 
 use crate::api::cluster::ClusterApi;
 use crate::api::job::JobApi;
