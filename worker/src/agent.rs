@@ -171,6 +171,15 @@ impl Attempt {
             tracing::error!(run = %self.record.run_id, error = %e, "cannot buffer output");
         }
     }
+
+    /// Ends an attempt that was never started, saying why in its output.
+    fn end_unrun(&mut self, reason: String) {
+        self.note(&reason);
+        self.record.exit = Some(Exit {
+            error: Some(reason),
+            ..Exit::default()
+        });
+    }
 }
 
 /// The worker agent.
@@ -451,9 +460,15 @@ impl Agent {
                 }
             }
             Err(e) => {
+                // Not run, and reported as failed (so the cluster retries
+                // them); other reports still go out: the cluster keeping an
+                // outcome matters more than this worker's own restart.
                 tracing::error!(error = %e, not_run = launches.len(), "cannot save the journal; the attempts accepted meanwhile are not run");
                 for (key, _) in launches {
-                    self.forget(&key);
+                    if let Some(attempt) = self.attempts.get_mut(&key) {
+                        attempt.end_unrun(format!("not started: the worker cannot save its journal ({e})"));
+                        self.journal.put(attempt.record.clone());
+                    }
                 }
             }
         }
@@ -1043,11 +1058,7 @@ impl Agent {
                 self.launches.push((key, launcher));
             }
             Err(reason) => {
-                attempt.note(&reason);
-                attempt.record.exit = Some(Exit {
-                    error: Some(reason),
-                    ..Exit::default()
-                });
+                attempt.end_unrun(reason);
                 self.journal.put(attempt.record.clone());
                 self.attempts.insert(key, attempt);
             }
@@ -1228,7 +1239,10 @@ impl Agent {
             let Some(attempt) = self.attempts.get_mut(&key) else {
                 continue;
             };
-            let reported_start = attempt.record.started_reported || !attempt.record.started;
+            // The session commits one attempt's reports in the order they
+            // are sent, so the end may follow a start not yet acknowledged.
+            let reported_start =
+                attempt.record.started_reported || attempt.started_in_flight || !attempt.record.started;
             let finished = attempt.record.exit.clone().filter(|_| {
                 reported_start
                     && !attempt.finished_in_flight

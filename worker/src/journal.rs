@@ -5,7 +5,8 @@
 //! rename, fsync the directory) after changes that must survive a crash (an
 //! attempt accepted, started (its container or process group), ended) and
 //! before the worker acts on them: once per turn of the worker's event
-//! loop, for every attempt that changed in it.
+//! loop, for every attempt that changed in it (an attempt is never started
+//! before the journal holds it; a failed save is tried again next turn).
 //! Acknowledgements and the removal of an attempt whose end the cluster
 //! recorded are kept in memory until the next save: losing them only makes
 //! the worker repeat what the cluster ignores. After a crash the worker

@@ -1,8 +1,9 @@
 //! On-demand runs through the exec driver: `runs` triggers of jobs running
-//! `true`, spread over `jobs` jobs, from 16 concurrent callers, on 4 exec
-//! workers; runs/s from the first trigger until every run is seen
-//! `Succeeded` (committed), and each run's latency from its trigger call to
-//! that moment.
+//! `true`, spread over `jobs` jobs, from 64 concurrent callers (fewer make
+//! the triggers the limit), on 4 exec workers; runs/s from the first
+//! trigger until every run is seen `Succeeded` (committed), each run's
+//! latency from its trigger call to that moment, and where that time goes
+//! (waiting for a slot, in a slot).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,7 +46,7 @@ impl Size {
                 jobs: 50,
                 workers: 4,
                 slots: 32,
-                callers: 16,
+                callers: 64,
             }
         }
     }
@@ -99,6 +100,9 @@ pub async fn run(size: &Size) -> anyhow::Result<serde_json::Value> {
     let elapsed = started.elapsed();
     let seen = watch.seen();
     let mut latencies = Latencies::default();
+    // Where a run's time goes: waiting for a slot (committed → seen
+    // assigned) and in its slot (assigned → Succeeded committed).
+    let (mut queued, mut in_slot) = (Latencies::default(), Latencies::default());
     let mut failed = 0;
     let mut last_finish = began;
     for (id, at) in &ids {
@@ -110,6 +114,11 @@ pub async fn run(size: &Size) -> anyhow::Result<serde_json::Value> {
         }
         last_finish = last_finish.max(finished);
         latencies.push(finished.duration_since(*at).unwrap_or_default());
+        if let Some(assigned) = seen.get(id).and_then(|s| s.assigned) {
+            let created = seen.get(id).map_or(*at, |s| s.created);
+            queued.push(assigned.duration_since(created).unwrap_or_default());
+            in_slot.push(finished.duration_since(assigned).unwrap_or_default());
+        }
     }
     let span = last_finish
         .duration_since(began)
@@ -126,6 +135,14 @@ pub async fn run(size: &Size) -> anyhow::Result<serde_json::Value> {
         "throughput: on-demand exec runs of `true`, trigger to Succeeded",
         std::slice::from_ref(&row),
     );
+    let ms = |l: &Latencies, q: f64| (l.quantile(q).as_secs_f64() * 10_000.0).round() / 10.0;
+    println!(
+        "  waiting for a slot p50 {} ms, p99 {} ms; in a slot (assigned to Succeeded) p50 {} ms, p99 {} ms",
+        ms(&queued, 0.5),
+        ms(&queued, 0.99),
+        ms(&in_slot, 0.5),
+        ms(&in_slot, 0.99)
+    );
     anyhow::ensure!(failed == 0, "{failed} runs did not succeed");
     Ok(json!({
         "scenario": "throughput",
@@ -136,6 +153,8 @@ pub async fn run(size: &Size) -> anyhow::Result<serde_json::Value> {
         "callers": size.callers,
         "triggers_per_second": (ids.len() as f64 / triggered_in.as_secs_f64() * 10.0).round() / 10.0,
         "seconds": span.as_secs_f64(),
+        "queued_ms": { "p50": ms(&queued, 0.5), "p99": ms(&queued, 0.99) },
+        "in_slot_ms": { "p50": ms(&in_slot, 0.5), "p99": ms(&in_slot, 0.99) },
         "result": row.to_json(),
     }))
 }

@@ -45,7 +45,9 @@ struct Args {
     /// Seconds per measurement (default 10; 1 with --smoke).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Concurrent clients, comma-separated (default 1,16,64; 1,4 with --smoke).
+    /// Concurrent clients, comma-separated (writes: default 1,16,64; 1,4
+    /// with --smoke; throughput: the first is the number of callers
+    /// triggering runs, default 64).
     #[arg(long, value_delimiter = ',')]
     clients: Vec<usize>,
     /// Jobs (herd: default 1000; lateness: default 10000; footprint: default
@@ -120,6 +122,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Throughput => {
                 let mut size = bench::throughput::Size::new(args.smoke);
                 size.runs = args.runs.unwrap_or(size.runs);
+                size.callers = args.clients.first().copied().unwrap_or(size.callers);
                 bench::throughput::run(&size).await?
             }
             Scenario::Containers => {

@@ -333,8 +333,8 @@ fn server_message_ack(seq: u64, result: Result<u64, (String, u64)>) -> pb::serve
 impl Session {
     async fn run(mut self, mut inbound: Streaming<pb::WorkerMessage>, cancel: CancellationToken) {
         let mut changes = self.node.state.subscribe();
-        // Reports are committed one after another by their own task, so a
-        // slow commit never delays a heartbeat.
+        // Reports are committed by a task of their own (`commit_reports`),
+        // so a slow commit never delays a heartbeat.
         let ended = cancel.child_token();
         let (reports, queue) = mpsc::channel(64);
         tokio::spawn(commit_reports(self.node.clone(), queue, self.tx.clone(), ended.clone()));
@@ -594,9 +594,11 @@ fn next_log_offset(node: &NodeHandle, run: &str, epoch: u64) -> u64 {
 const REPORTS_IN_FLIGHT: usize = 32;
 
 /// Commits a session's reports and acknowledges each, in order. Up to
-/// [`REPORTS_IN_FLIGHT`] are in flight at once (they share log entries with
-/// other proposals); they are submitted in the order they came, which
-/// group commit keeps per run. A report that could not be committed
+/// [`REPORTS_IN_FLIGHT`] reports on runs are in flight at once (sharing log
+/// entries with other proposals), submitted in the order they came, which
+/// group commit keeps per run; any other report (a drain) waits until those
+/// before it are applied, and those after it wait for it, as when every
+/// report was committed alone. A report that could not be committed
 /// (leadership moving) ends the session: the worker reconnects and resends.
 async fn commit_reports(
     node: NodeHandle,
@@ -614,25 +616,63 @@ async fn commit_reports(
                     open = false;
                     continue;
                 };
-                match node.submit(op).await {
-                    Ok(proposal) => in_flight.push_back(async move { (seq, log, proposal.outcome().await) }),
-                    Err(e) => return fail(&tx, &ended, e).await,
+                let on_run = matches!(op, Op::AttemptStarted { .. } | Op::AttemptFinished { .. } | Op::AppendLogs { .. });
+                if !on_run {
+                    while let Some(answered) = in_flight.next().await {
+                        if !acknowledge(&node, &tx, &ended, answered).await {
+                            return;
+                        }
+                    }
                 }
-            }
-            Some((seq, log, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                let next = |node: &NodeHandle| log.as_ref().map_or(0, |(run, epoch)| next_log_offset(node, run, *epoch));
-                let ack = match result {
-                    Ok(_) => server_message_ack(seq, Ok(next(&node))),
-                    Err(ApiError::Rejected(rejection)) => server_message_ack(seq, Err((rejection.message, next(&node)))),
+                let proposal = match node.submit(op).await {
+                    Ok(proposal) => proposal,
                     Err(e) => return fail(&tx, &ended, e).await,
                 };
-                if tx.send(server_message(ack)).await.is_err() {
-                    ended.cancel();
+                let answer = async move { (seq, log, proposal.outcome().await) };
+                if on_run {
+                    in_flight.push_back(answer);
+                } else if !acknowledge(&node, &tx, &ended, answer.await).await {
+                    return;
+                }
+            }
+            Some(answered) = in_flight.next(), if !in_flight.is_empty() => {
+                if !acknowledge(&node, &tx, &ended, answered).await {
                     return;
                 }
             }
         }
     }
+}
+
+/// A report's sequence number, its run and epoch for a log batch, and how
+/// its proposal ended.
+type Answered = (u64, Option<(RunId, u64)>, Result<Answer, ApiError>);
+
+/// Acknowledges a committed (or refused) report; false once the session is
+/// over.
+async fn acknowledge(
+    node: &NodeHandle,
+    tx: &mpsc::Sender<Result<pb::ServerMessage, Status>>,
+    ended: &CancellationToken,
+    (seq, log, result): Answered,
+) -> bool {
+    let next = || {
+        log.as_ref()
+            .map_or(0, |(run, epoch)| next_log_offset(node, run, *epoch))
+    };
+    let ack = match result {
+        Ok(_) => server_message_ack(seq, Ok(next())),
+        Err(ApiError::Rejected(rejection)) => server_message_ack(seq, Err((rejection.message, next()))),
+        Err(e) => {
+            fail(tx, ended, e).await;
+            return false;
+        }
+    };
+    if tx.send(server_message(ack)).await.is_err() {
+        ended.cancel();
+        return false;
+    }
+    true
 }
 
 /// Ends a session whose report could not be committed.

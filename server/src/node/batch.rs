@@ -9,8 +9,11 @@
 //! together ([`Op::Batch`]), up to [`MAX_BATCH`] operations. A lone
 //! proposal on an idle node is written at once, as a plain entry.
 //!
-//! Two operations on the same object ([`Op::batch_key`]) never share an
-//! entry: the later one waits for the next, in order.
+//! Operations on one object ([`Op::batch_key`]) reach Raft in the order
+//! they were proposed: a later one waits for the entry holding an earlier
+//! one to be applied before it leaves. Two of them never share an entry
+//! (ids are derived from the entry's index), except reports on a run
+//! ([`Op::shares_entries`]), which share one in order.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -46,6 +49,8 @@ pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, Node>>;
 struct Pending {
     command: Command,
     key: String,
+    /// Whether it may share an entry with others of its key.
+    shares: bool,
     weight: usize,
     reply: oneshot::Sender<Result<ApplyResult, WriteError>>,
 }
@@ -81,10 +86,12 @@ impl Batcher {
         let (reply, answer) = oneshot::channel();
         let key = command.op.batch_key();
         let weight = weight(&command.op);
+        let shares = command.op.shares_entries();
         self.tx
             .send(Pending {
                 command,
                 key,
+                shares,
                 weight,
                 reply,
             })
@@ -168,21 +175,26 @@ fn lock(busy: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<Stri
 }
 
 /// Takes, in order, up to [`MAX_BATCH`] proposals (and about
-/// [`MAX_BATCH_BYTES`], but at least one) with distinct keys none of which
-/// is `busy`; the rest stay queued in their order.
+/// [`MAX_BATCH_BYTES`], but at least one) whose keys are not `busy`, one
+/// per key unless they share entries; the rest stay queued in their order.
+/// Once a proposal of a key stays, the later ones of that key stay too:
+/// order per key.
 fn take_batch(queue: &mut VecDeque<Pending>, busy: &HashSet<String>) -> Vec<Pending> {
-    let mut keys = HashSet::new();
+    let (mut taken, mut left) = (HashSet::new(), HashSet::new());
     let mut batch = Vec::new();
     let mut bytes = 0;
     let mut rest = VecDeque::new();
     for pending in queue.drain(..) {
         let fits = batch.is_empty() || (batch.len() < MAX_BATCH && bytes + pending.weight <= MAX_BATCH_BYTES);
-        // A key seen once (taken or left) is not taken again: order per key.
-        let first_of_key = keys.insert(pending.key.clone());
-        if fits && first_of_key && !busy.contains(&pending.key) {
+        let free = !left.contains(&pending.key)
+            && !busy.contains(&pending.key)
+            && (pending.shares || !taken.contains(&pending.key));
+        if fits && free {
             bytes += pending.weight;
+            taken.insert(pending.key.clone());
             batch.push(pending);
         } else {
+            left.insert(pending.key.clone());
             rest.push_back(pending);
         }
     }
@@ -243,10 +255,15 @@ mod tests {
                 op: Op::Tick,
             },
             key: key.to_owned(),
+            shares: false,
             weight,
             reply,
         };
         (pending, rx)
+    }
+
+    fn keys(batch: &[Pending]) -> Vec<String> {
+        batch.iter().map(|p| p.key.clone()).collect()
     }
 
     #[test]
@@ -255,7 +272,6 @@ mod tests {
             .into_iter()
             .map(|key| pending(key).0)
             .collect();
-        let keys = |batch: &[Pending]| batch.iter().map(|p| p.key.clone()).collect::<Vec<_>>();
         let first = take_batch(&mut queue, &HashSet::new());
         assert_eq!(keys(&first), ["a", "b", "c"]);
         let second = take_batch(&mut queue, &HashSet::new());
@@ -266,10 +282,29 @@ mod tests {
     }
 
     #[test]
+    fn reports_on_a_run_share_an_entry_in_order() {
+        let sharing = |key: &str, weight: usize| {
+            let (mut p, _) = weighing(key, weight);
+            p.shares = true;
+            p
+        };
+        let mut queue: VecDeque<Pending> = [sharing("r", 1), pending("a").0, sharing("r", 1), pending("a").0].into();
+        assert_eq!(keys(&take_batch(&mut queue, &HashSet::new())), ["r", "a", "r"]);
+        assert_eq!(keys(&take_batch(&mut queue, &HashSet::new())), ["a"]);
+        // One left behind (here: too big to fit) keeps the later ones of
+        // its key behind too.
+        let big = MAX_BATCH_BYTES / 2 + 1;
+        let mut queue: VecDeque<Pending> =
+            [sharing("x", big), sharing("y", big), sharing("y", 1), sharing("z", 1)].into();
+        assert_eq!(keys(&take_batch(&mut queue, &HashSet::new())), ["x", "z"]);
+        assert_eq!(keys(&take_batch(&mut queue, &HashSet::new())), ["y", "y"]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
     fn a_key_in_flight_waits_and_keeps_its_order() {
         let mut queue: VecDeque<Pending> = ["a", "b", "a"].into_iter().map(|key| pending(key).0).collect();
         let busy = HashSet::from(["a".to_owned()]);
-        let keys = |batch: &[Pending]| batch.iter().map(|p| p.key.clone()).collect::<Vec<_>>();
         assert_eq!(keys(&take_batch(&mut queue, &busy)), ["b"]);
         assert_eq!(keys(&take_batch(&mut queue, &busy)), Vec::<String>::new());
         assert_eq!(keys(&take_batch(&mut queue, &HashSet::new())), ["a"]);

@@ -519,6 +519,17 @@ impl Op {
         }
     }
 
+    /// Whether two operations of its key may share a log entry (group
+    /// commit, applied in order): only a worker's reports on a run. The
+    /// others must not, because what they create takes its id from the
+    /// entry's index (manual run ids, attempt epochs, worker sessions).
+    pub fn shares_entries(&self) -> bool {
+        matches!(
+            self,
+            Op::AttemptStarted { .. } | Op::AttemptFinished { .. } | Op::AppendLogs { .. }
+        )
+    }
+
     /// The object it changes, as far as batching cares: two operations
     /// with the same key never share a log entry, so the ids an operation
     /// derives from its index (manual run ids, attempt epochs, worker
@@ -539,7 +550,7 @@ impl Op {
             Op::RegisterWorker { worker, .. } | Op::WorkerLost { worker, .. } | Op::DrainWorker { worker, .. } => {
                 format!("worker:{worker}")
             }
-            // One of each per entry: they touch many objects at once.
+            // One key for all of each kind: they touch many objects at once.
             Op::Tick | Op::Assign { .. } | Op::CreateToken { .. } | Op::RevokeToken { .. } | Op::Batch { .. } => {
                 self.name().to_owned()
             }

@@ -91,6 +91,30 @@ async fn pump(mut pipe: impl AsyncReadExt + Unpin, stream: pb::LogStream, out: m
     }
 }
 
+/// Where a program named without a slash is found on `path` (the task's
+/// `PATH`), as `execvp` in the task would find it; `None` to leave the
+/// lookup to the spawn (a name with a slash, not found, or a relative
+/// directory first, which only the task's working directory resolves).
+/// Spawning a path lets the standard library use `posix_spawn`, which does
+/// not copy the worker's page tables for every task as `fork` does.
+fn resolve_program(program: &str, path: Option<&str>) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return None;
+    }
+    for dir in path?.split(':') {
+        // An empty entry is the working directory, as "." is.
+        if !dir.starts_with('/') {
+            return None;
+        }
+        let candidate = std::path::Path::new(dir).join(program);
+        if std::fs::metadata(&candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0) {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
 /// The name of the cgroup of an attempt.
 pub fn cgroup_name(launch: &Launch<'_>) -> String {
     attempt_cgroup_name(&launch.assignment.run_id, launch.assignment.epoch)
@@ -190,7 +214,15 @@ pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, 
         }
     };
     let program = &argv[0];
-    let mut command = Command::new(program);
+    let path = launch.env().get("PATH").cloned().or_else(|| std::env::var("PATH").ok());
+    let mut command = match resolve_program(program, path.as_deref()) {
+        Some(found) => {
+            let mut command = Command::new(found);
+            command.arg0(program);
+            command
+        }
+        None => Command::new(program),
+    };
     command.args(&argv[1..]).env_clear();
     for key in INHERITED {
         if let Ok(value) = std::env::var(key) {
@@ -288,6 +320,32 @@ pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn programs_are_found_on_the_path_as_execvp_would() {
+        let sh = std::path::Path::new("/bin/sh");
+        assert_eq!(resolve_program("sh", Some("/no/such/dir:/bin")).as_deref(), Some(sh));
+        assert_eq!(
+            resolve_program("sh", Some("/no/such/dir::/bin")),
+            None,
+            "an empty entry is the working dir"
+        );
+        assert_eq!(resolve_program("/bin/sh", Some("/bin")), None, "a path is kept");
+        assert_eq!(
+            resolve_program("sh", Some("bin:/bin")),
+            None,
+            "a relative directory first"
+        );
+        assert_eq!(resolve_program("rota-no-such-program", Some("/bin")), None);
+        assert_eq!(resolve_program("sh", None), None);
+        // A directory or a file that is not executable is not a program.
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("prog")).expect("dir");
+        std::fs::write(dir.path().join("data"), "x").expect("file");
+        let path = format!("{}:/bin", dir.path().display());
+        assert_eq!(resolve_program("prog", Some(&path)), None);
+        assert_eq!(resolve_program("data", Some(&path)), None);
+    }
 
     #[test]
     fn cpu_time_counts_the_process_and_its_waited_children() {
