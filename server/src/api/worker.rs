@@ -618,7 +618,7 @@ async fn commit_reports(
                 };
                 let on_run = matches!(op, Op::AttemptStarted { .. } | Op::AttemptFinished { .. } | Op::AppendLogs { .. });
                 if !on_run {
-                    while let Some(answered) = in_flight.next().await {
+                    while let Some(answered) = ended.run_until_cancelled(in_flight.next()).await.flatten() {
                         if !acknowledge(&node, &tx, &ended, answered).await {
                             return;
                         }
@@ -631,8 +631,11 @@ async fn commit_reports(
                 let answer = async move { (seq, log, proposal.outcome().await) };
                 if on_run {
                     in_flight.push_back(answer);
-                } else if !acknowledge(&node, &tx, &ended, answer.await).await {
-                    return;
+                } else {
+                    let Some(answered) = ended.run_until_cancelled(answer).await else { return };
+                    if !acknowledge(&node, &tx, &ended, answered).await {
+                        return;
+                    }
                 }
             }
             Some(answered) = in_flight.next(), if !in_flight.is_empty() => {

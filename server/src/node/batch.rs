@@ -180,7 +180,9 @@ fn lock(busy: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<Stri
 /// Once a proposal of a key stays, the later ones of that key stay too:
 /// order per key.
 fn take_batch(queue: &mut VecDeque<Pending>, busy: &HashSet<String>) -> Vec<Pending> {
-    let (mut taken, mut left) = (HashSet::new(), HashSet::new());
+    // Keys taken (by any proposal), taken by one that does not share, and
+    // left behind.
+    let (mut taken, mut alone, mut left) = (HashSet::new(), HashSet::new(), HashSet::new());
     let mut batch = Vec::new();
     let mut bytes = 0;
     let mut rest = VecDeque::new();
@@ -188,10 +190,14 @@ fn take_batch(queue: &mut VecDeque<Pending>, busy: &HashSet<String>) -> Vec<Pend
         let fits = batch.is_empty() || (batch.len() < MAX_BATCH && bytes + pending.weight <= MAX_BATCH_BYTES);
         let free = !left.contains(&pending.key)
             && !busy.contains(&pending.key)
+            && !alone.contains(&pending.key)
             && (pending.shares || !taken.contains(&pending.key));
         if fits && free {
             bytes += pending.weight;
             taken.insert(pending.key.clone());
+            if !pending.shares {
+                alone.insert(pending.key.clone());
+            }
             batch.push(pending);
         } else {
             left.insert(pending.key.clone());
@@ -291,6 +297,12 @@ mod tests {
         let mut queue: VecDeque<Pending> = [sharing("r", 1), pending("a").0, sharing("r", 1), pending("a").0].into();
         assert_eq!(keys(&take_batch(&mut queue, &HashSet::new())), ["r", "a", "r"]);
         assert_eq!(keys(&take_batch(&mut queue, &HashSet::new())), ["a"]);
+        // Sharing needs both: one that does not share has its entry to
+        // itself among its key, whichever comes first.
+        let mut queue: VecDeque<Pending> = [pending("r").0, sharing("r", 1), sharing("s", 1), pending("s").0].into();
+        assert_eq!(keys(&take_batch(&mut queue, &HashSet::new())), ["r", "s"]);
+        assert_eq!(keys(&take_batch(&mut queue, &HashSet::new())), ["r", "s"]);
+        assert!(queue.is_empty());
         // One left behind (here: too big to fit) keeps the later ones of
         // its key behind too.
         let big = MAX_BATCH_BYTES / 2 + 1;

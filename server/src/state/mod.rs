@@ -257,7 +257,8 @@ pub enum Op {
     /// commit, see `node::batch`): applied in order, each as if it were an
     /// entry of its own at this entry's index, each with its own answer.
     /// No two touch the same object ([`Op::batch_key`]), so sharing the
-    /// index never makes two ids equal.
+    /// index never makes two ids equal — except a worker's reports on a
+    /// run ([`Op::shares_entries`]), which derive no id from it.
     Batch {
         /// The proposals, each with its own clock stamp.
         commands: Vec<Command>,
@@ -531,10 +532,11 @@ impl Op {
     }
 
     /// The object it changes, as far as batching cares: two operations
-    /// with the same key never share a log entry, so the ids an operation
-    /// derives from its index (manual run ids, attempt epochs, worker
-    /// sessions) stay unique. Operations of different keys commute as
-    /// separate entries would, since they are applied in order.
+    /// with the same key never share a log entry (unless both
+    /// [`Op::shares_entries`]), so the ids an operation derives from its
+    /// index (manual run ids, attempt epochs, worker sessions) stay unique.
+    /// Operations of different keys commute as separate entries would,
+    /// since they are applied in order.
     pub fn batch_key(&self) -> String {
         match self {
             Op::CreateJob { spec, .. } | Op::UpdateJob { spec, .. } | Op::ApplyJob { spec, .. } => {

@@ -92,13 +92,18 @@ async fn pump(mut pipe: impl AsyncReadExt + Unpin, stream: pb::LogStream, out: m
 }
 
 /// Where a program named without a slash is found on `path` (the task's
-/// `PATH`), as `execvp` in the task would find it; `None` to leave the
-/// lookup to the spawn (a name with a slash, not found, or a relative
-/// directory first, which only the task's working directory resolves).
+/// `PATH`), as `execvp` in the task would find it: the first file there
+/// this process may execute (`faccessat` with the effective ids: modes,
+/// ACLs, `noexec` mounts). `None` leaves the lookup to the spawn: a name
+/// with a slash, none found, a relative directory first (only the task's
+/// working directory resolves it), or a file that is neither ELF nor a `#!`
+/// script (`execvp` runs those with `/bin/sh`; `posix_spawn` does not).
 /// Spawning a path lets the standard library use `posix_spawn`, which does
 /// not copy the worker's page tables for every task as `fork` does.
 fn resolve_program(program: &str, path: Option<&str>) -> Option<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
+    use nix::fcntl::AtFlags;
+    use nix::unistd::{AccessFlags, faccessat};
+    use std::io::Read;
     if program.contains('/') {
         return None;
     }
@@ -108,8 +113,13 @@ fn resolve_program(program: &str, path: Option<&str>) -> Option<std::path::PathB
             return None;
         }
         let candidate = std::path::Path::new(dir).join(program);
-        if std::fs::metadata(&candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0) {
-            return Some(candidate);
+        let runnable = std::fs::metadata(&candidate).is_ok_and(|m| m.is_file())
+            && faccessat(nix::fcntl::AT_FDCWD, &candidate, AccessFlags::X_OK, AtFlags::AT_EACCESS).is_ok();
+        if runnable {
+            let mut magic = [0u8; 4];
+            let read = std::fs::File::open(&candidate).and_then(|mut f| f.read_exact(&mut magic));
+            let direct = read.is_ok() && (magic == *b"\x7fELF" || magic.starts_with(b"#!"));
+            return direct.then_some(candidate);
         }
     }
     None
@@ -215,7 +225,13 @@ pub fn start(launch: &Launch<'_>, out: mpsc::Sender<Output>) -> Result<Started, 
     };
     let program = &argv[0];
     let path = launch.env().get("PATH").cloned().or_else(|| std::env::var("PATH").ok());
-    let mut command = match resolve_program(program, path.as_deref()) {
+    // Under another user std forks anyway, and the lookup is that user's.
+    let found = if user.is_none() {
+        resolve_program(program, path.as_deref())
+    } else {
+        None
+    };
+    let mut command = match found {
         Some(found) => {
             let mut command = Command::new(found);
             command.arg0(program);
@@ -345,6 +361,19 @@ mod tests {
         let path = format!("{}:/bin", dir.path().display());
         assert_eq!(resolve_program("prog", Some(&path)), None);
         assert_eq!(resolve_program("data", Some(&path)), None);
+        // A script without `#!` is left to the spawn (execvp runs it with
+        // /bin/sh); one with it is found.
+        use std::os::unix::fs::PermissionsExt;
+        for (name, text) in [("bare", "echo hi\n"), ("shebang", "#!/bin/sh\necho hi\n")] {
+            let file = dir.path().join(name);
+            std::fs::write(&file, text).expect("script");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        assert_eq!(resolve_program("bare", Some(&path)), None);
+        assert_eq!(
+            resolve_program("shebang", Some(&path)),
+            Some(dir.path().join("shebang"))
+        );
     }
 
     #[test]
