@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
@@ -18,7 +18,7 @@ use futures::StreamExt;
 use rota_client::proto as pb;
 use serde_json::json;
 
-use super::runs::{RunWatch, wait_for_workers};
+use super::runs::{RunWatch, time, wait_for_workers};
 use super::{Latencies, Row};
 use crate::{Cluster, ServerSettings, WorkerSettings};
 
@@ -85,11 +85,6 @@ async fn raw_loop(runs: usize, parallel: usize) -> anyhow::Result<(Row, Latencie
         errors: 0,
     };
     Ok((row, latencies))
-}
-
-fn time(t: &Option<prost_types::Timestamp>) -> Option<SystemTime> {
-    let t = t.as_ref()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(t.seconds).ok()?, u32::try_from(t.nanos).ok()?))
 }
 
 /// The same through rota: one docker worker with `parallel` slots.

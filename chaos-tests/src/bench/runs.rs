@@ -35,10 +35,10 @@ pub struct RunWatch {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn time(timestamp: &Option<prost_types::Timestamp>) -> Option<SystemTime> {
+/// A protobuf timestamp as a `SystemTime` (`None` if unset or before 1970).
+pub(super) fn time(timestamp: &Option<prost_types::Timestamp>) -> Option<SystemTime> {
     let t = timestamp.as_ref()?;
-    let nanos = u64::try_from(t.seconds).ok()? * 1_000_000_000 + u64::try_from(t.nanos).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
+    Some(SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(t.seconds).ok()?, u32::try_from(t.nanos).ok()?))
 }
 
 fn record(seen: &Mutex<HashMap<String, Seen>>, run: pb::Run) {
