@@ -172,8 +172,9 @@ impl Attempt {
         }
     }
 
-    /// Ends an attempt that was never started, saying why in its output.
-    fn end_unrun(&mut self, reason: String) {
+    /// Ends an attempt with an error (it could not run, or the worker lost
+    /// it), saying why in its output.
+    fn end_with_error(&mut self, reason: String) {
         self.note(&reason);
         self.record.exit = Some(Exit {
             error: Some(reason),
@@ -389,23 +390,13 @@ impl Agent {
                         if let Ok(cgroup) = driver::cgroup::Cgroup::locate(&cgroup) {
                             cgroup.remove().await;
                         }
-                        let exit = Exit {
-                            error: Some(
-                                "the worker restarted; a host process cannot be taken over, so it was killed".into(),
-                            ),
-                            ..Exit::default()
-                        };
-                        attempt.note(exit.error.as_deref().unwrap_or_default());
-                        attempt.record.exit = Some(exit);
+                        attempt.end_with_error(
+                            "the worker restarted; a host process cannot be taken over, so it was killed".into(),
+                        );
                         self.journal.put(attempt.record.clone());
                     }
                     (DriverKind::Docker, _, _) => {
-                        let exit = Exit {
-                            error: Some("the worker restarted and the attempt's container is gone".into()),
-                            ..Exit::default()
-                        };
-                        attempt.note(exit.error.as_deref().unwrap_or_default());
-                        attempt.record.exit = Some(exit);
+                        attempt.end_with_error("the worker restarted and the attempt's container is gone".into());
                         self.journal.put(attempt.record.clone());
                     }
                 }
@@ -466,7 +457,7 @@ impl Agent {
                 tracing::error!(error = %e, not_run = launches.len(), "cannot save the journal; the attempts accepted meanwhile are not run");
                 for (key, _) in launches {
                     if let Some(attempt) = self.attempts.get_mut(&key) {
-                        attempt.end_unrun(format!("not started: the worker cannot save its journal ({e})"));
+                        attempt.end_with_error(format!("not started: the worker cannot save its journal ({e})"));
                         self.journal.put(attempt.record.clone());
                     }
                 }
@@ -1058,7 +1049,7 @@ impl Agent {
                 self.launches.push((key, launcher));
             }
             Err(reason) => {
-                attempt.end_unrun(reason);
+                attempt.end_with_error(reason);
                 self.journal.put(attempt.record.clone());
                 self.attempts.insert(key, attempt);
             }

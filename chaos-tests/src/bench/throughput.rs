@@ -106,7 +106,8 @@ pub async fn run(size: &Size) -> anyhow::Result<serde_json::Value> {
     let mut failed = 0;
     let mut last_finish = began;
     for (id, at) in &ids {
-        let Some((finished, state)) = seen.get(id).and_then(|s| s.finished) else {
+        let Some(run) = seen.get(id) else { continue };
+        let Some((finished, state)) = run.finished else {
             continue;
         };
         if state != rota_client::proto::RunState::Succeeded {
@@ -114,9 +115,8 @@ pub async fn run(size: &Size) -> anyhow::Result<serde_json::Value> {
         }
         last_finish = last_finish.max(finished);
         latencies.push(finished.duration_since(*at).unwrap_or_default());
-        if let Some(assigned) = seen.get(id).and_then(|s| s.assigned) {
-            let created = seen.get(id).map_or(*at, |s| s.created);
-            queued.push(assigned.duration_since(created).unwrap_or_default());
+        if let Some(assigned) = run.assigned {
+            queued.push(assigned.duration_since(run.created).unwrap_or_default());
             in_slot.push(finished.duration_since(assigned).unwrap_or_default());
         }
     }

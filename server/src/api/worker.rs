@@ -616,7 +616,7 @@ async fn commit_reports(
                     open = false;
                     continue;
                 };
-                let on_run = matches!(op, Op::AttemptStarted { .. } | Op::AttemptFinished { .. } | Op::AppendLogs { .. });
+                let on_run = op.shares_entries();
                 if !on_run {
                     while let Some(answered) = ended.run_until_cancelled(in_flight.next()).await.flatten() {
                         if !acknowledge(&node, &tx, &ended, answered).await {

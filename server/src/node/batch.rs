@@ -15,7 +15,7 @@
 //! (ids are derived from the entry's index), except reports on a run
 //! ([`Op::shares_entries`]), which share one in order.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -180,9 +180,9 @@ fn lock(busy: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<Stri
 /// Once a proposal of a key stays, the later ones of that key stay too:
 /// order per key.
 fn take_batch(queue: &mut VecDeque<Pending>, busy: &HashSet<String>) -> Vec<Pending> {
-    // Keys taken (by any proposal), taken by one that does not share, and
-    // left behind.
-    let (mut taken, mut alone, mut left) = (HashSet::new(), HashSet::new(), HashSet::new());
+    // Keys taken, each with whether all its proposals taken share entries;
+    // keys left behind.
+    let (mut taken, mut left) = (HashMap::new(), HashSet::new());
     let mut batch = Vec::new();
     let mut bytes = 0;
     let mut rest = VecDeque::new();
@@ -190,14 +190,12 @@ fn take_batch(queue: &mut VecDeque<Pending>, busy: &HashSet<String>) -> Vec<Pend
         let fits = batch.is_empty() || (batch.len() < MAX_BATCH && bytes + pending.weight <= MAX_BATCH_BYTES);
         let free = !left.contains(&pending.key)
             && !busy.contains(&pending.key)
-            && !alone.contains(&pending.key)
-            && (pending.shares || !taken.contains(&pending.key));
+            && taken
+                .get(&pending.key)
+                .is_none_or(|&all_share| all_share && pending.shares);
         if fits && free {
             bytes += pending.weight;
-            taken.insert(pending.key.clone());
-            if !pending.shares {
-                alone.insert(pending.key.clone());
-            }
+            *taken.entry(pending.key.clone()).or_insert(pending.shares) &= pending.shares;
             batch.push(pending);
         } else {
             left.insert(pending.key.clone());
