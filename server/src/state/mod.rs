@@ -630,6 +630,17 @@ impl State {
         (job, outcome, current.cloned())
     }
 
+    /// How many rows changed since the last [`State::take_changes`], and
+    /// whether any of them is kept only in storage (a log chunk, which
+    /// readers find only once it is stored).
+    pub fn unstored_changes(&self) -> (usize, bool) {
+        let in_memory = self.jobs.changed_count()
+            + self.runs.changed_count()
+            + self.workers.changed_count()
+            + self.tokens.changed_count();
+        (in_memory + self.log_changes.len(), !self.log_changes.is_empty())
+    }
+
     /// Rows changed since the last call, encoded for storage. The store
     /// writes them in the same atomic batch as the new last-applied index.
     pub fn take_changes(&mut self) -> Result<Vec<RowChange>, CodecError> {

@@ -70,6 +70,11 @@ impl<T> Table<T> {
         removed
     }
 
+    /// How many keys changed since the last [`Table::take_changed`].
+    pub fn changed_count(&self) -> usize {
+        self.changed.len()
+    }
+
     /// Keys changed since the last call, with their current rows (`None`
     /// for removed keys). Clears the record.
     pub fn take_changed(&mut self) -> Vec<(String, Option<&T>)> {

@@ -73,6 +73,9 @@ pub struct StoreOptions {
     /// [`LogStore::guard_purge`]). Always on in a server; off only for
     /// openraft's storage `Suite`, which purges logs without snapshots.
     pub guard_purge: bool,
+    /// How long applied changes may wait before they are written to sled
+    /// (see [`state_machine`]; 50 ms, [`state_machine::STORE_AFTER`]).
+    pub store_after: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -80,6 +83,7 @@ impl Default for StoreOptions {
         Self {
             cache_capacity_bytes: 64 << 20,
             guard_purge: true,
+            store_after: state_machine::STORE_AFTER,
         }
     }
 }
@@ -111,7 +115,8 @@ pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<(LogStore, StateM
     if options.guard_purge {
         log.guard_purge(snapshots.durable());
     }
-    let state_machine = StateMachineStore::open(tree, snapshots).map_err(OpenError::StateMachine)?;
+    let state_machine =
+        StateMachineStore::open(tree, snapshots, options.store_after).map_err(OpenError::StateMachine)?;
     Ok((log, state_machine))
 }
 

@@ -1,20 +1,26 @@
 //! The state machine: the domain [`State`] in memory, persisted in sled.
 //!
-//! The whole state lives in memory (reads never touch the disk); each batch of
-//! applied entries writes the rows it changed *and* the new last-applied log
-//! id (and membership) in one atomic sled batch, so the stored state always
-//! matches its stored last-applied index.
+//! The whole state lives in memory (reads never touch the disk). Applied
+//! changes are written to sled together: the rows changed since the last
+//! write *and* the last-applied log id (and membership) in one atomic sled
+//! batch, so the stored state always matches its stored last-applied index.
+//! A write happens when changes have waited [`STORE_AFTER`] (by default), when
+//! [`STORE_ROWS`] rows have changed, when a change is to a row kept only in
+//! storage (a log chunk, which readers must find), and on shutdown; a row
+//! changed several times in between (a run going from pending to finished)
+//! is encoded and written once.
 //!
 //! sled is not fsynced here, deliberately: after a crash the state machine
-//! may come back *behind* what it had applied (sled syncs every 500 ms, and
-//! its `flush` is not an fsync, see docs/architecture.md), never ahead and
-//! never torn. openraft then re-applies from the durable Raft log. The log is
-//! only purged up to a snapshot that is itself fsynced, and on open a state
-//! machine found older than that snapshot is rebuilt from it; so no applied
-//! effect is ever lost.
+//! may come back *behind* what it had applied (up to [`STORE_AFTER`] of
+//! applies not yet written; sled syncs every 500 ms, and its `flush` is not
+//! an fsync, see docs/architecture.md), never ahead and never torn. openraft
+//! then re-applies from the durable Raft log. The log is only purged up to a
+//! snapshot that is itself fsynced, and on open a state machine found older
+//! than that snapshot is rebuilt from it; so no applied effect is ever lost.
 
 use std::io::{self, Cursor};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -30,6 +36,18 @@ use crate::state::{ApplyResult, MEMORY_PREFIXES, Response, State};
 const ROW_PREFIX: &[u8] = b"d/";
 const LAST_APPLIED_KEY: &[u8] = b"m/last_applied";
 const MEMBERSHIP_KEY: &[u8] = b"m/membership";
+
+/// Applied changes are written to sled once the oldest has waited this long
+/// (checked when entries are applied; the default of
+/// [`super::StoreOptions::store_after`])...
+pub const STORE_AFTER: Duration = Duration::from_millis(50);
+/// ...or once this many rows have changed.
+pub const STORE_ROWS: usize = 1024;
+
+/// When the oldest applied change not yet written to sled was applied
+/// (`None`: everything applied is written). Whoever writes holds it from
+/// taking the changes until sled has them, so writes are never reordered.
+type Unstored = Arc<Mutex<Option<Instant>>>;
 
 /// The applied state, shared with readers (the API).
 #[derive(Debug, Default, Clone)]
@@ -103,15 +121,32 @@ impl StateReader {
     }
 }
 
-/// Flushes the state database (see the module docs on why this is not
-/// needed for safety; it only spares a replay after a clean stop).
+/// Writes the applied changes not yet stored and flushes the state database
+/// (see the module docs on why this is not needed for safety; it only
+/// spares a replay after a clean stop).
 #[derive(Clone)]
-pub struct FlushHandle(sled::Tree);
+pub struct FlushHandle {
+    tree: sled::Tree,
+    applied: Arc<RwLock<Applied>>,
+    unstored: Unstored,
+}
 
 impl FlushHandle {
-    /// Writes sled's buffers out.
-    pub async fn flush(&self) -> Result<(), sled::Error> {
-        self.0.flush_async().await.map(|_| ())
+    /// Stores what is applied, then writes sled's buffers out.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        {
+            let mut unstored = lock_unstored(&self.unstored)?;
+            if unstored.is_some() {
+                let batch = stored_batch(&mut *write_applied(&self.applied)?)?;
+                self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                *unstored = None;
+            }
+        }
+        self.tree
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
     }
 }
 
@@ -121,6 +156,8 @@ pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
     snapshots: Arc<SnapshotFile>,
     applied_index: watch::Sender<u64>,
+    unstored: Unstored,
+    store_after: Duration,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
@@ -135,7 +172,9 @@ impl StateMachineStore {
     /// Opens the state machine in `tree`, with its durable snapshot in
     /// `snapshots`. If the stored snapshot is newer than the stored state
     /// (sled lost its last writes), the state is rebuilt from the snapshot.
-    pub fn open(tree: sled::Tree, snapshots: Arc<SnapshotFile>) -> Result<Self, StorageError> {
+    /// Applied changes are written at the latest `store_after` after the
+    /// first of them (when a later apply finds them due).
+    pub fn open(tree: sled::Tree, snapshots: Arc<SnapshotFile>, store_after: Duration) -> Result<Self, StorageError> {
         let mut applied = load(&tree)?;
         if let Some((meta, data)) = snapshots.read().map_err(|e| snapshot_err(ErrorVerb::Read, e))?
             && meta.last_log_id > applied.last_applied
@@ -153,6 +192,8 @@ impl StateMachineStore {
             applied: Arc::new(RwLock::new(applied)),
             snapshots,
             applied_index: watch::Sender::new(last_index),
+            unstored: Arc::default(),
+            store_after,
         })
     }
 
@@ -170,16 +211,43 @@ impl StateMachineStore {
         self.applied_index.send_replace(last_applied.map_or(0, |id| id.index));
     }
 
-    /// A handle that flushes the state database, for shutdown.
+    /// A handle that stores what is applied and flushes the state
+    /// database, for shutdown.
     pub fn flush_handle(&self) -> FlushHandle {
-        FlushHandle(self.tree.clone())
+        FlushHandle {
+            tree: self.tree.clone(),
+            applied: self.applied.clone(),
+            unstored: self.unstored.clone(),
+        }
     }
+}
 
-    fn write_lock(&self) -> Result<std::sync::RwLockWriteGuard<'_, Applied>, StorageError> {
-        self.applied
-            .write()
-            .map_err(|_| sm_err(ErrorVerb::Write, io::Error::other("state lock poisoned")))
+fn write_applied(applied: &RwLock<Applied>) -> Result<std::sync::RwLockWriteGuard<'_, Applied>, StorageError> {
+    applied
+        .write()
+        .map_err(|_| sm_err(ErrorVerb::Write, io::Error::other("state lock poisoned")))
+}
+
+fn lock_unstored(unstored: &Mutex<Option<Instant>>) -> Result<MutexGuard<'_, Option<Instant>>, StorageError> {
+    unstored
+        .lock()
+        .map_err(|_| sm_err(ErrorVerb::Write, io::Error::other("state store lock poisoned")))
+}
+
+/// The rows changed since the last write, with the last-applied log id and
+/// membership, as one atomic sled batch.
+fn stored_batch(applied: &mut Applied) -> Result<sled::Batch, StorageError> {
+    let mut batch = sled::Batch::default();
+    for (key, value) in applied.state.take_changes().map_err(|e| sm_err(ErrorVerb::Write, e))? {
+        let key = [ROW_PREFIX, key.as_bytes()].concat();
+        match value {
+            Some(value) => batch.insert(key, value),
+            None => batch.remove(key),
+        }
     }
+    batch.insert(LAST_APPLIED_KEY, encode(&applied.last_applied)?);
+    batch.insert(MEMBERSHIP_KEY, encode(&applied.membership)?);
+    Ok(batch)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
@@ -263,11 +331,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let began = std::time::Instant::now();
-        let mut batch = sled::Batch::default();
+        let began = Instant::now();
+        let mut unstored = lock_unstored(&self.unstored)?;
         let mut responses = Vec::new();
-        {
-            let mut applied = self.write_lock()?;
+        let batch = {
+            let mut applied = write_applied(&self.applied)?;
             for entry in entries {
                 let _span =
                     tracing::debug_span!("apply", index = entry.log_id.index, term = entry.log_id.leader_id.term)
@@ -283,19 +351,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 responses.push(response);
             }
-            for (key, value) in applied.state.take_changes().map_err(|e| sm_err(ErrorVerb::Write, e))? {
-                let key = [ROW_PREFIX, key.as_bytes()].concat();
-                match value {
-                    Some(value) => batch.insert(key, value),
-                    None => batch.remove(key),
-                }
-            }
-            batch.insert(LAST_APPLIED_KEY, encode(&applied.last_applied)?);
-            batch.insert(MEMBERSHIP_KEY, encode(&applied.membership)?);
-        }
+            let oldest = *unstored.get_or_insert(began);
+            let (rows, stored_only) = applied.state.unstored_changes();
+            let due = stored_only || rows >= STORE_ROWS || oldest.elapsed() >= self.store_after;
+            due.then(|| stored_batch(&mut applied)).transpose()?
+        };
         super::crash::reached("apply-applied");
-        self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        super::crash::reached("apply-stored");
+        if let Some(batch) = batch {
+            self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            *unstored = None;
+            super::crash::reached("apply-stored");
+        }
+        drop(unstored);
         self.announce(self.reader().read().last_applied);
         super::stats::APPLY_ENTRIES.observe(responses.len() as f64);
         super::stats::APPLY_SECONDS.observe(began.elapsed().as_secs_f64());
@@ -338,8 +405,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| snapshot_err(ErrorVerb::Write, e))?
             .map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
         super::crash::reached("snapshot-install-stored");
+        let mut unstored = lock_unstored(&self.unstored)?;
         let replaced = replace_all(&self.tree, meta, decoded)?;
-        *self.write_lock()? = replaced;
+        *write_applied(&self.applied)? = replaced;
+        *unstored = None;
+        drop(unstored);
         self.announce(meta.last_log_id);
         super::stats::SNAPSHOTS_INSTALLED.record(started.elapsed());
         tracing::info!(last_log_id = ?meta.last_log_id, snapshot_id = %meta.snapshot_id, "installed snapshot");
