@@ -2,8 +2,8 @@
 //! since it was last persisted.
 //!
 //! The state machine keeps its whole state in memory and persists only what
-//! a batch of commands touched; a [`Table`] records those keys so the store
-//! does not have to diff or rewrite everything.
+//! the commands since its last write touched; a [`Table`] records those keys
+//! so the store does not have to diff or rewrite everything.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;

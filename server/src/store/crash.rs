@@ -7,7 +7,9 @@
 //! The points, each between two writes that must not be torn apart:
 //! - `append-written`: log entries written, not yet fsynced;
 //! - `apply-applied`: entries applied in memory, not yet stored;
-//! - `apply-stored`: the state machine's batch stored, openraft not told;
+//! - `apply-stored`: the state machine's batch stored, openraft not told
+//!   (reached only by the applies that write to sled: see
+//!   `state_machine::STORE_AFTER`);
 //! - `snapshot-built`: a snapshot built and stored, openraft not told;
 //! - `snapshot-install-stored`: a received snapshot stored, the state
 //!   machine not yet replaced by it.

@@ -73,8 +73,8 @@ pub struct StoreOptions {
     /// [`LogStore::guard_purge`]). Always on in a server; off only for
     /// openraft's storage `Suite`, which purges logs without snapshots.
     pub guard_purge: bool,
-    /// How long applied changes may wait before they are written to sled
-    /// (see [`state_machine`]; 50 ms, [`state_machine::STORE_AFTER`]).
+    /// How long applied changes may wait before an apply writes them to
+    /// sled (see [`state_machine`]; 50 ms, [`state_machine::STORE_AFTER`]).
     pub store_after: std::time::Duration,
 }
 

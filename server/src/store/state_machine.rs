@@ -4,16 +4,20 @@
 //! changes are written to sled together: the rows changed since the last
 //! write *and* the last-applied log id (and membership) in one atomic sled
 //! batch, so the stored state always matches its stored last-applied index.
-//! A write happens when changes have waited [`STORE_AFTER`] (by default), when
-//! [`STORE_ROWS`] rows have changed, when a change is to a row kept only in
-//! storage (a log chunk, which readers must find), and on shutdown; a row
-//! changed several times in between (a run going from pending to finished)
-//! is encoded and written once.
+//! An apply writes when the oldest change not yet written has waited
+//! [`STORE_AFTER`] (by default), when [`STORE_ROWS`] rows have changed, or
+//! when a change is to a row kept only in storage (a log chunk, which
+//! readers must find; written before readers see the apply); the shutdown
+//! writes the rest. A row changed several times in between (a run going
+//! from pending to finished) is encoded and written once. Time is looked at
+//! only when entries are applied: a state machine that stops applying keeps
+//! its last changes in memory until the next apply or the shutdown.
 //!
 //! sled is not fsynced here, deliberately: after a crash the state machine
-//! may come back *behind* what it had applied (up to [`STORE_AFTER`] of
-//! applies not yet written; sled syncs every 500 ms, and its `flush` is not
-//! an fsync, see docs/architecture.md), never ahead and never torn. openraft
+//! may come back *behind* what it had applied (the applies not yet written,
+//! fewer than [`STORE_ROWS`] rows' worth; sled syncs every 500 ms, and its
+//! `flush` is not an fsync, see docs/architecture.md), never ahead and never
+//! torn. openraft
 //! then re-applies from the durable Raft log. The log is only purged up to a
 //! snapshot that is itself fsynced, and on open a state machine found older
 //! than that snapshot is rebuilt from it; so no applied effect is ever lost.
@@ -44,10 +48,52 @@ pub const STORE_AFTER: Duration = Duration::from_millis(50);
 /// ...or once this many rows have changed.
 pub const STORE_ROWS: usize = 1024;
 
-/// When the oldest applied change not yet written to sled was applied
-/// (`None`: everything applied is written). Whoever writes holds it from
-/// taking the changes until sled has them, so writes are never reordered.
-type Unstored = Arc<Mutex<Option<Instant>>>;
+/// What of the applied state sled does not have yet. Whoever writes holds
+/// its lock from taking the changes until sled has them, so writes are
+/// never reordered.
+#[derive(Debug, Clone, Copy, Default)]
+enum Unstored {
+    /// sled has everything applied.
+    #[default]
+    Nothing,
+    /// Changes applied since this instant are not written yet.
+    Since(Instant),
+    /// A write failed after its changes were taken from the state (they are
+    /// no longer marked changed): sled is not written again, as its
+    /// last-applied index would then claim rows it lacks. The state machine
+    /// refuses to apply; a restart re-applies from the log.
+    Failed,
+}
+
+type SharedUnstored = Arc<Mutex<Unstored>>;
+
+impl Unstored {
+    /// The changes to write, in one batch; marks them failed until
+    /// [`Unstored::write`] succeeds.
+    fn take(&mut self, applied: &mut Applied) -> Result<sled::Batch, StorageError> {
+        self.check()?;
+        *self = Unstored::Failed;
+        stored_batch(applied)
+    }
+
+    /// Writes a batch from [`Unstored::take`].
+    fn write(&mut self, tree: &sled::Tree, batch: sled::Batch) -> Result<(), StorageError> {
+        tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        *self = Unstored::Nothing;
+        Ok(())
+    }
+
+    /// Fails after a failed write.
+    fn check(&self) -> Result<(), StorageError> {
+        match self {
+            Unstored::Failed => Err(sm_err(
+                ErrorVerb::Write,
+                io::Error::other("an earlier write of the state machine failed; restart to re-apply from the log"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// The applied state, shared with readers (the API).
 #[derive(Debug, Default, Clone)]
@@ -128,7 +174,7 @@ impl StateReader {
 pub struct FlushHandle {
     tree: sled::Tree,
     applied: Arc<RwLock<Applied>>,
-    unstored: Unstored,
+    unstored: SharedUnstored,
 }
 
 impl FlushHandle {
@@ -136,10 +182,10 @@ impl FlushHandle {
     pub async fn flush(&self) -> Result<(), StorageError> {
         {
             let mut unstored = lock_unstored(&self.unstored)?;
-            if unstored.is_some() {
-                let batch = stored_batch(&mut *write_applied(&self.applied)?)?;
-                self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                *unstored = None;
+            unstored.check()?;
+            if let Unstored::Since(_) = *unstored {
+                let batch = unstored.take(&mut *write_applied(&self.applied)?)?;
+                unstored.write(&self.tree, batch)?;
             }
         }
         self.tree
@@ -156,7 +202,7 @@ pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
     snapshots: Arc<SnapshotFile>,
     applied_index: watch::Sender<u64>,
-    unstored: Unstored,
+    unstored: SharedUnstored,
     store_after: Duration,
 }
 
@@ -211,6 +257,14 @@ impl StateMachineStore {
         self.applied_index.send_replace(last_applied.map_or(0, |id| id.index));
     }
 
+    /// The last-applied log id sled holds (behind the applied one while
+    /// changes wait to be written).
+    #[cfg(test)]
+    pub(crate) fn stored_last_applied(&self) -> Option<LogId> {
+        let bytes = self.tree.get(LAST_APPLIED_KEY).expect("reads")?;
+        decode(&bytes).expect("decodes")
+    }
+
     /// A handle that stores what is applied and flushes the state
     /// database, for shutdown.
     pub fn flush_handle(&self) -> FlushHandle {
@@ -228,7 +282,7 @@ fn write_applied(applied: &RwLock<Applied>) -> Result<std::sync::RwLockWriteGuar
         .map_err(|_| sm_err(ErrorVerb::Write, io::Error::other("state lock poisoned")))
 }
 
-fn lock_unstored(unstored: &Mutex<Option<Instant>>) -> Result<MutexGuard<'_, Option<Instant>>, StorageError> {
+fn lock_unstored(unstored: &Mutex<Unstored>) -> Result<MutexGuard<'_, Unstored>, StorageError> {
     unstored
         .lock()
         .map_err(|_| sm_err(ErrorVerb::Write, io::Error::other("state store lock poisoned")))
@@ -333,6 +387,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let began = Instant::now();
         let mut unstored = lock_unstored(&self.unstored)?;
+        unstored.check()?;
         let mut responses = Vec::new();
         let batch = {
             let mut applied = write_applied(&self.applied)?;
@@ -351,15 +406,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 responses.push(response);
             }
-            let oldest = *unstored.get_or_insert(began);
+            super::crash::reached("apply-applied");
+            let oldest = match *unstored {
+                Unstored::Since(oldest) => oldest,
+                _ => began,
+            };
+            *unstored = Unstored::Since(oldest);
             let (rows, stored_only) = applied.state.unstored_changes();
-            let due = stored_only || rows >= STORE_ROWS || oldest.elapsed() >= self.store_after;
-            due.then(|| stored_batch(&mut applied)).transpose()?
+            if stored_only {
+                // Written before readers see the state: a reader that finds
+                // a run finished must find all its log chunks in sled.
+                let batch = unstored.take(&mut applied)?;
+                unstored.write(&self.tree, batch)?;
+                super::crash::reached("apply-stored");
+                None
+            } else if rows >= STORE_ROWS || oldest.elapsed() >= self.store_after {
+                Some(unstored.take(&mut applied)?)
+            } else {
+                None
+            }
         };
-        super::crash::reached("apply-applied");
         if let Some(batch) = batch {
-            self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            *unstored = None;
+            unstored.write(&self.tree, batch)?;
             super::crash::reached("apply-stored");
         }
         drop(unstored);
@@ -408,7 +476,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut unstored = lock_unstored(&self.unstored)?;
         let replaced = replace_all(&self.tree, meta, decoded)?;
         *write_applied(&self.applied)? = replaced;
-        *unstored = None;
+        *unstored = Unstored::Nothing;
         drop(unstored);
         self.announce(meta.last_log_id);
         super::stats::SNAPSHOTS_INSTALLED.record(started.elapsed());

@@ -112,6 +112,13 @@ async fn log_vote_and_state_survive_reopening() {
     assert!(reader.read().state.job("b").is_some());
 }
 
+/// `count` job creations from log index `first` on, one row each.
+fn creations(first: u64, count: u64) -> Vec<Entry> {
+    (first..first + count)
+        .map(|i| create_entry(1, i, &format!("job-{i}")))
+        .collect()
+}
+
 #[tokio::test]
 async fn applied_changes_are_stored_together_once_enough_rows_changed() {
     let dir = TempDir::new().expect("temp dir");
@@ -120,35 +127,46 @@ async fn applied_changes_are_stored_together_once_enough_rows_changed() {
         store_after: std::time::Duration::from_secs(3600),
         ..StoreOptions::default()
     };
+    let rows = state_machine::STORE_ROWS as u64;
     {
         let (_log, mut sm) = open(dir.path(), &options).expect("opens");
-        sm.apply(vec![create_entry(1, 1, "first")]).await.expect("applies");
-        // Killed before anything was due: the state machine comes back
-        // behind (openraft re-applies from the log), never torn.
+        sm.apply(creations(1, 1)).await.expect("applies");
+        assert_eq!(sm.stored_last_applied(), None, "one changed row waits");
+        sm.apply(creations(2, rows - 2)).await.expect("applies");
+        assert_eq!(
+            sm.stored_last_applied(),
+            None,
+            "one row short of the count, across applies"
+        );
+        sm.apply(creations(rows, 1)).await.expect("applies");
+        assert_eq!(
+            sm.stored_last_applied(),
+            Some(log_id(1, rows)),
+            "the count reached: all written"
+        );
+        sm.apply(creations(rows + 1, 1)).await.expect("applies");
+        assert_eq!(sm.stored_last_applied(), Some(log_id(1, rows)));
+        // Killed here: the last apply is lost from sled, never torn.
     }
     let (_log, mut sm) = when_unlocked(|| open(dir.path(), &options)).await;
     let (applied, _) = sm.applied_state().await.expect("applied state");
-    assert_eq!(applied, None, "one row, just applied, is not written yet");
-    assert_eq!(sm.reader().read().state.job_count(), 0);
+    assert_eq!(applied, Some(log_id(1, rows)), "back behind, at the last write");
+    assert_eq!(sm.reader().read().state.job_count(), rows as usize);
+    sm.apply(creations(rows + 1, 1)).await.expect("re-applies");
+    sm.flush_handle().flush().await.expect("a clean stop stores the rest");
+    assert_eq!(sm.stored_last_applied(), Some(log_id(1, rows + 1)));
+}
 
-    let many: Vec<_> = (1..=crate::store::state_machine::STORE_ROWS as u64)
-        .map(|i| create_entry(1, i, &format!("job-{i}")))
-        .collect();
-    sm.apply(many).await.expect("applies");
-    drop(sm);
-    drop(_log);
-    let (_log, mut sm) = reopen(dir.path()).await;
-    let (applied, _) = sm.applied_state().await.expect("applied state");
-    let last = crate::store::state_machine::STORE_ROWS as u64;
-    assert_eq!(
-        applied,
-        Some(log_id(1, last)),
-        "enough changed rows are written at once"
-    );
-    assert_eq!(
-        sm.reader().read().state.job_count(),
-        crate::store::state_machine::STORE_ROWS
-    );
+#[tokio::test]
+async fn applied_changes_are_stored_once_the_oldest_has_waited() {
+    let dir = TempDir::new().expect("temp dir");
+    let options = StoreOptions {
+        store_after: std::time::Duration::ZERO,
+        ..StoreOptions::default()
+    };
+    let (_log, mut sm) = open(dir.path(), &options).expect("opens");
+    sm.apply(creations(1, 1)).await.expect("applies");
+    assert_eq!(sm.stored_last_applied(), Some(log_id(1, 1)), "due at once");
 }
 
 #[tokio::test]
@@ -165,6 +183,8 @@ async fn a_state_machine_behind_its_snapshot_is_rebuilt_from_it() {
         .await
         .expect("snapshot");
     assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 2)));
+    sm.flush_handle().flush().await.expect("stores");
+    assert_eq!(sm.stored_last_applied(), Some(log_id(1, 2)));
 
     // Simulate sled losing its recent writes: wipe the state tree behind the
     // state machine's back, keeping the durable snapshot.
