@@ -51,17 +51,20 @@ pub(super) async fn leader_killed_just_before_cron_slots(
     anyhow::ensure!(lost.is_err(), "the answer was held back, yet it came: {lost:?}");
     proxy.restore();
     let mut triggers = 0;
+    let mut last_slot = 0;
     for kill in 0..3 {
         let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-        // Wait until `offset` before the next 5 s boundary, then kill.
+        // Wait until `offset` before the next 5 s boundary not yet killed
+        // before (a fast failover can end before the slot it preceded),
+        // then kill.
         let offset = rng.random_range(50..800) as i128 * 1_000_000;
         let now = now_nanos();
-        let slot = (now / (5 * SECOND) + 1) * 5 * SECOND;
-        let kill_at = if slot - offset > now {
-            slot - offset
-        } else {
-            slot + 5 * SECOND - offset
-        };
+        let mut slot = (now / (5 * SECOND) + 1) * 5 * SECOND;
+        while slot - offset <= now || slot <= last_slot {
+            slot += 5 * SECOND;
+        }
+        last_slot = slot;
+        let kill_at = slot - offset;
         let now = now_nanos();
         tokio::time::sleep(Duration::from_nanos(u64::try_from(kill_at - now).unwrap_or_default())).await;
         cluster.kill(leader)?;
@@ -76,7 +79,11 @@ pub(super) async fn leader_killed_just_before_cron_slots(
         cluster.wait_for_leader(Duration::from_secs(30)).await?;
         cluster.restart(leader)?;
     }
-    // Let the cluster handle the slots up to now, then read the history.
+    // The window ends after the last slot a kill preceded (the failover may
+    // have ended before it); let the cluster handle the slots up to then,
+    // then read the history.
+    let after_last = last_slot + SECOND / 10 - now_nanos();
+    tokio::time::sleep(Duration::from_nanos(u64::try_from(after_last).unwrap_or_default())).await;
     let until = now_nanos();
     wait_slots_handled(&client, "every-five", until, 5 * SECOND).await?;
     recorder.retry_unknown_triggers(&client).await;
