@@ -656,11 +656,19 @@ impl State {
     /// Every row kept in memory, encoded, in key order. A snapshot also
     /// holds the log chunk rows, which the store reads from disk.
     pub fn rows(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), CodecError>> + '_ {
-        let jobs = self.jobs.iter().map(|(k, v)| encode_row(JOB_PREFIX, k, v));
-        let runs = self.runs.iter().map(|(k, v)| encode_row(RUN_PREFIX, k, v));
-        let workers = self.workers.iter().map(|(k, v)| encode_row(WORKER_PREFIX, k, v));
-        let tokens = self.tokens.iter().map(|(k, v)| encode_row(TOKEN_PREFIX, k, v));
-        jobs.chain(runs).chain(workers).chain(tokens)
+        encode_tables(&self.jobs, &self.runs, &self.workers, &self.tokens)
+    }
+
+    /// The rows kept in memory as they are now, sharing them with this state
+    /// (no row is copied, nor the indexes), for a snapshot encoded while
+    /// the state moves on.
+    pub fn share_rows(&self) -> SharedRows {
+        SharedRows {
+            jobs: self.jobs.share(),
+            runs: self.runs.share(),
+            workers: self.workers.share(),
+            tokens: self.tokens.share(),
+        }
     }
 
     /// Rebuilds a state from rows written by [`State::take_changes`] or
@@ -724,6 +732,35 @@ fn decode_row<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result
         key: key.to_owned(),
         source,
     })
+}
+
+/// The rows of a [`State`] at one moment, from [`State::share_rows`].
+#[derive(Debug, Default)]
+pub struct SharedRows {
+    jobs: Table<Job>,
+    runs: Table<Run>,
+    workers: Table<Worker>,
+    tokens: Table<Token>,
+}
+
+impl SharedRows {
+    /// Every row, encoded, in key order, as [`State::rows`].
+    pub fn rows(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), CodecError>> + '_ {
+        encode_tables(&self.jobs, &self.runs, &self.workers, &self.tokens)
+    }
+}
+
+fn encode_tables<'a>(
+    jobs: &'a Table<Job>,
+    runs: &'a Table<Run>,
+    workers: &'a Table<Worker>,
+    tokens: &'a Table<Token>,
+) -> impl Iterator<Item = Result<(String, Vec<u8>), CodecError>> + 'a {
+    let jobs = jobs.iter().map(|(k, v)| encode_row(JOB_PREFIX, k, v));
+    let runs = runs.iter().map(|(k, v)| encode_row(RUN_PREFIX, k, v));
+    let workers = workers.iter().map(|(k, v)| encode_row(WORKER_PREFIX, k, v));
+    let tokens = tokens.iter().map(|(k, v)| encode_row(TOKEN_PREFIX, k, v));
+    jobs.chain(runs).chain(workers).chain(tokens)
 }
 
 fn encode_changes<T: Serialize>(

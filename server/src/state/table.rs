@@ -4,15 +4,20 @@
 //! The state machine keeps its whole state in memory and persists only what
 //! the commands since its last write touched; a [`Table`] records those keys
 //! so the store does not have to diff or rewrite everything.
+//!
+//! Rows are reference-counted and never changed in place (a change inserts
+//! a new row), so [`Table::share`] copies a table for a snapshot without
+//! copying its rows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// Rows ordered by key, with the set of keys changed since the last
 /// [`Table::take_changed`].
 #[derive(Debug, Clone)]
 pub struct Table<T> {
-    rows: BTreeMap<String, T>,
+    rows: BTreeMap<String, Arc<T>>,
     changed: BTreeSet<String>,
 }
 
@@ -28,7 +33,7 @@ impl<T> Default for Table<T> {
 impl<T> Table<T> {
     /// The row under `key`.
     pub fn get(&self, key: &str) -> Option<&T> {
-        self.rows.get(key)
+        self.rows.get(key).map(Arc::as_ref)
     }
 
     /// Number of rows.
@@ -43,7 +48,7 @@ impl<T> Table<T> {
 
     /// All rows in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &T)> {
-        self.rows.iter()
+        self.rows.iter().map(|(key, row)| (key, row.as_ref()))
     }
 
     /// Rows with keys strictly after `after` (all rows for `None`), in order.
@@ -52,17 +57,19 @@ impl<T> Table<T> {
             Some(key) => Bound::Excluded(key),
             None => Bound::Unbounded,
         };
-        self.rows.range::<str, _>((lower, Bound::Unbounded))
+        self.rows
+            .range::<str, _>((lower, Bound::Unbounded))
+            .map(|(key, row)| (key, row.as_ref()))
     }
 
     /// Inserts or replaces a row and marks it changed.
     pub fn insert(&mut self, key: String, row: T) {
         self.changed.insert(key.clone());
-        self.rows.insert(key, row);
+        self.rows.insert(key, Arc::new(row));
     }
 
     /// Removes a row and marks it changed.
-    pub fn remove(&mut self, key: &str) -> Option<T> {
+    pub fn remove(&mut self, key: &str) -> Option<Arc<T>> {
         let removed = self.rows.remove(key);
         if removed.is_some() {
             self.changed.insert(key.to_owned());
@@ -82,7 +89,7 @@ impl<T> Table<T> {
         changed
             .into_iter()
             .map(|key| {
-                let row = self.rows.get(&key);
+                let row = self.rows.get(&key).map(Arc::as_ref);
                 (key, row)
             })
             .collect()
@@ -90,7 +97,17 @@ impl<T> Table<T> {
 
     /// Inserts a row loaded from storage, without marking it changed.
     pub fn load(&mut self, key: String, row: T) {
-        self.rows.insert(key, row);
+        self.rows.insert(key, Arc::new(row));
+    }
+
+    /// A copy of the rows that shares them with this table (it copies the
+    /// keys and counts references, never a row), without the record of
+    /// changes.
+    pub fn share(&self) -> Self {
+        Self {
+            rows: self.rows.clone(),
+            changed: BTreeSet::new(),
+        }
     }
 }
 
@@ -121,5 +138,23 @@ mod tests {
         assert_eq!(keys, ["b", "c"]);
         assert_eq!(table.iter_after(None).count(), 3);
         assert!(table.take_changed().is_empty(), "loading marks nothing changed");
+    }
+
+    #[test]
+    fn a_shared_copy_keeps_its_rows_while_the_table_changes() {
+        let mut table = Table::default();
+        table.insert("a".to_owned(), String::from("one"));
+        table.insert("b".to_owned(), String::from("two"));
+        let copy = table.share();
+        assert!(
+            std::ptr::eq(copy.get("a").expect("a"), table.get("a").expect("a")),
+            "rows are shared"
+        );
+        table.insert("a".to_owned(), String::from("uno"));
+        table.remove("b");
+        let rows: Vec<_> = copy.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(rows, [("a", "one"), ("b", "two")]);
+        assert_eq!(copy.changed_count(), 0, "a copy has no changes to store");
+        assert_eq!(table.get("a").map(String::as_str), Some("uno"));
     }
 }

@@ -34,7 +34,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, StorageIOErr
 use super::snapshot::{SnapshotFile, decode_rows, encode_rows};
 use crate::raft::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::state::logs::{self, LogChunk};
-use crate::state::{ApplyResult, MEMORY_PREFIXES, Response, State};
+use crate::state::{ApplyResult, MEMORY_PREFIXES, Response, SharedRows, State};
 
 /// sled key prefix of state rows.
 const ROW_PREFIX: &[u8] = b"d/";
@@ -439,13 +439,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Runs on the state machine's task, so this copy is consistent: no
-        // apply can interleave. Building happens later, concurrently. Log
-        // chunks live only in storage, so they are read now, for the same
-        // reason.
-        let applied = self.reader().read().clone();
+        // apply can interleave. It shares the rows (no row is copied);
+        // encoding them happens later, concurrently. Log chunks live only in
+        // storage (always written by the apply that made them), so they are
+        // read now, for the same reason.
+        let reader = self.reader();
+        let applied = reader.read();
         let stored_rows = read_prefix(&self.tree, logs::LOG_PREFIX);
         SnapshotBuilder {
-            applied,
+            rows: applied.state.share_rows(),
+            last_applied: applied.last_applied,
+            membership: applied.membership.clone(),
             stored_rows,
             snapshots: self.snapshots.clone(),
         }
@@ -508,7 +512,9 @@ fn read_prefix(tree: &sled::Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>
 
 /// Builds a snapshot from a consistent copy of the applied state.
 pub struct SnapshotBuilder {
-    applied: Applied,
+    rows: SharedRows,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
     /// Rows kept only in storage (log chunks), read with the copy.
     stored_rows: Result<Vec<(String, Vec<u8>)>, sled::Error>,
     snapshots: Arc<SnapshotFile>,
@@ -517,22 +523,21 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = std::time::Instant::now();
-        let applied = std::mem::take(&mut self.applied);
+        let shared = std::mem::take(&mut self.rows);
+        let (last, membership) = (self.last_applied, self.membership.clone());
         let stored_rows =
             std::mem::replace(&mut self.stored_rows, Ok(Vec::new())).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
         let snapshots = self.snapshots.clone();
         let (meta, data) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-            let mut rows: Vec<_> = applied
-                .state
+            let mut rows: Vec<_> = shared
                 .rows()
                 .collect::<Result<_, _>>()
                 .map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
             rows.extend(stored_rows);
             let data = encode_rows(rows).map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
-            let last = applied.last_applied;
             let meta = SnapshotMeta {
                 last_log_id: last,
-                last_membership: applied.membership,
+                last_membership: membership,
                 snapshot_id: format!(
                     "{}-{}-{}",
                     last.map_or(0, |id| id.leader_id.term),
