@@ -447,10 +447,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let applied = reader.read();
         let stored_rows = read_prefix(&self.tree, logs::LOG_PREFIX);
         SnapshotBuilder {
-            rows: applied.state.share_rows(),
-            last_applied: applied.last_applied,
-            membership: applied.membership.clone(),
-            stored_rows,
+            copy: Some(SnapshotCopy {
+                rows: applied.state.share_rows(),
+                last_applied: applied.last_applied,
+                membership: applied.membership.clone(),
+                stored_rows,
+            }),
             snapshots: self.snapshots.clone(),
         }
     }
@@ -510,23 +512,38 @@ fn read_prefix(tree: &sled::Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>
     Ok(rows)
 }
 
-/// Builds a snapshot from a consistent copy of the applied state.
+/// Builds a snapshot from a consistent copy of the applied state, once.
 pub struct SnapshotBuilder {
+    /// Taken by the build: a second build fails rather than store an empty
+    /// snapshot under the copy's log id.
+    copy: Option<SnapshotCopy>,
+    snapshots: Arc<SnapshotFile>,
+}
+
+/// What a snapshot holds, copied at one moment.
+struct SnapshotCopy {
     rows: SharedRows,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     /// Rows kept only in storage (log chunks), read with the copy.
     stored_rows: Result<Vec<(String, Vec<u8>)>, sled::Error>,
-    snapshots: Arc<SnapshotFile>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = std::time::Instant::now();
-        let shared = std::mem::take(&mut self.rows);
-        let (last, membership) = (self.last_applied, self.membership.clone());
-        let stored_rows =
-            std::mem::replace(&mut self.stored_rows, Ok(Vec::new())).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
+        let SnapshotCopy {
+            rows: shared,
+            last_applied: last,
+            membership,
+            stored_rows,
+        } = self.copy.take().ok_or_else(|| {
+            snapshot_err(
+                ErrorVerb::Read,
+                io::Error::other("this snapshot builder has built already"),
+            )
+        })?;
+        let stored_rows = stored_rows.map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
         let snapshots = self.snapshots.clone();
         let (meta, data) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
             let mut rows: Vec<_> = shared

@@ -170,6 +170,23 @@ async fn applied_changes_are_stored_once_the_oldest_has_waited() {
 }
 
 #[tokio::test]
+async fn a_snapshot_builder_builds_once() {
+    let dir = TempDir::new().expect("temp dir");
+    let (_log, mut sm) = open(dir.path(), &StoreOptions::default()).expect("opens");
+    sm.apply(vec![create_entry(1, 1, "a")]).await.expect("applies");
+    let mut builder = sm.get_snapshot_builder().await;
+    let first = builder.build_snapshot().await.expect("builds");
+    assert_eq!(first.meta.last_log_id, Some(log_id(1, 1)));
+    assert!(
+        builder.build_snapshot().await.is_err(),
+        "a second build fails instead of storing an empty snapshot under the same log id"
+    );
+    let (stored, data) = sm.reader().current_snapshot().expect("reads").expect("a snapshot");
+    assert_eq!(stored.snapshot_id, first.meta.snapshot_id, "the first snapshot stays");
+    assert_eq!(data, first.snapshot.into_inner());
+}
+
+#[tokio::test]
 async fn a_state_machine_behind_its_snapshot_is_rebuilt_from_it() {
     let dir = TempDir::new().expect("temp dir");
     let (_log, mut sm) = open(dir.path(), &StoreOptions::default()).expect("opens");
