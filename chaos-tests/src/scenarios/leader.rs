@@ -80,11 +80,9 @@ pub(super) async fn leader_killed_just_before_cron_slots(
         cluster.restart(leader)?;
     }
     // The window ends after the last slot a kill preceded (the failover may
-    // have ended before it); let the cluster handle the slots up to then,
-    // then read the history.
-    let after_last = last_slot + SECOND / 10 - now_nanos();
-    tokio::time::sleep(Duration::from_nanos(u64::try_from(after_last).unwrap_or_default())).await;
-    let until = now_nanos();
+    // have ended before it); wait until the cluster has handled the slots up
+    // to then, then read the history.
+    let until = now_nanos().max(last_slot + SECOND / 10);
     wait_slots_handled(&client, "every-five", until, 5 * SECOND).await?;
     recorder.retry_unknown_triggers(&client).await;
     let history = collect(

@@ -17,10 +17,10 @@
 //! may come back *behind* what it had applied (the applies not yet written,
 //! fewer than [`STORE_ROWS`] rows' worth; sled syncs every 500 ms, and its
 //! `flush` is not an fsync, see docs/architecture.md), never ahead and never
-//! torn. openraft
-//! then re-applies from the durable Raft log. The log is only purged up to a
-//! snapshot that is itself fsynced, and on open a state machine found older
-//! than that snapshot is rebuilt from it; so no applied effect is ever lost.
+//! torn. openraft then re-applies from the durable Raft log. The log is only
+//! purged up to a snapshot that is itself fsynced, and on open a state
+//! machine found older than that snapshot is rebuilt from it; so no applied
+//! effect is ever lost.
 
 use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -74,6 +74,12 @@ impl Unstored {
         self.check()?;
         *self = Unstored::Failed;
         stored_batch(applied)
+    }
+
+    /// Takes the changes and writes them at once.
+    fn store(&mut self, tree: &sled::Tree, applied: &mut Applied) -> Result<(), StorageError> {
+        let batch = self.take(applied)?;
+        self.write(tree, batch)
     }
 
     /// Writes a batch from [`Unstored::take`].
@@ -184,8 +190,7 @@ impl FlushHandle {
             let mut unstored = lock_unstored(&self.unstored)?;
             unstored.check()?;
             if let Unstored::Since(_) = *unstored {
-                let batch = unstored.take(&mut *write_applied(&self.applied)?)?;
-                unstored.write(&self.tree, batch)?;
+                unstored.store(&self.tree, &mut *write_applied(&self.applied)?)?;
             }
         }
         self.tree
@@ -416,8 +421,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             if stored_only {
                 // Written before readers see the state: a reader that finds
                 // a run finished must find all its log chunks in sled.
-                let batch = unstored.take(&mut applied)?;
-                unstored.write(&self.tree, batch)?;
+                unstored.store(&self.tree, &mut applied)?;
                 super::crash::reached("apply-stored");
                 None
             } else if rows >= STORE_ROWS || oldest.elapsed() >= self.store_after {
