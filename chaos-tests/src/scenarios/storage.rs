@@ -71,9 +71,11 @@ async fn write_past(cluster: &Cluster, recorder: &Recorder, index: u64) -> anyho
 /// Scenario 10: under a steady load, a server (the leader or a follower,
 /// at random) aborts at each storage point in turn — log entries written
 /// but not fsynced, entries applied but not stored, stored but not
-/// acknowledged, a snapshot built — and is restarted; then a follower kept
-/// down while the log is compacted past it aborts in the middle of
-/// installing the snapshot it is sent, and is restarted. Nothing
+/// acknowledged, a snapshot built — and is restarted; then, twice, a
+/// follower kept down while the log is compacted past it aborts in the
+/// middle of installing the snapshot it is sent (once the snapshot is
+/// stored, once its rows are written but not its last-applied id), and is
+/// restarted. Nothing
 /// acknowledged is lost, every slot has one record, the servers converge.
 pub(super) async fn server_killed_at_storage_points(
     cluster: &mut Cluster,
@@ -92,16 +94,18 @@ pub(super) async fn server_killed_at_storage_points(
         abort_at(cluster, victim, point, n).await?;
         cluster.wait_for_leader(Duration::from_secs(30)).await?;
     }
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .context("no follower")?;
-    let behind = cluster.status(follower).await?.last_log_index;
-    cluster.kill(follower)?;
-    write_past(cluster, &common.recorder, behind).await?;
-    abort_at(cluster, follower, "snapshot-install-stored", 1).await?;
+    for point in ["snapshot-install-stored", "snapshot-install-replacing"] {
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        let follower = cluster
+            .ids()
+            .into_iter()
+            .find(|&id| id != leader)
+            .context("no follower")?;
+        let behind = cluster.status(follower).await?.last_log_index;
+        cluster.kill(follower)?;
+        write_past(cluster, &common.recorder, behind).await?;
+        abort_at(cluster, follower, point, 1).await?;
+    }
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
     common
         .finish(

@@ -12,7 +12,9 @@
 //!   `state_machine::STORE_AFTER`);
 //! - `snapshot-built`: a snapshot built and stored, openraft not told;
 //! - `snapshot-install-stored`: a received snapshot stored, the state
-//!   machine not yet replaced by it.
+//!   machine not yet replaced by it;
+//! - `snapshot-install-replacing`: the state machine's rows replaced by a
+//!   snapshot's, its last-applied id not yet stored.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,12 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const VAR: &str = "ROTA_TEST_CRASH_AT";
 
 /// Every crash point.
-pub const POINTS: [&str; 5] = [
+pub const POINTS: [&str; 6] = [
     "append-written",
     "apply-applied",
     "apply-stored",
     "snapshot-built",
     "snapshot-install-stored",
+    "snapshot-install-replacing",
 ];
 
 struct Armed {

@@ -63,8 +63,9 @@ fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
 }
 
-/// Decodes snapshot data into rows, checking its framing and checksum.
-pub fn decode_rows(data: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> {
+/// Decodes snapshot data into rows (borrowed from `data`, not copied),
+/// checking its framing and checksum.
+pub fn decode_rows(data: &[u8]) -> io::Result<Vec<(&str, &[u8])>> {
     let body_len = data
         .len()
         .checked_sub(4)
@@ -82,8 +83,8 @@ pub fn decode_rows(data: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> {
     while !rest.is_empty() {
         let (key, tail) = split_prefixed(rest, "snapshot row")?;
         let (value, tail) = split_prefixed(tail, "snapshot row")?;
-        let key = String::from_utf8(key.to_vec()).map_err(|_| invalid("snapshot key is not UTF-8"))?;
-        rows.push((key, value.to_vec()));
+        let key = std::str::from_utf8(key).map_err(|_| invalid("snapshot key is not UTF-8"))?;
+        rows.push((key, value));
         rest = tail;
     }
     Ok(rows)
@@ -102,10 +103,11 @@ pub struct SnapshotFile {
 }
 
 impl SnapshotFile {
-    /// Opens the snapshot directory, reading the stored snapshot's metadata.
+    /// Opens the snapshot directory, reading the stored snapshot's metadata
+    /// (its data is read, and checked, when it is needed).
     pub fn open(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let current = match Self::read_at(&dir.join(FILE_NAME)) {
+        let current = match Self::read_at(&dir.join(FILE_NAME), false) {
             Ok((meta, _)) => Some(meta),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
@@ -170,21 +172,33 @@ impl SnapshotFile {
     /// Reads the stored snapshot, if any.
     pub fn read(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
         let _guard = self.lock()?;
-        match Self::read_at(&self.dir.join(FILE_NAME)) {
+        match Self::read_at(&self.dir.join(FILE_NAME), true) {
             Ok(snapshot) => Ok(Some(snapshot)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    fn read_at(path: &Path) -> io::Result<(SnapshotMeta, Vec<u8>)> {
-        let mut bytes = Vec::new();
-        File::open(path)?.read_to_end(&mut bytes)?;
-        let (meta, data) = split_prefixed(&bytes, "snapshot file")?;
-        let meta = serde_json::from_slice(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        // Verify the data now, so a corrupt file is reported where it is read.
-        decode_rows(data)?;
-        Ok((meta, data.to_vec()))
+    /// Reads the metadata of the snapshot file at `path` and, if `with_data`,
+    /// its data, checked (so a corrupt file is reported where it is read).
+    fn read_at(path: &Path, with_data: bool) -> io::Result<(SnapshotMeta, Vec<u8>)> {
+        let mut file = File::open(path)?;
+        let mut meta = Vec::new();
+        let mut len = [0; 4];
+        file.read_exact(&mut len)
+            .map_err(|_| invalid("truncated snapshot file"))?;
+        let len = u32::from_le_bytes(len);
+        (&mut file).take(u64::from(len)).read_to_end(&mut meta)?;
+        if meta.len() != len as usize {
+            return Err(invalid("truncated snapshot file"));
+        }
+        let meta = serde_json::from_slice(&meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut data = Vec::new();
+        if with_data {
+            file.read_to_end(&mut data)?;
+            decode_rows(&data)?;
+        }
+        Ok((meta, data))
     }
 }
 
@@ -196,10 +210,16 @@ mod tests {
     fn rows_round_trip_and_damage_is_detected() {
         let rows = vec![("job/a".to_owned(), b"{}".to_vec()), ("job/b".to_owned(), vec![])];
         let data = encode_rows(rows.clone()).expect("encodes");
-        assert_eq!(decode_rows(&data).expect("decodes"), rows);
-        assert_eq!(
-            decode_rows(&encode_rows(vec![]).expect("encodes")).expect("decodes"),
-            vec![]
+        let decoded: Vec<_> = decode_rows(&data)
+            .expect("decodes")
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value.to_vec()))
+            .collect();
+        assert_eq!(decoded, rows);
+        assert!(
+            decode_rows(&encode_rows(vec![]).expect("encodes"))
+                .expect("decodes")
+                .is_empty()
         );
 
         for cut in [0, 3, 8, data.len() - 1] {
@@ -208,5 +228,38 @@ mod tests {
         let mut flipped = data.clone();
         flipped[10] ^= 1;
         assert!(decode_rows(&flipped).is_err());
+    }
+
+    #[test]
+    fn the_file_opens_on_its_metadata_and_its_data_is_checked_when_read() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let meta = SnapshotMeta {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: "s-1".into(),
+        };
+        let data = encode_rows(vec![("job/a".to_owned(), b"{}".to_vec())]).expect("encodes");
+        let file = SnapshotFile::open(dir.path()).expect("opens");
+        assert!(file.store(&meta, &data).expect("stores"));
+        let (read_meta, read_data) = SnapshotFile::open(dir.path())
+            .expect("reopens")
+            .read()
+            .expect("reads")
+            .expect("a snapshot");
+        assert_eq!((read_meta.snapshot_id.as_str(), read_data), ("s-1", data));
+
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = fs::read(&path).expect("reads");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&path, &bytes).expect("writes");
+        let file = SnapshotFile::open(dir.path()).expect("the metadata is intact");
+        assert_eq!(file.meta().expect("meta").expect("some").snapshot_id, "s-1");
+        let damaged = file.read().expect_err("the data is damaged");
+        assert!(damaged.to_string().contains("checksum"), "{damaged}");
+
+        fs::write(&path, &bytes[..3]).expect("writes");
+        let truncated = SnapshotFile::open(dir.path()).expect_err("truncated");
+        assert!(truncated.to_string().contains("truncated"), "{truncated}");
     }
 }

@@ -40,6 +40,14 @@ use crate::state::{ApplyResult, MEMORY_PREFIXES, Response, SharedRows, State};
 const ROW_PREFIX: &[u8] = b"d/";
 const LAST_APPLIED_KEY: &[u8] = b"m/last_applied";
 const MEMBERSHIP_KEY: &[u8] = b"m/membership";
+/// Present while a snapshot replaces the stored state, which is written in
+/// bounded batches (one batch of a whole large state makes sled hold and
+/// re-read every page at once): a state machine opened with it present is
+/// torn, and is rebuilt from the stored snapshot.
+pub(super) const REPLACING_KEY: &[u8] = b"m/replacing";
+/// A snapshot replaces the stored state in sled batches of about this many
+/// bytes.
+pub(super) const REPLACE_BATCH_BYTES: usize = 4 << 20;
 
 /// Applied changes are written to sled once the oldest has waited this long
 /// (checked when entries are applied; the default of
@@ -226,17 +234,28 @@ impl StateMachineStore {
     /// Applied changes are written at the latest `store_after` after the
     /// first of them (when a later apply finds them due).
     pub fn open(tree: sled::Tree, snapshots: Arc<SnapshotFile>, store_after: Duration) -> Result<Self, StorageError> {
-        let mut applied = load(&tree)?;
-        if let Some((meta, data)) = snapshots.read().map_err(|e| snapshot_err(ErrorVerb::Read, e))?
-            && meta.last_log_id > applied.last_applied
-        {
-            tracing::warn!(
-                state_machine = ?applied.last_applied,
-                snapshot = ?meta.last_log_id,
-                "state machine is behind the stored snapshot; rebuilding it from the snapshot"
-            );
-            applied = replace_all(&tree, &meta, decode_snapshot(&data)?)?;
-        }
+        let replacing = tree
+            .contains_key(REPLACING_KEY)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let applied = if replacing {
+            tracing::warn!("a snapshot was replacing the state machine when the server stopped; replacing it again");
+            rebuild(&tree, &snapshots)?
+        } else {
+            let applied = load(&tree)?;
+            let snapshot = snapshots.meta().map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
+            match snapshot.and_then(|meta| meta.last_log_id) {
+                Some(snapshot) if Some(snapshot) > applied.last_applied => {
+                    tracing::warn!(
+                        state_machine = ?applied.last_applied,
+                        ?snapshot,
+                        "state machine is behind the stored snapshot; rebuilding it from the snapshot"
+                    );
+                    drop(applied);
+                    rebuild(&tree, &snapshots)?
+                }
+                _ => applied,
+            }
+        };
         let last_index = applied.last_applied.map_or(0, |id| id.index);
         Ok(Self {
             tree,
@@ -345,35 +364,109 @@ fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
     })
 }
 
-/// A snapshot decoded and checked, ready to replace the state machine.
-struct DecodedSnapshot {
-    rows: Vec<(String, Vec<u8>)>,
+/// A snapshot decoded and checked, ready to replace the state machine: its
+/// rows (borrowed from the snapshot's data) and the state they make.
+struct DecodedSnapshot<'a> {
+    rows: Vec<(&'a str, &'a [u8])>,
     state: State,
 }
 
-fn decode_snapshot(data: &[u8]) -> Result<DecodedSnapshot, StorageError> {
+fn decode_snapshot(data: &[u8]) -> Result<DecodedSnapshot<'_>, StorageError> {
     let rows = decode_rows(data).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
-    let state = State::from_rows(rows.iter().map(|(k, v)| (k, v))).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
+    let state = State::from_rows(rows.iter().copied()).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
     Ok(DecodedSnapshot { rows, state })
 }
 
-/// Replaces the whole stored state machine with a snapshot, atomically.
-fn replace_all(tree: &sled::Tree, meta: &SnapshotMeta, snapshot: DecodedSnapshot) -> Result<Applied, StorageError> {
+/// Rebuilds the stored state machine from the stored snapshot.
+fn rebuild(tree: &sled::Tree, snapshots: &SnapshotFile) -> Result<Applied, StorageError> {
+    let Some((meta, data)) = snapshots.read().map_err(|e| snapshot_err(ErrorVerb::Read, e))? else {
+        return Err(sm_err(
+            ErrorVerb::Read,
+            io::Error::other(
+                "the state machine was being replaced by a snapshot that is no longer stored; \
+                 restore the server from a backup (`--restore-from`) or rejoin it empty",
+            ),
+        ));
+    };
+    replace_all(tree, &meta, decode_snapshot(&data)?)
+}
+
+/// Replaces the whole stored state machine with a snapshot. The rows go in
+/// batches of about [`REPLACE_BATCH_BYTES`], between a first batch that
+/// sets [`REPLACING_KEY`] (and drops the last-applied id) and a last one
+/// that stores the snapshot's last-applied id and membership and removes
+/// the key: stopped anywhere in between, the state machine is rebuilt from
+/// the stored snapshot when it is opened. (sled recovers a prefix of its
+/// writes after a crash; the first batch is also flushed before any row is
+/// touched.)
+fn replace_all(tree: &sled::Tree, meta: &SnapshotMeta, snapshot: DecodedSnapshot<'_>) -> Result<Applied, StorageError> {
+    let write_err = |e: sled::Error| sm_err(ErrorVerb::Write, e);
     let mut batch = sled::Batch::default();
+    batch.insert(REPLACING_KEY, encode(&meta.last_log_id)?);
+    batch.remove(LAST_APPLIED_KEY);
+    tree.apply_batch(batch).map_err(write_err)?;
+    tree.flush().map_err(write_err)?;
+
+    let mut batches = BoundedBatches::new(tree);
     for key in tree.iter().keys() {
-        batch.remove(key.map_err(|e| sm_err(ErrorVerb::Read, e))?);
+        let key = key.map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        if key != REPLACING_KEY {
+            batches.push(key.len(), |batch| batch.remove(key))?;
+        }
     }
     for (key, value) in snapshot.rows {
-        batch.insert([ROW_PREFIX, key.as_bytes()].concat(), value);
+        batches.push(ROW_PREFIX.len() + key.len() + value.len(), |batch| {
+            batch.insert([ROW_PREFIX, key.as_bytes()].concat(), value)
+        })?;
     }
+    batches.finish()?;
+    super::crash::reached("snapshot-install-replacing");
+
+    let mut batch = sled::Batch::default();
     batch.insert(LAST_APPLIED_KEY, encode(&meta.last_log_id)?);
     batch.insert(MEMBERSHIP_KEY, encode(&meta.last_membership)?);
-    tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    batch.remove(REPLACING_KEY);
+    tree.apply_batch(batch).map_err(write_err)?;
     Ok(Applied {
         state: snapshot.state,
         last_applied: meta.last_log_id,
         membership: meta.last_membership.clone(),
     })
+}
+
+/// sled batches written once they hold about [`REPLACE_BATCH_BYTES`].
+struct BoundedBatches<'a> {
+    tree: &'a sled::Tree,
+    batch: sled::Batch,
+    bytes: usize,
+}
+
+impl<'a> BoundedBatches<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        Self {
+            tree,
+            batch: sled::Batch::default(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a change of about `bytes` to the batch, writing it when full.
+    fn push(&mut self, bytes: usize, change: impl FnOnce(&mut sled::Batch)) -> Result<(), StorageError> {
+        change(&mut self.batch);
+        self.bytes += bytes;
+        if self.bytes >= REPLACE_BATCH_BYTES {
+            self.finish()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the batch holds.
+    fn finish(&mut self) -> Result<(), StorageError> {
+        self.bytes = 0;
+        self.tree
+            .apply_batch(std::mem::take(&mut self.batch))
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
+    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -471,14 +564,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let started = std::time::Instant::now();
-        let data = snapshot.into_inner();
+        let data = Arc::new(snapshot.into_inner());
         // Check everything before anything is written: a bad snapshot changes nothing.
         let decoded = decode_snapshot(&data)?;
         let snapshots = self.snapshots.clone();
         let stored_meta = meta.clone();
+        let stored_data = data.clone();
         // Durable next: once the state machine holds the snapshot, the log
         // before it may be purged.
-        tokio::task::spawn_blocking(move || snapshots.store(&stored_meta, &data))
+        tokio::task::spawn_blocking(move || snapshots.store(&stored_meta, &stored_data))
             .await
             .map_err(|e| snapshot_err(ErrorVerb::Write, e))?
             .map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
