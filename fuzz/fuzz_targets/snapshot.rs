@@ -8,7 +8,7 @@ use rota_server::state::State;
 use rota_server::store::{backup, snapshot};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((_meta, body)) = backup::decode(data) {
+    if let Ok((_meta, body)) = backup::decode(data.to_vec()) {
         if let Ok(rows) = snapshot::decode_rows(&body) {
             let _ = State::from_rows(rows);
         }

@@ -522,7 +522,7 @@ async fn restore_backup(
         .map(|(id, addr)| (id, Node { addr }))
         .collect();
     let file = std::fs::read(backup).with_context(|| format!("restore_from: reading {}", backup.display()))?;
-    let restored = store::backup::restore(log, state_machine, &file, id, members)
+    let restored = store::backup::restore(log, state_machine, file, id, members)
         .await
         .map_err(anyhow::Error::msg)?;
     tracing::info!(

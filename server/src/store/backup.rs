@@ -30,8 +30,9 @@ pub fn encode(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, String> {
     Ok(file)
 }
 
-/// Decodes and checks a backup file: its metadata and snapshot data.
-pub fn decode(file: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), String> {
+/// Decodes and checks a backup file: its metadata and snapshot data (the
+/// file's own bytes, not a copy: a backup can be large).
+pub fn decode(mut file: Vec<u8>) -> Result<(SnapshotMeta, Vec<u8>), String> {
     let not_a_backup = "not a rota backup file (made by `rotactl cluster snapshot save`)";
     if !file.starts_with(MAGIC) {
         return Err(not_a_backup.into());
@@ -58,11 +59,15 @@ pub fn decode(file: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), String> {
     let meta = part()?;
     let meta: SnapshotMeta =
         serde_json::from_slice(meta).map_err(|e| format!("the backup file's metadata is damaged: {e}"))?;
-    let data = part()?.to_vec();
+    let data = part()?;
     if !rest.is_empty() {
         return Err("the backup file has trailing bytes".into());
     }
-    Ok((meta, data))
+    let start = data.as_ptr() as usize - file.as_ptr() as usize;
+    let end = start + data.len();
+    file.truncate(end);
+    file.drain(..start);
+    Ok((meta, file))
 }
 
 /// What a restore put in place.
@@ -83,7 +88,7 @@ pub struct Restored {
 pub async fn restore(
     log: &mut LogStore,
     state_machine: &mut StateMachineStore,
-    file: &[u8],
+    file: Vec<u8>,
     id: NodeId,
     members: BTreeMap<NodeId, Node>,
 ) -> Result<Restored, String> {
@@ -142,18 +147,18 @@ mod tests {
             snapshot_id: "s".into(),
         };
         let file = encode(&meta, b"rows").expect("encode");
-        let (decoded, data) = decode(&file).expect("decode");
+        let (decoded, data) = decode(file.clone()).expect("decode");
         assert_eq!((decoded.snapshot_id.as_str(), data.as_slice()), ("s", &b"rows"[..]));
         let mut damaged = file.clone();
         let middle = damaged.len() / 2;
         damaged[middle] ^= 1;
-        assert!(decode(&damaged).expect_err("damaged").contains("checksum"));
-        assert!(decode(&file[..file.len() - 5]).is_err(), "truncated");
+        assert!(decode(damaged).expect_err("damaged").contains("checksum"));
+        assert!(decode(file[..file.len() - 5].to_vec()).is_err(), "truncated");
         assert!(
-            decode(b"hello")
+            decode(b"hello".to_vec())
                 .expect_err("not a backup")
                 .contains("not a rota backup")
         );
-        assert!(decode(b"").is_err());
+        assert!(decode(Vec::new()).is_err());
     }
 }

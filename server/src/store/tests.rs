@@ -526,12 +526,12 @@ async fn a_backup_restores_into_an_empty_store_repeatably_and_never_over_another
 
     let target = TempDir::new().expect("temp dir");
     let (mut log, mut sm) = open(target.path(), &StoreOptions::default()).expect("opens");
-    let restored = backup::restore(&mut log, &mut sm, &file, 2, members.clone())
+    let restored = backup::restore(&mut log, &mut sm, file.clone(), 2, members.clone())
         .await
         .expect("restores");
     assert_eq!((restored.last_index, restored.last_term), (7, 3));
     // Again with the same file (as after a crash midway): the same result.
-    backup::restore(&mut log, &mut sm, &file, 2, members.clone())
+    backup::restore(&mut log, &mut sm, file.clone(), 2, members.clone())
         .await
         .expect("restores again");
     drop((log, sm));
@@ -555,8 +555,8 @@ async fn a_backup_restores_into_an_empty_store_repeatably_and_never_over_another
     let other = TempDir::new().expect("temp dir");
     let (mut log, mut sm) = open(other.path(), &StoreOptions::default()).expect("opens");
     sm.apply(vec![create_entry(1, 1, "c")]).await.expect("applies");
-    let refused = backup::restore(&mut log, &mut sm, &file, 2, members.clone()).await;
+    let refused = backup::restore(&mut log, &mut sm, file.clone(), 2, members.clone()).await;
     assert!(refused.expect_err("refused").contains("already holds"));
-    let refused = backup::restore(&mut log, &mut sm, &file, 9, members).await;
+    let refused = backup::restore(&mut log, &mut sm, file.clone(), 9, members).await;
     assert!(refused.expect_err("refused").contains("not among"));
 }
