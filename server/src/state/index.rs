@@ -7,7 +7,11 @@
 //! equals a rebuilt one (a property test checks it). The indexes let a
 //! `Tick` touch only what is due, and the dispatcher only what is pending.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+// foldhash, not the standard SipHash: rebuilding the index of a large
+// history hashes millions of keys (see docs/architecture.md, "State").
+use foldhash::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

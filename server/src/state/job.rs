@@ -7,6 +7,7 @@
 //! no I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -25,7 +26,7 @@ pub struct Job {
     /// 1 at creation, +1 on every spec change.
     pub generation: u64,
     /// The current definition.
-    pub spec: JobSpec,
+    pub spec: Arc<JobSpec>,
     /// A suspended job's schedule does not fire.
     pub suspended: bool,
     /// Leader time of the creating command.

@@ -1,5 +1,7 @@
 //! Job operations: create, update, apply, delete, suspend and resume.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use super::run::{Reason, ReasonCode};
@@ -10,7 +12,7 @@ fn new_job(uid: &str, spec: &JobSpec, now: DateTime<Utc>, index: LogIndex) -> Jo
         name: spec.name.clone(),
         uid: uid.to_owned(),
         generation: 1,
-        spec: spec.clone(),
+        spec: Arc::new(spec.clone()),
         suspended: false,
         created_at: now,
         updated_at: now,
@@ -25,7 +27,7 @@ fn updated_job(current: &Job, spec: &JobSpec, now: DateTime<Utc>, index: LogInde
     let rescheduled = current.spec.schedule != spec.schedule;
     Job {
         generation: current.generation + 1,
-        spec: spec.clone(),
+        spec: Arc::new(spec.clone()),
         updated_at: now,
         revision: index,
         // Never backwards, even under a leader whose clock is behind: slots
@@ -50,7 +52,7 @@ pub(super) fn applied_job(
 ) -> (Job, ApplyOutcome) {
     match current {
         None => (new_job(uid, spec, now, index), ApplyOutcome::Created),
-        Some(current) if current.spec == *spec => (current.clone(), ApplyOutcome::Unchanged),
+        Some(current) if *current.spec == *spec => (current.clone(), ApplyOutcome::Unchanged),
         Some(current) => (updated_job(current, spec, now, index), ApplyOutcome::Updated),
     }
 }
@@ -92,7 +94,7 @@ impl State {
                 spec.name, current.generation
             )));
         }
-        if current.spec == *spec {
+        if *current.spec == *spec {
             return Ok(Response::Job(current.clone()));
         }
         let job = updated_job(current, spec, now, index);

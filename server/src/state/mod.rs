@@ -680,13 +680,18 @@ impl State {
         V: AsRef<[u8]>,
     {
         let mut state = State::default();
+        let mut specs = SharedSpecs::default();
         for (key, value) in rows {
             let key = key.as_ref();
             let value = value.as_ref();
             if let Some(name) = key.strip_prefix(JOB_PREFIX) {
-                state.jobs.load(name.to_owned(), decode_row(key, value)?);
+                let mut job: Job = decode_row(key, value)?;
+                specs.share(&job.uid, job.generation, &mut job.spec);
+                state.jobs.load(name.to_owned(), job);
             } else if let Some(id) = key.strip_prefix(RUN_PREFIX) {
-                state.runs.load(id.to_owned(), decode_row(key, value)?);
+                let mut run: Run = decode_row(key, value)?;
+                specs.share(&run.job_uid, run.generation, &mut run.spec);
+                state.runs.load(id.to_owned(), run);
             } else if let Some(id) = key.strip_prefix(WORKER_PREFIX) {
                 state.workers.load(id.to_owned(), decode_row(key, value)?);
             } else if let Some(id) = key.strip_prefix(TOKEN_PREFIX) {
@@ -794,6 +799,31 @@ mod base64_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(deserializer)?;
         STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One copy in memory of each job generation's spec, shared by the rows
+/// loaded with it (every row stores its own copy; a run carries its job's
+/// spec as it was when the run was created). Applies share the job's copy
+/// with the runs they create; this keeps a loaded state as lean.
+#[derive(Default)]
+struct SharedSpecs(foldhash::HashMap<String, BTreeMap<u64, std::sync::Arc<JobSpec>>>);
+
+impl SharedSpecs {
+    /// Replaces `spec` by the copy already loaded for job `uid`'s
+    /// `generation`, if it is the same spec; otherwise it becomes that copy.
+    fn share(&mut self, uid: &str, generation: u64, spec: &mut std::sync::Arc<JobSpec>) {
+        let generations = match self.0.get_mut(uid) {
+            Some(generations) => generations,
+            None => self.0.entry(uid.to_owned()).or_default(),
+        };
+        match generations.get(&generation) {
+            Some(shared) if **shared == **spec => *spec = shared.clone(),
+            Some(_) => {}
+            None => {
+                generations.insert(generation, spec.clone());
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! about an attempt must carry that epoch; a stale one changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -251,7 +252,7 @@ pub struct Run {
     /// The job's generation when the run was created.
     pub generation: u64,
     /// What the run executes: the job's spec when the run was created.
-    pub spec: JobSpec,
+    pub spec: Arc<JobSpec>,
     /// Why it exists.
     pub cause: Cause,
     /// The slot instant (scheduled runs and slot records).

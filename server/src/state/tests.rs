@@ -1,6 +1,7 @@
 //! Unit tests of the transition function, and sample values for other tests.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -262,6 +263,48 @@ fn rows_round_trip_and_replay_is_deterministic() {
         .map(|(k, _)| k.as_str())
         .collect();
     assert_eq!(deleted, ["job/a"]);
+}
+
+#[test]
+fn a_loaded_state_keeps_one_copy_of_each_generation_spec() {
+    let mut state = State::default();
+    let mut spec = sample_spec("build");
+    spec.concurrency = Concurrency::Allow;
+    let create = Op::CreateJob {
+        uid: "u1".to_owned(),
+        spec: spec.clone(),
+    };
+    apply(&mut state, 1, &command(0, create)).expect("created");
+    apply(&mut state, 2, &command(1, trigger("build", "r1"))).expect("triggered");
+    spec.timeout = Some(Duration::from_secs(60));
+    let update = Op::UpdateJob {
+        spec,
+        expected_generation: None,
+    };
+    apply(&mut state, 3, &command(2, update)).expect("updated");
+    apply(&mut state, 4, &command(3, trigger("build", "r2"))).expect("triggered");
+    apply(&mut state, 5, &command(4, trigger("build", "r3"))).expect("triggered");
+
+    let rows: Vec<_> = state.rows().collect::<Result<_, _>>().expect("encodes");
+    let loaded = State::from_rows(rows.clone()).expect("decodes");
+    let reencoded: Vec<_> = loaded.rows().collect::<Result<_, _>>().expect("encodes");
+    assert_eq!(reencoded, rows, "sharing changes no row");
+    let job = loaded.job("build").expect("job");
+    let runs: Vec<&Run> = loaded.runs.iter().map(|(_, run)| run).collect();
+    assert_eq!(runs.len(), 3);
+    for run in &runs {
+        let same_generation = run.generation == job.generation;
+        assert_eq!(
+            Arc::ptr_eq(&run.spec, &job.spec),
+            same_generation,
+            "run {} of generation {} shares the job's copy only if of its generation",
+            run.id,
+            run.generation
+        );
+        assert_eq!(*run.spec == *job.spec, same_generation);
+    }
+    let (newer, older): (Vec<&Run>, Vec<&Run>) = runs.iter().partition(|run| run.generation == job.generation);
+    assert_eq!((newer.len(), older.len()), (2, 1));
 }
 
 #[test]
