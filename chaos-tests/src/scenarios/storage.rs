@@ -94,9 +94,10 @@ pub(super) async fn server_killed_at_storage_points(
         abort_at(cluster, victim, point, n).await?;
         cluster.wait_for_leader(Duration::from_secs(30)).await?;
     }
+    let mut follower = 0;
     for point in ["snapshot-install-stored", "snapshot-install-replacing"] {
         let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-        let follower = cluster
+        follower = cluster
             .ids()
             .into_iter()
             .find(|&id| id != leader)
@@ -106,6 +107,22 @@ pub(super) async fn server_killed_at_storage_points(
         write_past(cluster, &common.recorder, behind).await?;
         abort_at(cluster, follower, point, 1).await?;
     }
+    // Stopped with the rows written and the last-applied id not: the store
+    // must see its marker and replace the state again (only the marker
+    // makes it say so, so the whole log may be searched).
+    let server = cluster.server(follower)?;
+    wait_for(
+        "the torn state machine to be replaced again",
+        Duration::from_secs(60),
+        || async {
+            Ok(server
+                .process
+                .log_tail(usize::MAX)
+                .contains("replacing the state machine when the server stopped; replacing it again")
+                .then_some(()))
+        },
+    )
+    .await?;
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
     common
         .finish(

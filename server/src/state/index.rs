@@ -10,7 +10,8 @@
 use std::collections::BTreeSet;
 
 // foldhash, not the standard SipHash: rebuilding the index of a large
-// history hashes millions of keys (see docs/architecture.md, "State").
+// history hashes millions of keys (see docs/architecture.md, "State
+// machine").
 use foldhash::HashMap;
 use std::time::Duration;
 

@@ -276,14 +276,15 @@ fn a_loaded_state_keeps_one_copy_of_each_generation_spec() {
     };
     apply(&mut state, 1, &command(0, create)).expect("created");
     apply(&mut state, 2, &command(1, trigger("build", "r1"))).expect("triggered");
+    apply(&mut state, 3, &command(2, trigger("build", "r2"))).expect("triggered");
     spec.timeout = Some(Duration::from_secs(60));
     let update = Op::UpdateJob {
         spec,
         expected_generation: None,
     };
-    apply(&mut state, 3, &command(2, update)).expect("updated");
-    apply(&mut state, 4, &command(3, trigger("build", "r2"))).expect("triggered");
+    apply(&mut state, 4, &command(3, update)).expect("updated");
     apply(&mut state, 5, &command(4, trigger("build", "r3"))).expect("triggered");
+    apply(&mut state, 6, &command(5, trigger("build", "r4"))).expect("triggered");
 
     let rows: Vec<_> = state.rows().collect::<Result<_, _>>().expect("encodes");
     let loaded = State::from_rows(rows.clone()).expect("decodes");
@@ -291,7 +292,7 @@ fn a_loaded_state_keeps_one_copy_of_each_generation_spec() {
     assert_eq!(reencoded, rows, "sharing changes no row");
     let job = loaded.job("build").expect("job");
     let runs: Vec<&Run> = loaded.runs.iter().map(|(_, run)| run).collect();
-    assert_eq!(runs.len(), 3);
+    assert_eq!(runs.len(), 4);
     for run in &runs {
         let same_generation = run.generation == job.generation;
         assert_eq!(
@@ -304,7 +305,11 @@ fn a_loaded_state_keeps_one_copy_of_each_generation_spec() {
         assert_eq!(*run.spec == *job.spec, same_generation);
     }
     let (newer, older): (Vec<&Run>, Vec<&Run>) = runs.iter().partition(|run| run.generation == job.generation);
-    assert_eq!((newer.len(), older.len()), (2, 1));
+    assert_eq!((newer.len(), older.len()), (2, 2));
+    assert!(
+        Arc::ptr_eq(&older[0].spec, &older[1].spec),
+        "one copy of the older generation"
+    );
 }
 
 #[test]

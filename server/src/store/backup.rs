@@ -31,7 +31,8 @@ pub fn encode(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Decodes and checks a backup file: its metadata and snapshot data (the
-/// file's own bytes, not a copy: a backup can be large).
+/// file's own buffer, with the data moved to its front: a backup can be
+/// large, and a second buffer would double it).
 pub fn decode(mut file: Vec<u8>) -> Result<(SnapshotMeta, Vec<u8>), String> {
     let not_a_backup = "not a rota backup file (made by `rotactl cluster snapshot save`)";
     if !file.starts_with(MAGIC) {

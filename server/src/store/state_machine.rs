@@ -16,8 +16,11 @@
 //! sled is not fsynced here, deliberately: after a crash the state machine
 //! may come back *behind* what it had applied (the applies not yet written,
 //! fewer than [`STORE_ROWS`] rows' worth; sled syncs every 500 ms, and its
-//! `flush` is not an fsync, see docs/architecture.md), never ahead and never
-//! torn. openraft then re-applies from the durable Raft log. The log is only
+//! `flush` is not an fsync, see docs/architecture.md), never ahead, and
+//! never torn by applies (a snapshot replacing the state is written in
+//! several batches, marked, and redone on open if it was stopped halfway:
+//! see [`replace_all`]). openraft then re-applies from the durable Raft
+//! log. The log is only
 //! purged up to a snapshot that is itself fsynced, and on open a state
 //! machine found older than that snapshot is rebuilt from it; so no applied
 //! effect is ever lost.
@@ -230,16 +233,20 @@ fn snapshot_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> Storage
 impl StateMachineStore {
     /// Opens the state machine in `tree`, with its durable snapshot in
     /// `snapshots`. If the stored snapshot is newer than the stored state
-    /// (sled lost its last writes), the state is rebuilt from the snapshot.
+    /// (sled lost its last writes), or a snapshot was replacing the stored
+    /// state when the server stopped ([`REPLACING_KEY`]), the state is
+    /// rebuilt from the stored snapshot.
     /// Applied changes are written at the latest `store_after` after the
     /// first of them (when a later apply finds them due).
     pub fn open(tree: sled::Tree, snapshots: Arc<SnapshotFile>, store_after: Duration) -> Result<Self, StorageError> {
-        let replacing = tree
-            .contains_key(REPLACING_KEY)
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        let applied = if replacing {
-            tracing::warn!("a snapshot was replacing the state machine when the server stopped; replacing it again");
-            rebuild(&tree, &snapshots)?
+        let replacing = tree.get(REPLACING_KEY).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let applied = if let Some(replacing) = replacing {
+            let snapshot: Option<LogId> = decode(&replacing)?;
+            tracing::warn!(
+                ?snapshot,
+                "a snapshot was replacing the state machine when the server stopped; replacing it again"
+            );
+            rebuild(&tree, &snapshots, snapshot)?
         } else {
             let applied = load(&tree)?;
             let snapshot = snapshots.meta().map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
@@ -251,7 +258,7 @@ impl StateMachineStore {
                         "state machine is behind the stored snapshot; rebuilding it from the snapshot"
                     );
                     drop(applied);
-                    rebuild(&tree, &snapshots)?
+                    rebuild(&tree, &snapshots, None)?
                 }
                 _ => applied,
             }
@@ -377,29 +384,39 @@ fn decode_snapshot(data: &[u8]) -> Result<DecodedSnapshot<'_>, StorageError> {
     Ok(DecodedSnapshot { rows, state })
 }
 
-/// Rebuilds the stored state machine from the stored snapshot.
-fn rebuild(tree: &sled::Tree, snapshots: &SnapshotFile) -> Result<Applied, StorageError> {
-    let Some((meta, data)) = snapshots.read().map_err(|e| snapshot_err(ErrorVerb::Read, e))? else {
+/// Rebuilds the stored state machine from the stored snapshot, which must
+/// cover at least `at_least` (the snapshot that was replacing it).
+fn rebuild(tree: &sled::Tree, snapshots: &SnapshotFile, at_least: Option<LogId>) -> Result<Applied, StorageError> {
+    let stored = snapshots.read().map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
+    let Some((meta, data)) = stored.filter(|(meta, _)| meta.last_log_id >= at_least) else {
         return Err(sm_err(
             ErrorVerb::Read,
-            io::Error::other(
-                "the state machine was being replaced by a snapshot that is no longer stored; \
-                 restore the server from a backup (`--restore-from`) or rejoin it empty",
-            ),
+            io::Error::other(format!(
+                "the state machine was being replaced by a snapshot up to {at_least:?} that is no longer \
+                 stored; restore the server from a backup (`--restore-from`) or rejoin it empty"
+            )),
         ));
     };
-    replace_all(tree, &meta, decode_snapshot(&data)?)
+    replace_all(tree, &meta, decode_snapshot(&data)?, None)
 }
 
-/// Replaces the whole stored state machine with a snapshot. The rows go in
-/// batches of about [`REPLACE_BATCH_BYTES`], between a first batch that
-/// sets [`REPLACING_KEY`] (and drops the last-applied id) and a last one
-/// that stores the snapshot's last-applied id and membership and removes
-/// the key: stopped anywhere in between, the state machine is rebuilt from
-/// the stored snapshot when it is opened. (sled recovers a prefix of its
-/// writes after a crash; the first batch is also flushed before any row is
-/// touched.)
-fn replace_all(tree: &sled::Tree, meta: &SnapshotMeta, snapshot: DecodedSnapshot<'_>) -> Result<Applied, StorageError> {
+/// Replaces the whole stored state machine with a snapshot, in sled batches
+/// of about [`REPLACE_BATCH_BYTES`]: a first batch sets [`REPLACING_KEY`]
+/// (to the snapshot's log id) and drops the last-applied id; then the
+/// snapshot's rows are written over the old ones (a row in both stays
+/// readable throughout, such as a finished run's log chunks); then the old
+/// rows the snapshot lacks are removed; a last batch stores the snapshot's
+/// last-applied id and membership and removes the key. Stopped anywhere in
+/// between, the state machine is torn and is rebuilt from the stored
+/// snapshot when it is opened. sled recovers a prefix of its writes after a
+/// crash; the first and the last batch are also each preceded by a flush.
+/// An install names its crash point, reached once the rows are written.
+fn replace_all(
+    tree: &sled::Tree,
+    meta: &SnapshotMeta,
+    snapshot: DecodedSnapshot<'_>,
+    crash_point: Option<&'static str>,
+) -> Result<Applied, StorageError> {
     let write_err = |e: sled::Error| sm_err(ErrorVerb::Write, e);
     let mut batch = sled::Batch::default();
     batch.insert(REPLACING_KEY, encode(&meta.last_log_id)?);
@@ -407,20 +424,34 @@ fn replace_all(tree: &sled::Tree, meta: &SnapshotMeta, snapshot: DecodedSnapshot
     tree.apply_batch(batch).map_err(write_err)?;
     tree.flush().map_err(write_err)?;
 
-    let mut batches = BoundedBatches::new(tree);
-    for key in tree.iter().keys() {
+    // The old rows the snapshot lacks, found before the new rows are in.
+    let mut kept: Vec<&str> = snapshot.rows.iter().map(|&(key, _)| key).collect();
+    kept.sort_unstable();
+    let mut stale = Vec::new();
+    for key in tree.scan_prefix(ROW_PREFIX).keys() {
         let key = key.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        if key != REPLACING_KEY {
-            batches.push(key.len(), |batch| batch.remove(key))?;
+        let in_snapshot = std::str::from_utf8(&key[ROW_PREFIX.len()..]).is_ok_and(|k| kept.binary_search(&k).is_ok());
+        if !in_snapshot {
+            stale.push(key);
         }
     }
-    for (key, value) in snapshot.rows {
+    drop(kept);
+
+    let mut batches = BoundedBatches::new(tree);
+    for &(key, value) in &snapshot.rows {
         batches.push(ROW_PREFIX.len() + key.len() + value.len(), |batch| {
             batch.insert([ROW_PREFIX, key.as_bytes()].concat(), value)
         })?;
     }
     batches.finish()?;
-    super::crash::reached("snapshot-install-replacing");
+    if let Some(point) = crash_point {
+        super::crash::reached(point);
+    }
+    for key in stale {
+        batches.push(key.len(), |batch| batch.remove(key))?;
+    }
+    batches.finish()?;
+    tree.flush().map_err(write_err)?;
 
     let mut batch = sled::Batch::default();
     batch.insert(LAST_APPLIED_KEY, encode(&meta.last_log_id)?);
@@ -578,7 +609,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
         super::crash::reached("snapshot-install-stored");
         let mut unstored = lock_unstored(&self.unstored)?;
-        let replaced = replace_all(&self.tree, meta, decoded)?;
+        // Failed until replaced: sled is torn in between and must not be
+        // written from the old state (a restart rebuilds it).
+        *unstored = Unstored::Failed;
+        let replaced = replace_all(&self.tree, meta, decoded, Some("snapshot-install-replacing"))?;
         *write_applied(&self.applied)? = replaced;
         *unstored = Unstored::Nothing;
         drop(unstored);

@@ -54,6 +54,21 @@ async fn when_unlocked<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -
     }
 }
 
+/// What opening the store in `dir` fails with (waiting out a lock of the
+/// previous instance, as [`when_unlocked`] does); panics if it opens.
+async fn open_refused(dir: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open(dir, &StoreOptions::default()) {
+            Ok(_) => panic!("the store opened"),
+            Err(e) if format!("{e:?}").to_lowercase().contains("lock") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => return format!("{:#}", anyhow::Error::from(e)),
+        }
+    }
+}
+
 /// Opens the store in `dir` again; see [`when_unlocked`].
 async fn reopen(dir: &std::path::Path) -> (LogStore, StateMachineStore) {
     when_unlocked(|| open(dir, &StoreOptions::default())).await
@@ -310,6 +325,8 @@ async fn a_large_snapshot_is_installed_in_batches_and_an_install_stopped_halfway
         let db = when_unlocked(|| sled::open(dir.path().join("state"))).await;
         let tree = db.open_tree("state_machine").expect("tree");
         tree.insert(state_machine::REPLACING_KEY, &b"null"[..]).expect("marks");
+        tree.insert(b"d/job/stale", &b"{}"[..])
+            .expect("an old row the snapshot lacks");
         let rows: Vec<_> = tree
             .scan_prefix(b"d/")
             .keys()
@@ -334,33 +351,57 @@ async fn a_large_snapshot_is_installed_in_batches_and_an_install_stopped_halfway
     let db = when_unlocked(|| sled::open(dir.path().join("state"))).await;
     let tree = db.open_tree("state_machine").expect("tree");
     assert!(!tree.contains_key(state_machine::REPLACING_KEY).expect("reads"), "done");
+    assert!(!tree.contains_key(b"d/job/stale").expect("reads"), "old rows removed");
     assert_eq!(tree.scan_prefix(b"d/").count(), jobs as usize);
 }
 
+/// Marks the stopped store in `dir` as being replaced by a snapshot up to
+/// `replacing`, as an install stopped halfway leaves it.
+async fn mark_replacing(dir: &std::path::Path, replacing: Option<LogId>) {
+    let db = when_unlocked(|| sled::open(dir.join("state"))).await;
+    let tree = db.open_tree("state_machine").expect("tree");
+    let value = serde_json::to_vec(&replacing).expect("encodes");
+    tree.insert(state_machine::REPLACING_KEY, value).expect("marks");
+    db.flush().expect("flush");
+}
+
 #[tokio::test]
-async fn a_state_machine_torn_by_a_snapshot_that_is_gone_refuses_to_open() {
+async fn a_state_machine_torn_by_a_snapshot_no_longer_stored_refuses_to_open() {
     let dir = TempDir::new().expect("temp dir");
     {
         let (_l, mut sm) = open(dir.path(), &StoreOptions::default()).expect("opens");
         sm.apply(creations(1, 3)).await.expect("applies");
         sm.flush_handle().flush().await.expect("stores");
     }
+    mark_replacing(dir.path(), None).await;
+    let refused = open_refused(dir.path()).await;
+    assert!(refused.contains("no longer stored"), "no snapshot at all: {refused}");
+
+    let dir = TempDir::new().expect("temp dir");
     {
-        let db = when_unlocked(|| sled::open(dir.path().join("state"))).await;
-        let tree = db.open_tree("state_machine").expect("tree");
-        tree.insert(state_machine::REPLACING_KEY, &b"null"[..]).expect("marks");
-        db.flush().expect("flush");
+        let (_l, mut sm) = open(dir.path(), &StoreOptions::default()).expect("opens");
+        sm.apply(creations(1, 3)).await.expect("applies");
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("snapshot");
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 3)));
+        sm.apply(creations(4, 1)).await.expect("applies");
+        sm.flush_handle().flush().await.expect("stores");
     }
-    let refused = loop {
-        match open(dir.path(), &StoreOptions::default()) {
-            Ok(_) => panic!("a torn state machine opened"),
-            Err(e) if e.to_string().to_lowercase().contains("lock") => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(e) => break format!("{:#}", anyhow::Error::from(e)),
-        }
-    };
-    assert!(refused.contains("no longer stored"), "{refused}");
+    mark_replacing(dir.path(), Some(log_id(1, 9))).await;
+    let refused = open_refused(dir.path()).await;
+    assert!(refused.contains("no longer stored"), "an older snapshot: {refused}");
+
+    mark_replacing(dir.path(), Some(log_id(1, 3))).await;
+    let (_l, sm) = reopen(dir.path()).await;
+    assert_eq!(
+        sm.reader().read().state.job_count(),
+        3,
+        "rebuilt from the snapshot that was replacing it (the log re-applies the rest)"
+    );
 }
 
 #[tokio::test]
