@@ -206,7 +206,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             }
         };
         let header = encode(&(vote, &snapshot.meta)).map_err(to_streaming)?.data;
-        let data = snapshot.snapshot.into_inner();
+        let data = snapshot
+            .snapshot
+            .read()
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         tracing::info!(
             target_node = self.target,
             bytes = data.len(),

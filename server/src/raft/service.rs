@@ -4,7 +4,7 @@
 //! message get `INVALID_ARGUMENT` and change nothing. A snapshot is collected
 //! from its chunks (bounded in size) and installed only when complete.
 
-use std::io::Cursor;
+use crate::store::snapshot::SnapshotData;
 use std::pin::Pin;
 
 use futures::StreamExt;
@@ -113,7 +113,7 @@ impl RaftService for RaftGrpc {
         tracing::info!(bytes = data.len(), last_log_id = ?meta.last_log_id, "received snapshot");
         let snapshot = Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(SnapshotData::Bytes(data)),
         };
         reply(&self.raft.install_full_snapshot(vote, snapshot).await)
     }

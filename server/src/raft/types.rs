@@ -1,7 +1,5 @@
 //! The openraft type configuration of rota.
 
-use std::io::Cursor;
-
 use crate::state::{ApplyResult, Command};
 
 /// A server's id in the cluster (`--node-id`).
@@ -13,14 +11,15 @@ pub type Node = openraft::BasicNode;
 
 openraft::declare_raft_types!(
     /// rota's Raft types: log entries carry [`Command`]s, applying one yields
-    /// an [`ApplyResult`], snapshots are byte buffers streamed in chunks.
+    /// an [`ApplyResult`], snapshots are byte buffers (or the stored
+    /// snapshot file, read when needed) streamed in chunks.
     pub TypeConfig:
         D = Command,
         R = ApplyResult,
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::store::snapshot::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -6,11 +6,11 @@
 //! bytes before it.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{Membership, StoredMembership};
 
+use super::snapshot::SnapshotData;
 use super::{LogStore, StateMachineStore};
 use crate::raft::{Node, NodeId, SnapshotMeta, Vote};
 
@@ -120,7 +120,7 @@ pub async fn restore(
     };
     if applied.is_none() {
         state_machine
-            .install_snapshot(&meta, Box::new(Cursor::new(data)))
+            .install_snapshot(&meta, Box::new(SnapshotData::Bytes(data)))
             .await
             .map_err(|e| format!("restore_from: installing the snapshot: {e}"))?;
     }

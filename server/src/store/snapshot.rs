@@ -15,7 +15,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
@@ -88,6 +88,55 @@ pub fn decode_rows(data: &[u8]) -> io::Result<Vec<(&str, &[u8])>> {
         rest = tail;
     }
     Ok(rows)
+}
+
+/// Snapshot data as openraft hands it around: bytes in memory (built,
+/// received), or the stored snapshot file, read only when the bytes are
+/// needed (openraft asks for the current snapshot at every start, only for
+/// its metadata; reading it there was 14% of a restart with 1M runs).
+#[derive(Debug)]
+pub enum SnapshotData {
+    /// The data.
+    Bytes(Vec<u8>),
+    /// The stored snapshot with this metadata.
+    Stored {
+        /// Where it is stored.
+        file: Arc<SnapshotFile>,
+        /// Which snapshot it is.
+        meta: SnapshotMeta,
+    },
+}
+
+impl SnapshotData {
+    /// The bytes. A stored snapshot is read (and checked) now, and must
+    /// still be the one named: if a newer snapshot replaced it, this fails,
+    /// and openraft asks for the current one again.
+    pub fn into_bytes(self) -> io::Result<Vec<u8>> {
+        match self {
+            SnapshotData::Bytes(bytes) => Ok(bytes),
+            SnapshotData::Stored { file, meta } => match file.read()? {
+                Some((stored, data))
+                    if stored.snapshot_id == meta.snapshot_id && stored.last_log_id == meta.last_log_id =>
+                {
+                    Ok(data)
+                }
+                _ => Err(io::Error::other(format!(
+                    "snapshot {} is no longer the stored one; ask for the current snapshot again",
+                    meta.snapshot_id
+                ))),
+            },
+        }
+    }
+
+    /// [`SnapshotData::into_bytes`] on a blocking thread.
+    pub async fn read(self) -> io::Result<Vec<u8>> {
+        match self {
+            SnapshotData::Bytes(bytes) => Ok(bytes),
+            stored => tokio::task::spawn_blocking(move || stored.into_bytes())
+                .await
+                .map_err(io::Error::other)?,
+        }
+    }
 }
 
 /// The durable copy of this server's latest snapshot.

@@ -25,7 +25,7 @@
 //! machine found older than that snapshot is rebuilt from it; so no applied
 //! effect is ever lost.
 
-use std::io::{self, Cursor};
+use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, StorageIOError};
 
-use super::snapshot::{SnapshotFile, decode_rows, encode_rows};
+use super::snapshot::{SnapshotData, SnapshotFile, decode_rows, encode_rows};
 use crate::raft::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::state::logs::{self, LogChunk};
 use crate::state::{ApplyResult, MEMORY_PREFIXES, Response, SharedRows, State};
@@ -585,17 +585,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        Ok(Box::new(SnapshotData::Bytes(Vec::new())))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotData>) -> Result<(), StorageError> {
         let started = std::time::Instant::now();
-        let data = Arc::new(snapshot.into_inner());
+        let data = Arc::new(snapshot.read().await.map_err(|e| snapshot_err(ErrorVerb::Read, e))?);
         // Check everything before anything is written: a bad snapshot changes nothing.
         let decoded = decode_snapshot(&data)?;
         let snapshots = self.snapshots.clone();
@@ -623,10 +619,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let stored = self.snapshots.read().map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
-        Ok(stored.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
+        // The data is read only when it is sent (see `SnapshotData`).
+        let stored = self.snapshots.meta().map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
+        Ok(stored.map(|meta| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(SnapshotData::Stored {
+                file: self.snapshots.clone(),
+                meta,
+            }),
         }))
     }
 }
@@ -706,7 +706,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(SnapshotData::Bytes(data)),
         })
     }
 }

@@ -3,7 +3,6 @@
 //! found behind its snapshot is rebuilt from it.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 
 use chrono::Utc;
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt, RaftSnapshotBuilder, RaftStateMachine};
@@ -11,6 +10,7 @@ use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, EntryPayload, Membership};
 use tempfile::TempDir;
 
+use super::snapshot::SnapshotData;
 use super::*;
 use crate::raft::{Entry, LogId, StorageError, StoredMembership, TypeConfig, Vote};
 use crate::state::tests::sample_spec;
@@ -72,6 +72,14 @@ async fn open_refused(dir: &std::path::Path) -> String {
 /// Opens the store in `dir` again; see [`when_unlocked`].
 async fn reopen(dir: &std::path::Path) -> (LogStore, StateMachineStore) {
     when_unlocked(|| open(dir, &StoreOptions::default())).await
+}
+
+/// The bytes of a snapshot built or received here (not read from a file).
+fn bytes_of(data: &SnapshotData) -> &[u8] {
+    match data {
+        SnapshotData::Bytes(bytes) => bytes,
+        SnapshotData::Stored { .. } => panic!("a stored snapshot, not bytes"),
+    }
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
@@ -198,7 +206,35 @@ async fn a_snapshot_builder_builds_once() {
     );
     let (stored, data) = sm.reader().current_snapshot().expect("reads").expect("a snapshot");
     assert_eq!(stored.snapshot_id, first.meta.snapshot_id, "the first snapshot stays");
-    assert_eq!(data, first.snapshot.into_inner());
+    assert_eq!(data, first.snapshot.into_bytes().expect("bytes"));
+}
+
+#[tokio::test]
+async fn the_current_snapshot_is_read_when_sent_and_only_if_still_stored() {
+    let dir = TempDir::new().expect("temp dir");
+    let (_log, mut sm) = open(dir.path(), &StoreOptions::default()).expect("opens");
+    sm.apply(creations(1, 2)).await.expect("applies");
+    let built = sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+    let current = sm.get_current_snapshot().await.expect("meta").expect("a snapshot");
+    assert_eq!(current.meta, built.meta);
+    assert!(matches!(*current.snapshot, SnapshotData::Stored { .. }), "not read yet");
+    assert_eq!(current.snapshot.read().await.expect("reads"), bytes_of(&built.snapshot));
+
+    let older = sm.get_current_snapshot().await.expect("meta").expect("a snapshot");
+    sm.apply(creations(3, 1)).await.expect("applies");
+    sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+    let replaced = older.snapshot.read().await.expect_err("a newer snapshot replaced it");
+    assert!(replaced.to_string().contains("no longer the stored one"), "{replaced}");
+
+    // Installed elsewhere as it is (openraft's Suite does this too).
+    let other = TempDir::new().expect("temp dir");
+    let (_l2, mut follower) = open(other.path(), &StoreOptions::default()).expect("opens");
+    let current = sm.get_current_snapshot().await.expect("meta").expect("a snapshot");
+    follower
+        .install_snapshot(&current.meta, current.snapshot)
+        .await
+        .expect("installs");
+    assert_eq!(follower.reader().read().state.job_count(), 3);
 }
 
 #[tokio::test]
@@ -252,12 +288,12 @@ async fn installed_snapshot_replaces_everything_and_bad_data_is_refused() {
     let (_l2, mut target) = open(target_dir.path(), &StoreOptions::default()).expect("opens");
     target.apply(vec![create_entry(1, 1, "old")]).await.expect("applies");
 
-    let mut corrupt = snapshot.snapshot.get_ref().clone();
+    let mut corrupt = bytes_of(&snapshot.snapshot).to_vec();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xff;
     assert!(
         target
-            .install_snapshot(&snapshot.meta, Box::new(Cursor::new(corrupt)))
+            .install_snapshot(&snapshot.meta, Box::new(SnapshotData::Bytes(corrupt)))
             .await
             .is_err(),
         "a corrupt snapshot is refused"
@@ -300,9 +336,9 @@ async fn a_large_snapshot_is_installed_in_batches_and_an_install_stopped_halfway
         .await
         .expect("snapshot");
     assert!(
-        snapshot.snapshot.get_ref().len() > 2 * state_machine::REPLACE_BATCH_BYTES,
+        bytes_of(&snapshot.snapshot).len() > 2 * state_machine::REPLACE_BATCH_BYTES,
         "the snapshot spans several batches ({} bytes)",
-        snapshot.snapshot.get_ref().len()
+        bytes_of(&snapshot.snapshot).len()
     );
 
     let dir = TempDir::new().expect("temp dir");
@@ -553,7 +589,7 @@ async fn a_backup_restores_into_an_empty_store_repeatably_and_never_over_another
         .build_snapshot()
         .await
         .expect("snapshot");
-    let file = backup::encode(&snapshot.meta, &snapshot.snapshot.into_inner()).expect("backup");
+    let file = backup::encode(&snapshot.meta, &snapshot.snapshot.into_bytes().expect("bytes")).expect("backup");
     let members: BTreeMap<u64, crate::raft::Node> = (1..=3)
         .map(|id| {
             (
