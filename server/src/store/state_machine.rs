@@ -19,7 +19,7 @@
 //! `flush` is not an fsync, see docs/architecture.md), never ahead, and
 //! never torn by applies (a snapshot replacing the state is written in
 //! several batches, marked, and redone on open if it was stopped halfway:
-//! see [`replace_all`]). openraft then re-applies from the durable Raft
+//! see `replace_all`). openraft then re-applies from the durable Raft
 //! log. The log is only
 //! purged up to a snapshot that is itself fsynced, and on open a state
 //! machine found older than that snapshot is rebuilt from it; so no applied
@@ -234,7 +234,7 @@ impl StateMachineStore {
     /// Opens the state machine in `tree`, with its durable snapshot in
     /// `snapshots`. If the stored snapshot is newer than the stored state
     /// (sled lost its last writes), or a snapshot was replacing the stored
-    /// state when the server stopped ([`REPLACING_KEY`]), the state is
+    /// state when the server stopped (its `m/replacing` key), the state is
     /// rebuilt from the stored snapshot.
     /// Applied changes are written at the latest `store_after` after the
     /// first of them (when a later apply finds them due).

@@ -82,6 +82,15 @@ fn bytes_of(data: &SnapshotData) -> &[u8] {
     }
 }
 
+/// A snapshot built from `sm` now.
+async fn built(sm: &mut StateMachineStore) -> crate::raft::Snapshot {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("a snapshot is built")
+}
+
 fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
 }
@@ -214,15 +223,15 @@ async fn the_current_snapshot_is_read_when_sent_and_only_if_still_stored() {
     let dir = TempDir::new().expect("temp dir");
     let (_log, mut sm) = open(dir.path(), &StoreOptions::default()).expect("opens");
     sm.apply(creations(1, 2)).await.expect("applies");
-    let built = sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+    let first = built(&mut sm).await;
     let current = sm.get_current_snapshot().await.expect("meta").expect("a snapshot");
-    assert_eq!(current.meta, built.meta);
+    assert_eq!(current.meta, first.meta);
     assert!(matches!(*current.snapshot, SnapshotData::Stored { .. }), "not read yet");
-    assert_eq!(current.snapshot.read().await.expect("reads"), bytes_of(&built.snapshot));
+    assert_eq!(current.snapshot.read().await.expect("reads"), bytes_of(&first.snapshot));
 
     let older = sm.get_current_snapshot().await.expect("meta").expect("a snapshot");
     sm.apply(creations(3, 1)).await.expect("applies");
-    sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+    built(&mut sm).await;
     let replaced = older.snapshot.read().await.expect_err("a newer snapshot replaced it");
     assert!(replaced.to_string().contains("no longer the stored one"), "{replaced}");
 
@@ -244,12 +253,7 @@ async fn a_state_machine_behind_its_snapshot_is_rebuilt_from_it() {
     sm.apply(vec![create_entry(1, 1, "a"), create_entry(1, 2, "b")])
         .await
         .expect("applies");
-    let snapshot = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("snapshot");
+    let snapshot = built(&mut sm).await;
     assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 2)));
     sm.flush_handle().flush().await.expect("stores");
     assert_eq!(sm.stored_last_applied(), Some(log_id(1, 2)));
@@ -277,12 +281,7 @@ async fn installed_snapshot_replaces_everything_and_bad_data_is_refused() {
         .apply(vec![create_entry(2, 1, "x"), create_entry(2, 2, "y")])
         .await
         .expect("applies");
-    let snapshot = source
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("snapshot");
+    let snapshot = built(&mut source).await;
 
     let target_dir = TempDir::new().expect("temp dir");
     let (_l2, mut target) = open(target_dir.path(), &StoreOptions::default()).expect("opens");
@@ -329,12 +328,7 @@ async fn a_large_snapshot_is_installed_in_batches_and_an_install_stopped_halfway
     let (_l, mut source) = open(source_dir.path(), &StoreOptions::default()).expect("opens");
     let jobs = 12_000;
     source.apply(creations(1, jobs)).await.expect("applies");
-    let snapshot = source
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("snapshot");
+    let snapshot = built(&mut source).await;
     assert!(
         bytes_of(&snapshot.snapshot).len() > 2 * state_machine::REPLACE_BATCH_BYTES,
         "the snapshot spans several batches ({} bytes)",
@@ -417,12 +411,7 @@ async fn a_state_machine_torn_by_a_snapshot_no_longer_stored_refuses_to_open() {
     {
         let (_l, mut sm) = open(dir.path(), &StoreOptions::default()).expect("opens");
         sm.apply(creations(1, 3)).await.expect("applies");
-        let snapshot = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("snapshot");
+        let snapshot = built(&mut sm).await;
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 3)));
         sm.apply(creations(4, 1)).await.expect("applies");
         sm.flush_handle().flush().await.expect("stores");
@@ -461,11 +450,7 @@ async fn the_log_is_purged_only_up_to_a_snapshot_on_disk() {
     assert_eq!(log.get_log_state().await.expect("state").last_purged_log_id, None);
 
     // Once a snapshot covering index 4 is on disk, the purge completes.
-    sm.get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("snapshot");
+    built(&mut sm).await;
     tokio::time::timeout(std::time::Duration::from_secs(10), purge)
         .await
         .expect("purge completes once covered")
@@ -555,12 +540,7 @@ async fn log_chunks_are_stored_apart_and_travel_in_snapshots() {
     );
 
     // A snapshot carries the chunks to another server.
-    let snapshot = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("snapshot");
+    let snapshot = built(&mut sm).await;
     let other = TempDir::new().expect("temp dir");
     let (_l2, mut target) = open(other.path(), &StoreOptions::default()).expect("opens");
     target
@@ -583,12 +563,7 @@ async fn a_backup_restores_into_an_empty_store_repeatably_and_never_over_another
     sm.apply(vec![create_entry(3, 6, "a"), create_entry(3, 7, "b")])
         .await
         .expect("applies");
-    let snapshot = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("snapshot");
+    let snapshot = built(&mut sm).await;
     let file = backup::encode(&snapshot.meta, &snapshot.snapshot.into_bytes().expect("bytes")).expect("backup");
     let members: BTreeMap<u64, crate::raft::Node> = (1..=3)
         .map(|id| {
