@@ -113,8 +113,20 @@ struct Events {
     lateness: Histogram,
     dispatch: Histogram,
     duration: Histogram,
-    /// What was counted of each run; pruned to the runs the state holds.
-    counted: Mutex<HashMap<String, Seen>>,
+    /// What was counted of the runs that may still change.
+    counted: Mutex<Counted>,
+}
+
+/// What the event metrics counted: the changes up to a Raft index, and of
+/// each run that may still change (an active run), what was counted of it.
+/// A run not listed is settled: all it shows was counted. A scrape looks
+/// only at the runs changed since, so its cost follows the changes and the
+/// active runs, not the history kept (it used to walk, and copy the id of,
+/// every run: 9% of a restart with 1M runs, and as much at every scrape).
+#[derive(Default)]
+struct Counted {
+    through: crate::state::LogIndex,
+    runs: HashMap<String, Seen>,
 }
 
 /// What the event metrics already counted of one run.
@@ -237,78 +249,113 @@ impl Events {
         }
     }
 
-    /// Counts what `runs` show that was not counted before; with `count`
-    /// false, only notes it (the baseline at start: counters count what
-    /// happens while this process runs, like any process's counters).
-    fn observe<'a>(&self, runs: impl Iterator<Item = &'a crate::state::Run>, count: bool) {
-        use crate::state::RunState;
-        use crate::state::run::{AttemptOutcome, Cause};
+    /// Notes the runs the state holds at start without counting them (the
+    /// counters count what happens while this process runs): only the
+    /// active ones are remembered.
+    fn baseline(&self, state: &crate::state::State) {
         let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut present = HashSet::new();
-        for run in runs {
-            present.insert(run.id.clone());
-            let seen = counted.entry(run.id.clone()).or_default();
-            let slot_record = matches!(run.state, RunState::Missed | RunState::Skipped);
-            if !seen.created {
-                seen.created = true;
-                // A slot recorded as missed or skipped from the start is no run.
-                if count && !slot_record {
-                    let cause = match run.cause {
-                        Cause::Scheduled => "scheduled",
-                        Cause::Manual { .. } => "manual",
-                    };
-                    self.created.with_label_values(&[cause]).inc();
-                    if let (Cause::Scheduled, Some(slot)) = (&run.cause, run.nominal_time) {
-                        self.lateness.observe(seconds(slot, run.created_at));
-                    }
-                }
-            }
-            if slot_record && !seen.not_run {
-                // Also a pending run missed later (its starting deadline).
-                seen.not_run = true;
-                if count {
-                    let reason = run
-                        .reason
-                        .as_ref()
-                        .map(|r| crate::api::convert::word(&r.code))
-                        .unwrap_or_default();
-                    self.not_run
-                        .with_label_values(&[run.state.as_str(), reason.as_str()])
-                        .inc_by(run.slot_count.max(1));
-                }
-            }
-            if count {
-                for (i, attempt) in run.attempts.iter().enumerate().skip(seen.attempts) {
-                    if i == 0 {
-                        self.dispatch.observe(seconds(run.created_at, attempt.assigned_at));
-                    } else if run.attempts[i - 1].outcome != Some(AttemptOutcome::HandedBack) {
-                        self.retries.inc();
-                    }
-                }
-            }
-            seen.attempts = run.attempts.len();
-            let lost = run
-                .attempts
-                .iter()
-                .filter(|a| a.outcome == Some(AttemptOutcome::Lost))
-                .count();
-            if count && lost > seen.lost {
-                self.attempts_lost.inc_by((lost - seen.lost) as u64);
-            }
-            seen.lost = seen.lost.max(lost);
-            if slot_record || !run.state.is_terminal() || seen.finished {
-                continue;
-            }
-            seen.finished = true;
-            if count {
-                self.finished.with_label_values(&[run.state.as_str()]).inc();
-                let started = run.attempts.iter().find_map(|a| a.started_at);
-                if let (Some(started), Some(end)) = (started, run.finished_at) {
-                    self.duration.observe(seconds(started, end));
+        let index = state.index();
+        counted.through = index.updated.last().map_or(0, |(at, _)| *at);
+        counted.runs.clear();
+        for runs in index.active_of_job.values() {
+            for (_, id) in runs {
+                if let Some(run) = state.run(id) {
+                    let mut seen = Seen::default();
+                    self.note(run, &mut seen, false);
+                    counted.runs.insert(id.clone(), seen);
                 }
             }
         }
-        counted.retain(|id, _| present.contains(id));
+    }
+
+    /// Counts what the runs changed since the last call show that was not
+    /// counted before.
+    fn observe(&self, state: &crate::state::State) {
+        let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = state.index();
+        let through = counted.through;
+        for (_, id) in index.updated.range((through + 1, String::new())..) {
+            let Some(run) = state.run(id) else { continue };
+            let (mut seen, count) = match counted.runs.remove(id) {
+                Some(seen) => (seen, true),
+                // Settled before, and changed since: what it shows was counted.
+                None if run.created_index <= through => (Seen::default(), false),
+                None => (Seen::default(), true),
+            };
+            self.note(run, &mut seen, count);
+            if run.is_active() {
+                counted.runs.insert(id.clone(), seen);
+            }
+        }
+        counted.through = index.updated.last().map_or(through, |(at, _)| (*at).max(through));
+        // Runs removed while active (their job deleted, say).
+        counted.runs.retain(|id, _| state.run(id).is_some());
+    }
+
+    /// Counts what `run` shows that `seen` does not (with `count` false,
+    /// only notes it), and notes it in `seen`.
+    fn note(&self, run: &crate::state::Run, seen: &mut Seen, count: bool) {
+        use crate::state::RunState;
+        use crate::state::run::{AttemptOutcome, Cause};
+        let slot_record = matches!(run.state, RunState::Missed | RunState::Skipped);
+        if !seen.created {
+            seen.created = true;
+            // A slot recorded as missed or skipped from the start is no run.
+            if count && !slot_record {
+                let cause = match run.cause {
+                    Cause::Scheduled => "scheduled",
+                    Cause::Manual { .. } => "manual",
+                };
+                self.created.with_label_values(&[cause]).inc();
+                if let (Cause::Scheduled, Some(slot)) = (&run.cause, run.nominal_time) {
+                    self.lateness.observe(seconds(slot, run.created_at));
+                }
+            }
+        }
+        if slot_record && !seen.not_run {
+            // Also a pending run missed later (its starting deadline).
+            seen.not_run = true;
+            if count {
+                let reason = run
+                    .reason
+                    .as_ref()
+                    .map(|r| crate::api::convert::word(&r.code))
+                    .unwrap_or_default();
+                self.not_run
+                    .with_label_values(&[run.state.as_str(), reason.as_str()])
+                    .inc_by(run.slot_count.max(1));
+            }
+        }
+        if count {
+            for (i, attempt) in run.attempts.iter().enumerate().skip(seen.attempts) {
+                if i == 0 {
+                    self.dispatch.observe(seconds(run.created_at, attempt.assigned_at));
+                } else if run.attempts[i - 1].outcome != Some(AttemptOutcome::HandedBack) {
+                    self.retries.inc();
+                }
+            }
+        }
+        seen.attempts = run.attempts.len();
+        let lost = run
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == Some(AttemptOutcome::Lost))
+            .count();
+        if count && lost > seen.lost {
+            self.attempts_lost.inc_by((lost - seen.lost) as u64);
+        }
+        seen.lost = seen.lost.max(lost);
+        if slot_record || !run.state.is_terminal() || seen.finished {
+            return;
+        }
+        seen.finished = true;
+        if count {
+            self.finished.with_label_values(&[run.state.as_str()]).inc();
+            let started = run.attempts.iter().find_map(|a| a.started_at);
+            if let (Some(started), Some(end)) = (started, run.finished_at) {
+                self.duration.observe(seconds(started, end));
+            }
+        }
     }
 }
 
@@ -445,7 +492,7 @@ impl Metrics {
     /// event counters count what happens while this process runs.
     pub fn baseline(&self, node: &NodeHandle) {
         let applied = node.state.read();
-        self.events.observe(applied.state.runs_after(None), false);
+        self.events.baseline(&applied.state);
     }
 
     /// Whether this server leads with a recent quorum acknowledgement.
@@ -569,7 +616,7 @@ impl Metrics {
             for (label, count) in by_state {
                 self.runs.with_label_values(&[label]).set(as_i64(count));
             }
-            self.events.observe(state.runs_after(None), true);
+            self.events.observe(state);
         }
         rota_proto::telemetry::encode(&self.registry)
     }
@@ -752,5 +799,91 @@ where
             metrics.observe(&path, &code, started.elapsed());
             response
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::job::Concurrency;
+    use crate::state::{Command, Op, Response, State};
+
+    /// Applies `op` as the next command, answering the run it names.
+    fn apply(state: &mut State, index: &mut u64, op: Op) -> Option<String> {
+        *index += 1;
+        let command = Command {
+            now: chrono::Utc::now(),
+            op,
+        };
+        match state.apply(*index, &command).expect("applies") {
+            Response::Triggered { run, .. } | Response::Run(run) => Some(run.id),
+            _ => None,
+        }
+    }
+
+    fn trigger(request_id: &str) -> Op {
+        Op::TriggerRun {
+            job: "build".to_owned(),
+            request_id: request_id.to_owned(),
+            params: Default::default(),
+            force: false,
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn run_events_count_what_happens_after_the_baseline_once() {
+        let events = Events::new(&Registry::new()).expect("registers");
+        let created = || events.created.with_label_values(&["manual"]).get();
+        let cancelled = || events.finished.with_label_values(&["cancelled"]).get();
+        let mut state = State::default();
+        let mut index = 0;
+        let mut spec = crate::state::tests::sample_spec("build");
+        spec.concurrency = Concurrency::Allow;
+        let uid = "u1".to_owned();
+        apply(&mut state, &mut index, Op::CreateJob { uid, spec });
+        let settled = apply(&mut state, &mut index, trigger("a")).expect("a run");
+        apply(&mut state, &mut index, Op::CancelRun { run: settled });
+        let active = apply(&mut state, &mut index, trigger("b")).expect("a run");
+
+        events.baseline(&state);
+        events.observe(&state);
+        assert_eq!(
+            (created(), cancelled()),
+            (0, 0),
+            "what was there at start is not counted"
+        );
+        assert_eq!(
+            events.counted.lock().expect("lock").runs.len(),
+            1,
+            "only the active run is kept"
+        );
+
+        apply(&mut state, &mut index, Op::CancelRun { run: active });
+        events.observe(&state);
+        assert_eq!(
+            (created(), cancelled()),
+            (0, 1),
+            "a run active at start finishing is counted"
+        );
+
+        let new = apply(&mut state, &mut index, trigger("c")).expect("a run");
+        events.observe(&state);
+        events.observe(&state);
+        assert_eq!(created(), 1, "a new run, once");
+        apply(&mut state, &mut index, Op::CancelRun { run: new });
+        events.observe(&state);
+        events.observe(&state);
+        assert_eq!((created(), cancelled()), (1, 2));
+        assert!(
+            events.counted.lock().expect("lock").runs.is_empty(),
+            "settled runs are not kept"
+        );
+
+        // Created and finished between two scrapes: counted both ways.
+        let quick = apply(&mut state, &mut index, trigger("d")).expect("a run");
+        apply(&mut state, &mut index, Op::CancelRun { run: quick });
+        events.observe(&state);
+        assert_eq!((created(), cancelled()), (2, 3));
     }
 }
