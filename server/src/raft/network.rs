@@ -206,11 +206,21 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             }
         };
         let header = encode(&(vote, &snapshot.meta)).map_err(to_streaming)?.data;
-        let data = snapshot
-            .snapshot
-            .read()
-            .await
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        tokio::pin!(cancel);
+        let data = tokio::select! {
+            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+            data = snapshot.snapshot.read() => data.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    // A newer snapshot replaced it: openraft asks for that one.
+                    StreamingError::Network(NetworkError::new(&e))
+                } else {
+                    // Damaged or unreadable: openraft backs off before it
+                    // asks again (it would otherwise re-read it at once).
+                    tracing::error!(error = %e, "the stored snapshot cannot be read to send it");
+                    StreamingError::Unreachable(Unreachable::new(&e))
+                }
+            })?,
+        };
         tracing::info!(
             target_node = self.target,
             bytes = data.len(),
@@ -233,7 +243,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 .map_err(status_error)
         };
         let response = tokio::select! {
-            closed = cancel => return Err(StreamingError::Closed(closed)),
+            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
             response = call => response.map_err(to_streaming)?,
         };
         let reply: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =

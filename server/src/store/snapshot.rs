@@ -109,21 +109,25 @@ pub enum SnapshotData {
 
 impl SnapshotData {
     /// The bytes. A stored snapshot is read (and checked) now, and must
-    /// still be the one named: if a newer snapshot replaced it, this fails,
-    /// and openraft asks for the current one again.
+    /// still be the one named: if a newer snapshot replaced it, this fails
+    /// with [`io::ErrorKind::NotFound`], and openraft asks for the current
+    /// one again.
     pub fn into_bytes(self) -> io::Result<Vec<u8>> {
         match self {
             SnapshotData::Bytes(bytes) => Ok(bytes),
-            SnapshotData::Stored { file, meta } => match file.read()? {
-                Some((stored, data))
+            SnapshotData::Stored { file, meta } => match file.open_stored()? {
+                Some((stored, opened))
                     if stored.snapshot_id == meta.snapshot_id && stored.last_log_id == meta.last_log_id =>
                 {
-                    Ok(data)
+                    read_data(opened)
                 }
-                _ => Err(io::Error::other(format!(
-                    "snapshot {} is no longer the stored one; ask for the current snapshot again",
-                    meta.snapshot_id
-                ))),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "snapshot {} is no longer the stored one; ask for the current snapshot again",
+                        meta.snapshot_id
+                    ),
+                )),
             },
         }
     }
@@ -156,8 +160,8 @@ impl SnapshotFile {
     /// (its data is read, and checked, when it is needed).
     pub fn open(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let current = match Self::read_at(&dir.join(FILE_NAME), false) {
-            Ok((meta, _)) => Some(meta),
+        let current = match File::open(dir.join(FILE_NAME)).and_then(|mut file| read_meta(&mut file)) {
+            Ok(meta) => Some(meta),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
@@ -220,35 +224,47 @@ impl SnapshotFile {
 
     /// Reads the stored snapshot, if any.
     pub fn read(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+        let Some((meta, file)) = self.open_stored()? else {
+            return Ok(None);
+        };
+        Ok(Some((meta, read_data(file)?)))
+    }
+
+    /// The stored snapshot's metadata and its file, open at its data. The
+    /// lock is held only to open it: its data is read after, from the open
+    /// file, which a newer snapshot renamed over it does not change.
+    fn open_stored(&self) -> io::Result<Option<(SnapshotMeta, File)>> {
         let _guard = self.lock()?;
-        match Self::read_at(&self.dir.join(FILE_NAME), true) {
-            Ok(snapshot) => Ok(Some(snapshot)),
+        match File::open(self.dir.join(FILE_NAME)) {
+            Ok(mut file) => Ok(Some((read_meta(&mut file)?, file))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
+}
 
-    /// Reads the metadata of the snapshot file at `path` and, if `with_data`,
-    /// its data, checked (so a corrupt file is reported where it is read).
-    fn read_at(path: &Path, with_data: bool) -> io::Result<(SnapshotMeta, Vec<u8>)> {
-        let mut file = File::open(path)?;
-        let mut meta = Vec::new();
-        let mut len = [0; 4];
-        file.read_exact(&mut len)
-            .map_err(|_| invalid("truncated snapshot file"))?;
-        let len = u32::from_le_bytes(len);
-        (&mut file).take(u64::from(len)).read_to_end(&mut meta)?;
-        if meta.len() != len as usize {
-            return Err(invalid("truncated snapshot file"));
-        }
-        let meta = serde_json::from_slice(&meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut data = Vec::new();
-        if with_data {
-            file.read_to_end(&mut data)?;
-            decode_rows(&data)?;
-        }
-        Ok((meta, data))
+/// Reads the metadata at the start of a snapshot file, leaving `file` at
+/// its data.
+fn read_meta(file: &mut File) -> io::Result<SnapshotMeta> {
+    let mut len = [0; 4];
+    file.read_exact(&mut len)
+        .map_err(|_| invalid("truncated snapshot file"))?;
+    let len = u32::from_le_bytes(len);
+    let mut meta = Vec::new();
+    file.take(u64::from(len)).read_to_end(&mut meta)?;
+    if meta.len() != len as usize {
+        return Err(invalid("truncated snapshot file"));
     }
+    serde_json::from_slice(&meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads the rest of a snapshot file from its data on, checked (so a
+/// corrupt file is reported where it is read).
+fn read_data(mut file: File) -> io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    decode_rows(&data)?;
+    Ok(data)
 }
 
 #[cfg(test)]
