@@ -7,7 +7,7 @@
 //! Prometheus conventions: the `rota_` prefix, `_total` on counters, no run
 //! or job ids in labels (the `state` label has ten values).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -609,12 +609,10 @@ impl Metrics {
             for (label, count) in [("used", used), ("free", free)] {
                 self.slots.with_label_values(&[label]).set(as_i64(count));
             }
-            let mut by_state: BTreeMap<&str, u64> = RUN_STATES.iter().map(|s| (s.as_str(), 0)).collect();
-            for run in state.runs_after(None) {
-                *by_state.entry(run.state.as_str()).or_default() += 1;
-            }
-            for (label, count) in by_state {
-                self.runs.with_label_values(&[label]).set(as_i64(count));
+            let counts = &state.index().runs_in_state;
+            for run_state in RUN_STATES {
+                let count = counts.get(&run_state).copied().unwrap_or(0);
+                self.runs.with_label_values(&[run_state.as_str()]).set(as_i64(count));
             }
             self.events.observe(state);
         }

@@ -7,7 +7,7 @@
 //! equals a rebuilt one (a property test checks it). The indexes let a
 //! `Tick` touch only what is due, and the dispatcher only what is pending.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 // foldhash, not the standard SipHash: rebuilding the index of a large
 // history hashes millions of keys (see docs/architecture.md, "State
@@ -96,6 +96,8 @@ pub struct Index {
     pub drains: BTreeSet<(DateTime<Utc>, WorkerId)>,
     /// Token ids by the hash of their secret.
     pub token_by_hash: HashMap<String, String>,
+    /// How many runs are in each state (states with none are absent).
+    pub runs_in_state: BTreeMap<RunState, u64>,
 }
 
 /// When a `Tick` must hand back what a draining worker still runs.
@@ -135,6 +137,7 @@ impl Index {
 
     /// Adds a run's entries.
     pub fn insert_run(&mut self, run: &Run) {
+        *self.runs_in_state.entry(run.state).or_default() += 1;
         let key = (run.created_index, run.id.clone());
         self.all_runs.insert(key.clone());
         self.runs_of_job
@@ -174,6 +177,12 @@ impl Index {
 
     /// Removes a run's entries (`run` as it was when inserted).
     pub fn remove_run(&mut self, run: &Run) {
+        if let Some(count) = self.runs_in_state.get_mut(&run.state) {
+            *count -= 1;
+            if *count == 0 {
+                self.runs_in_state.remove(&run.state);
+            }
+        }
         let key = (run.created_index, run.id.clone());
         self.all_runs.remove(&key);
         remove_from(&mut self.runs_of_job, &run.job_uid, &key);
