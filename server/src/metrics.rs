@@ -814,7 +814,7 @@ mod tests {
             op,
         };
         match state.apply(*index, &command).expect("applies") {
-            Response::Triggered { run, .. } | Response::Run(run) => Some(run.id),
+            Response::Triggered { run, .. } | Response::Run(run) => Some(run.record.id),
             _ => None,
         }
     }

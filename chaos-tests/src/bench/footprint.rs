@@ -118,7 +118,7 @@ pub fn history_backup(jobs: usize, runs_per_job: usize) -> anyhow::Result<Vec<u8
             let rota_server::state::Response::Triggered { run, .. } = triggered else {
                 anyhow::bail!("a trigger answered {triggered:?}");
             };
-            apply(&mut state, Op::CancelRun { run: run.id })?;
+            apply(&mut state, Op::CancelRun { run: run.record.id })?;
         }
         // Keep memory flat: the changes are read from `rows` below.
         state.take_changes()?;

@@ -32,6 +32,7 @@ pub mod logs;
 pub mod run;
 mod runs;
 pub mod schedule;
+mod specs;
 mod table;
 mod tick;
 pub mod tokens;
@@ -40,12 +41,14 @@ mod workers;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use specs::Specs;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use index::Index;
 pub use job::{Job, JobSpec};
-pub use run::{Run, RunId, RunState, Worker, WorkerId};
+pub use run::{Run, RunId, RunRecord, RunState, Worker, WorkerId};
 pub use table::Table;
 pub use tick::TickSummary;
 pub use tokens::{Token, TokenRole};
@@ -386,9 +389,10 @@ const RUN_PREFIX: &str = "run/";
 const WORKER_PREFIX: &str = "worker/";
 const TOKEN_PREFIX: &str = "token/";
 
-/// Prefixes of the rows [`State::from_rows`] keeps in memory; the other
-/// rows (log chunks, [`logs::LOG_PREFIX`]) stay in storage.
-pub const MEMORY_PREFIXES: [&str; 4] = [JOB_PREFIX, RUN_PREFIX, WORKER_PREFIX, TOKEN_PREFIX];
+/// Prefixes of the rows [`State::from_rows`] keeps in memory, in the order
+/// it is best given them (a run's spec before the run); the other rows (log
+/// chunks, [`logs::LOG_PREFIX`]) stay in storage.
+pub const MEMORY_PREFIXES: [&str; 5] = [specs::GEN_PREFIX, JOB_PREFIX, RUN_PREFIX, WORKER_PREFIX, TOKEN_PREFIX];
 
 /// A state row could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -414,6 +418,19 @@ pub enum CodecError {
     /// A stored key belongs to no table.
     #[error("unknown state row key {0:?}")]
     UnknownKey(String),
+    /// A run's row names a job generation whose spec is not stored.
+    #[error(
+        "state row {key:?} is a run of generation {generation} of job uid {job_uid}, whose spec is stored nowhere (no row {}{job_uid}/{generation}, and the run's row holds none)",
+        specs::GEN_PREFIX
+    )]
+    MissingSpec {
+        /// The run's row key.
+        key: String,
+        /// Its job's uid.
+        job_uid: String,
+        /// Its job's generation.
+        generation: u64,
+    },
 }
 
 /// A change to persist: the row's key and its new encoding (`None`: deleted).
@@ -424,6 +441,7 @@ pub type RowChange = (String, Option<Vec<u8>>);
 pub struct State {
     jobs: Table<Job>,
     runs: Table<Run>,
+    specs: Specs,
     workers: Table<Worker>,
     tokens: Table<Token>,
     index: Index,
@@ -636,6 +654,7 @@ impl State {
     pub fn unstored_changes(&self) -> (usize, bool) {
         let in_memory = self.jobs.changed_count()
             + self.runs.changed_count()
+            + self.specs.table().changed_count()
             + self.workers.changed_count()
             + self.tokens.changed_count();
         (in_memory + self.log_changes.len(), !self.log_changes.is_empty())
@@ -645,10 +664,11 @@ impl State {
     /// writes them in the same atomic batch as the new last-applied index.
     pub fn take_changes(&mut self) -> Result<Vec<RowChange>, CodecError> {
         let mut changes = Vec::new();
-        encode_changes(&mut self.jobs, JOB_PREFIX, &mut changes)?;
-        encode_changes(&mut self.runs, RUN_PREFIX, &mut changes)?;
-        encode_changes(&mut self.workers, WORKER_PREFIX, &mut changes)?;
-        encode_changes(&mut self.tokens, TOKEN_PREFIX, &mut changes)?;
+        encode_changes(self.specs.table_mut(), specs::GEN_PREFIX, as_is, &mut changes)?;
+        encode_changes(&mut self.jobs, JOB_PREFIX, as_is, &mut changes)?;
+        encode_changes(&mut self.runs, RUN_PREFIX, run_row, &mut changes)?;
+        encode_changes(&mut self.workers, WORKER_PREFIX, as_is, &mut changes)?;
+        encode_changes(&mut self.tokens, TOKEN_PREFIX, as_is, &mut changes)?;
         changes.append(&mut self.log_changes);
         Ok(changes)
     }
@@ -656,7 +676,7 @@ impl State {
     /// Every row kept in memory, encoded, in key order. A snapshot also
     /// holds the log chunk rows, which the store reads from disk.
     pub fn rows(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), CodecError>> + '_ {
-        encode_tables(&self.jobs, &self.runs, &self.workers, &self.tokens)
+        encode_tables(self.specs.table(), &self.jobs, &self.runs, &self.workers, &self.tokens)
     }
 
     /// The rows kept in memory as they are now, sharing them with this state
@@ -664,6 +684,7 @@ impl State {
     /// the state moves on.
     pub fn share_rows(&self) -> SharedRows {
         SharedRows {
+            specs: self.specs.table().share(),
             jobs: self.jobs.share(),
             runs: self.runs.share(),
             workers: self.workers.share(),
@@ -680,18 +701,37 @@ impl State {
         V: AsRef<[u8]>,
     {
         let mut state = State::default();
-        let mut specs = SharedSpecs::default();
+        // Runs whose spec row was not seen yet (rows out of key order).
+        let mut waiting = Vec::new();
         for (key, value) in rows {
             let key = key.as_ref();
             let value = value.as_ref();
-            if let Some(name) = key.strip_prefix(JOB_PREFIX) {
+            if let Some(generation) = key.strip_prefix(specs::GEN_PREFIX) {
+                state
+                    .specs
+                    .load(generation, decode_row(key, value)?)
+                    .ok_or_else(|| CodecError::UnknownKey(key.to_owned()))?;
+            } else if let Some(name) = key.strip_prefix(JOB_PREFIX) {
                 let mut job: Job = decode_row(key, value)?;
-                specs.share(&job.uid, job.generation, &mut job.spec);
+                if let Some(stored) = state.specs.get(&job.uid, job.generation)
+                    && **stored == *job.spec
+                {
+                    job.spec = stored.clone();
+                }
                 state.jobs.load(name.to_owned(), job);
             } else if let Some(id) = key.strip_prefix(RUN_PREFIX) {
-                let mut run: Run = decode_row(key, value)?;
-                specs.share(&run.job_uid, run.generation, &mut run.spec);
-                state.runs.load(id.to_owned(), run);
+                let record: RunRecord = decode_row(key, value)?;
+                let spec = match state.specs.get(&record.job_uid, record.generation) {
+                    Some(spec) => spec.clone(),
+                    None => match decode_row::<InlineSpec>(key, value)?.spec {
+                        Some(spec) => state.specs.adopt(&record.job_uid, record.generation, spec),
+                        None => {
+                            waiting.push((id.to_owned(), record));
+                            continue;
+                        }
+                    },
+                };
+                state.load_run(id.to_owned(), Run { spec, record });
             } else if let Some(id) = key.strip_prefix(WORKER_PREFIX) {
                 state.workers.load(id.to_owned(), decode_row(key, value)?);
             } else if let Some(id) = key.strip_prefix(TOKEN_PREFIX) {
@@ -700,8 +740,27 @@ impl State {
                 return Err(CodecError::UnknownKey(key.to_owned()));
             }
         }
+        for (id, record) in waiting {
+            let spec = state
+                .specs
+                .get(&record.job_uid, record.generation)
+                .cloned()
+                .ok_or_else(|| CodecError::MissingSpec {
+                    key: format!("{RUN_PREFIX}{id}"),
+                    job_uid: record.job_uid.clone(),
+                    generation: record.generation,
+                })?;
+            state.load_run(id, Run { spec, record });
+        }
+        state.specs.drop_unused();
         state.reindex();
         Ok(state)
+    }
+
+    /// Adds a run read from storage.
+    fn load_run(&mut self, id: RunId, run: Run) {
+        self.specs.acquire(&run);
+        self.runs.load(id, run);
     }
 
     /// Rebuilds the derived indexes from the tables.
@@ -742,6 +801,7 @@ fn decode_row<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result
 /// The rows of a [`State`] at one moment, from [`State::share_rows`].
 #[derive(Debug, Default)]
 pub struct SharedRows {
+    specs: Table<JobSpec>,
     jobs: Table<Job>,
     runs: Table<Run>,
     workers: Table<Worker>,
@@ -751,32 +811,53 @@ pub struct SharedRows {
 impl SharedRows {
     /// Every row, encoded, in key order, as [`State::rows`].
     pub fn rows(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), CodecError>> + '_ {
-        encode_tables(&self.jobs, &self.runs, &self.workers, &self.tokens)
+        encode_tables(&self.specs, &self.jobs, &self.runs, &self.workers, &self.tokens)
     }
 }
 
 fn encode_tables<'a>(
+    specs: &'a Table<JobSpec>,
     jobs: &'a Table<Job>,
     runs: &'a Table<Run>,
     workers: &'a Table<Worker>,
     tokens: &'a Table<Token>,
 ) -> impl Iterator<Item = Result<(String, Vec<u8>), CodecError>> + 'a {
+    let specs = specs.iter().map(|(k, v)| encode_row(specs::GEN_PREFIX, k, v));
     let jobs = jobs.iter().map(|(k, v)| encode_row(JOB_PREFIX, k, v));
-    let runs = runs.iter().map(|(k, v)| encode_row(RUN_PREFIX, k, v));
+    let runs = runs.iter().map(|(k, v)| encode_row(RUN_PREFIX, k, run_row(v)));
     let workers = workers.iter().map(|(k, v)| encode_row(WORKER_PREFIX, k, v));
     let tokens = tokens.iter().map(|(k, v)| encode_row(TOKEN_PREFIX, k, v));
-    jobs.chain(runs).chain(workers).chain(tokens)
+    specs.chain(jobs).chain(runs).chain(workers).chain(tokens)
 }
 
-fn encode_changes<T: Serialize>(
+/// A row stored as it is in memory.
+fn as_is<T>(row: &T) -> &T {
+    row
+}
+
+/// What a run's row holds: the run without its spec (stored once per
+/// generation, see [`specs`]).
+fn run_row(run: &Run) -> &RunRecord {
+    &run.record
+}
+
+/// The spec a run's row held inline before specs were stored apart.
+#[derive(Deserialize)]
+struct InlineSpec {
+    #[serde(default)]
+    spec: Option<JobSpec>,
+}
+
+fn encode_changes<T, R: Serialize>(
     table: &mut Table<T>,
     prefix: &str,
+    stored: fn(&T) -> &R,
     out: &mut Vec<RowChange>,
 ) -> Result<(), CodecError> {
     for (key, row) in table.take_changed() {
         match row {
             Some(row) => {
-                let (key, value) = encode_row(prefix, &key, row)?;
+                let (key, value) = encode_row(prefix, &key, stored(row))?;
                 out.push((key, Some(value)));
             }
             None => out.push((format!("{prefix}{key}"), None)),
@@ -799,31 +880,6 @@ mod base64_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(deserializer)?;
         STANDARD.decode(text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// One copy in memory of each job generation's spec, shared by the rows
-/// loaded with it (every row stores its own copy; a run carries its job's
-/// spec as it was when the run was created). Applies share the job's copy
-/// with the runs they create; this keeps a loaded state as lean.
-#[derive(Default)]
-struct SharedSpecs(foldhash::HashMap<String, BTreeMap<u64, std::sync::Arc<JobSpec>>>);
-
-impl SharedSpecs {
-    /// Replaces `spec` by the copy already loaded for job `uid`'s
-    /// `generation`, if it is the same spec; otherwise it becomes that copy.
-    fn share(&mut self, uid: &str, generation: u64, spec: &mut std::sync::Arc<JobSpec>) {
-        let generations = match self.0.get_mut(uid) {
-            Some(generations) => generations,
-            None => self.0.entry(uid.to_owned()).or_default(),
-        };
-        match generations.get(&generation) {
-            Some(shared) if **shared == **spec => *spec = shared.clone(),
-            Some(_) => {}
-            None => {
-                generations.insert(generation, spec.clone());
-            }
-        }
     }
 }
 

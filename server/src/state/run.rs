@@ -7,6 +7,7 @@
 //! about an attempt must carry that epoch; a stale one changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -240,19 +241,47 @@ pub struct LogMeta {
     pub next_offset: u64,
 }
 
-/// One run of a job.
+/// One run of a job: what it executes, and its record.
+///
+/// The record derefs from the run (`run.state` is `run.record.state`). A
+/// run's storage row holds only the record: the spec is the same for every
+/// run of a job generation, so it is stored once per generation (see
+/// [`super::specs`]) and attached when the rows are loaded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
+    /// What the run executes: the job's spec when the run was created (its
+    /// `generation`).
+    pub spec: Arc<JobSpec>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub record: RunRecord,
+}
+
+impl Deref for Run {
+    type Target = RunRecord;
+
+    fn deref(&self) -> &RunRecord {
+        &self.record
+    }
+}
+
+impl DerefMut for Run {
+    fn deref_mut(&mut self) -> &mut RunRecord {
+        &mut self.record
+    }
+}
+
+/// A run without its spec: what a run's storage row holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
     /// Deterministic id.
     pub id: RunId,
     /// The job's name.
     pub job: String,
     /// The job's uid (a re-created job's runs are told apart by it).
     pub job_uid: String,
-    /// The job's generation when the run was created.
+    /// The job's generation when the run was created: its spec's.
     pub generation: u64,
-    /// What the run executes: the job's spec when the run was created.
-    pub spec: Arc<JobSpec>,
     /// Why it exists.
     pub cause: Cause,
     /// The slot instant (scheduled runs and slot records).
@@ -287,7 +316,7 @@ pub struct Run {
     pub trace: Option<String>,
 }
 
-impl Run {
+impl RunRecord {
     /// The latest attempt.
     pub fn current_attempt(&self) -> Option<&Attempt> {
         self.attempts.last()

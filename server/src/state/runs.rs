@@ -15,7 +15,8 @@ use super::index::add;
 use super::job::{Concurrency, Job, RetryOn};
 use super::logs::{self, LOG_CAP_BYTES, MAX_CHUNK_BYTES};
 use super::run::{
-    Attempt, AttemptOutcome, Cause, LogMeta, Reason, ReasonCode, Run, RunId, RunState, StopReason, Worker, WorkerState,
+    Attempt, AttemptOutcome, Cause, LogMeta, Reason, ReasonCode, Run, RunId, RunRecord, RunState, StopReason, Worker,
+    WorkerState,
 };
 use super::{ApplyResult, AttemptReport, LogAppend, LogIndex, Placement, Rejection, RejectionKind, Response, State};
 
@@ -52,12 +53,11 @@ pub(super) fn new_run(
     now: DateTime<Utc>,
     index: LogIndex,
 ) -> Run {
-    Run {
+    let record = RunRecord {
         id,
         job: job.name.clone(),
         job_uid: job.uid.clone(),
         generation: job.generation,
-        spec: job.spec.clone(),
         cause,
         nominal_time,
         last_nominal_time: nominal_time,
@@ -73,6 +73,10 @@ pub(super) fn new_run(
         finished_at: None,
         log: LogMeta::default(),
         trace: None,
+    };
+    Run {
+        spec: job.spec.clone(),
+        record,
     }
 }
 
@@ -81,8 +85,9 @@ impl State {
     /// indexes in step.
     pub(super) fn put_run(&mut self, mut run: Run, index: LogIndex) {
         run.updated_index = index;
-        if let Some(old) = self.runs.get(&run.id) {
-            self.index.remove_run(old);
+        match self.runs.get(&run.id) {
+            Some(old) => self.index.remove_run(old),
+            None => self.specs.acquire(&run),
         }
         self.index.insert_run(&run);
         self.runs.insert(run.id.clone(), run);
@@ -92,6 +97,7 @@ impl State {
     pub(super) fn delete_run(&mut self, id: &str) {
         let Some(run) = self.runs.remove(id) else { return };
         self.index.remove_run(&run);
+        self.specs.release(&run);
         for seq in run.log.first_seq..run.log.next_seq {
             self.log_changes.push((logs::chunk_key(id, seq), None));
         }
@@ -483,8 +489,9 @@ impl State {
         {
             return Err(format!("worker {} lacks label {key}={value}", worker.id));
         }
+        let number = u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX);
         run.attempts.push(Attempt {
-            number: u32::try_from(run.attempts.len() + 1).unwrap_or(u32::MAX),
+            number,
             epoch: index,
             worker: placement.worker.clone(),
             assigned_at: now,
@@ -698,7 +705,8 @@ pub(super) fn decide(run: &mut Run, outcome: AttemptOutcome, message: String, no
         ));
         return;
     }
-    let retry = &run.spec.retry;
+    let spec = run.spec.clone();
+    let retry = &spec.retry;
     let retryable = match outcome {
         AttemptOutcome::Failed => retry.on.contains(&RetryOn::Failed),
         AttemptOutcome::Lost => retry.on.contains(&RetryOn::Lost),

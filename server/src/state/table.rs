@@ -64,8 +64,13 @@ impl<T> Table<T> {
 
     /// Inserts or replaces a row and marks it changed.
     pub fn insert(&mut self, key: String, row: T) {
+        self.insert_shared(key, Arc::new(row));
+    }
+
+    /// [`Table::insert`] of a row shared with others.
+    pub fn insert_shared(&mut self, key: String, row: Arc<T>) {
         self.changed.insert(key.clone());
-        self.rows.insert(key, Arc::new(row));
+        self.rows.insert(key, row);
     }
 
     /// Removes a row and marks it changed.
@@ -97,7 +102,12 @@ impl<T> Table<T> {
 
     /// Inserts a row loaded from storage, without marking it changed.
     pub fn load(&mut self, key: String, row: T) {
-        self.rows.insert(key, Arc::new(row));
+        self.load_shared(key, Arc::new(row));
+    }
+
+    /// [`Table::load`] of a row shared with others.
+    pub fn load_shared(&mut self, key: String, row: Arc<T>) {
+        self.rows.insert(key, row);
     }
 
     /// A copy of the rows that shares them with this table (it copies the

@@ -265,8 +265,9 @@ fn rows_round_trip_and_replay_is_deterministic() {
     assert_eq!(deleted, ["job/a"]);
 }
 
-#[test]
-fn a_loaded_state_keeps_one_copy_of_each_generation_spec() {
+/// Job `build` (uid `u1`) with two runs of generation 1 and two of
+/// generation 2, the current one.
+fn two_generations_with_runs() -> State {
     let mut state = State::default();
     let mut spec = sample_spec("build");
     spec.concurrency = Concurrency::Allow;
@@ -285,8 +286,17 @@ fn a_loaded_state_keeps_one_copy_of_each_generation_spec() {
     apply(&mut state, 4, &command(3, update)).expect("updated");
     apply(&mut state, 5, &command(4, trigger("build", "r3"))).expect("triggered");
     apply(&mut state, 6, &command(5, trigger("build", "r4"))).expect("triggered");
+    state
+}
 
-    let rows: Vec<_> = state.rows().collect::<Result<_, _>>().expect("encodes");
+fn encoded(state: &State) -> Vec<(String, Vec<u8>)> {
+    state.rows().collect::<Result<_, _>>().expect("encodes")
+}
+
+#[test]
+fn a_loaded_state_keeps_one_copy_of_each_generation_spec() {
+    let state = two_generations_with_runs();
+    let rows = encoded(&state);
     let loaded = State::from_rows(rows.clone()).expect("decodes");
     let reencoded: Vec<_> = loaded.rows().collect::<Result<_, _>>().expect("encodes");
     assert_eq!(reencoded, rows, "sharing changes no row");
@@ -310,6 +320,124 @@ fn a_loaded_state_keeps_one_copy_of_each_generation_spec() {
         Arc::ptr_eq(&older[0].spec, &older[1].spec),
         "one copy of the older generation"
     );
+}
+
+#[test]
+fn a_generation_spec_is_stored_once_while_runs_use_it() {
+    let mut state = two_generations_with_runs();
+    let rows = encoded(&state);
+    let keys: Vec<&str> = rows
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !k.starts_with("run/"))
+        .collect();
+    assert_eq!(keys, ["gen/u1/1", "gen/u1/2", "job/build"]);
+    for (key, value) in rows.iter().filter(|(k, _)| k.starts_with("run/")) {
+        let row: serde_json::Value = serde_json::from_slice(value).expect("json");
+        assert!(row.get("spec").is_none(), "{key} holds no spec");
+        assert!(row.get("generation").is_some(), "{key} names its generation");
+    }
+    let written: Vec<String> = state
+        .take_changes()
+        .expect("encodes")
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k)
+        .collect();
+    assert!(written.contains(&"gen/u1/1".to_owned()) && written.contains(&"gen/u1/2".to_owned()));
+
+    // Deleting the job removes its runs, and with them their specs.
+    let delete = Op::DeleteJob {
+        name: "build".to_owned(),
+        expected_uid: None,
+    };
+    apply(&mut state, 7, &command(6, delete)).expect("deleted");
+    let deleted: BTreeSet<String> = state
+        .take_changes()
+        .expect("encodes")
+        .into_iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        deleted.contains("gen/u1/1") && deleted.contains("gen/u1/2"),
+        "{deleted:?}"
+    );
+    assert_eq!(encoded(&state), Vec::new());
+}
+
+#[test]
+fn runs_load_whatever_the_order_of_their_rows() {
+    let state = two_generations_with_runs();
+    let rows = encoded(&state);
+    let mut reversed = rows.clone();
+    reversed.reverse();
+    let loaded = State::from_rows(reversed).expect("decodes");
+    assert_eq!(encoded(&loaded), rows);
+    assert_eq!(loaded.specs.counts(), state.specs.counts());
+}
+
+#[test]
+fn rows_of_runs_with_their_spec_inline_still_load() {
+    // Rows as written before specs were stored apart: every run's row holds
+    // its spec, and there is no gen/ row.
+    let state = two_generations_with_runs();
+    let rows = encoded(&state);
+    let old_rows: Vec<(String, Vec<u8>)> = rows
+        .iter()
+        .filter(|(k, _)| !k.starts_with("gen/"))
+        .map(|(key, value)| match key.strip_prefix("run/") {
+            Some(id) => {
+                let run = state.run(id).expect("run");
+                let mut row: serde_json::Value = serde_json::from_slice(value).expect("json");
+                row["spec"] = serde_json::to_value(&*run.spec).expect("spec");
+                (key.clone(), serde_json::to_vec(&row).expect("json"))
+            }
+            None => (key.clone(), value.clone()),
+        })
+        .collect();
+    let mut loaded = State::from_rows(old_rows).expect("decodes");
+    for (id, run) in state.runs.iter() {
+        assert_eq!(loaded.run(id), Some(run), "run {id} loads as it was");
+    }
+    assert_eq!(encoded(&loaded), rows, "the same rows as if stored apart");
+    let job = loaded.job("build").expect("job").clone();
+    let current: Vec<&Run> = loaded.runs_of_job("u1").filter(|r| r.generation == 2).collect();
+    assert!(current.iter().all(|r| Arc::ptr_eq(&r.spec, &current[0].spec)));
+    assert_eq!(*current[0].spec, *job.spec);
+    let written: Vec<String> = loaded
+        .take_changes()
+        .expect("encodes")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        written,
+        ["gen/u1/1", "gen/u1/2"],
+        "the specs are stored apart at the next write"
+    );
+}
+
+#[test]
+fn a_run_whose_spec_is_stored_nowhere_is_an_error_that_names_it() {
+    let state = two_generations_with_runs();
+    let rows: Vec<_> = encoded(&state).into_iter().filter(|(k, _)| k != "gen/u1/1").collect();
+    let error = State::from_rows(rows).expect_err("a spec is missing");
+    let CodecError::MissingSpec {
+        key,
+        job_uid,
+        generation,
+    } = &error
+    else {
+        panic!("unexpected error {error}")
+    };
+    assert!(key.starts_with("run/"), "{key}");
+    assert_eq!((job_uid.as_str(), *generation), ("u1", 1));
+    assert!(error.to_string().contains("gen/u1/1"), "{error}");
+    assert!(matches!(
+        State::from_rows([("gen/no-generation", b"{}".as_slice())]),
+        Err(CodecError::UnknownKey(_) | CodecError::Decode { .. })
+    ));
 }
 
 #[test]

@@ -345,17 +345,24 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
 
 /// Loads the stored state machine.
 fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
-    let mut rows = Vec::new();
-    for prefix in MEMORY_PREFIXES {
-        for item in tree.scan_prefix([ROW_PREFIX, prefix.as_bytes()].concat()) {
-            let (key, value) = item.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            let key = std::str::from_utf8(&key[ROW_PREFIX.len()..])
-                .map_err(|e| sm_err(ErrorVerb::Read, e))?
-                .to_owned();
-            rows.push((key, value));
-        }
+    // Streamed into the state, not collected first: with a long history the
+    // rows are most of the memory a start needs.
+    let mut failed = None;
+    let rows = MEMORY_PREFIXES
+        .iter()
+        .flat_map(|prefix| tree.scan_prefix([ROW_PREFIX, prefix.as_bytes()].concat()))
+        .map_while(|item| {
+            let row = item.map_err(|e| sm_err(ErrorVerb::Read, e)).and_then(|(key, value)| {
+                let key = std::str::from_utf8(&key[ROW_PREFIX.len()..]).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                Ok((key.to_owned(), value))
+            });
+            row.map_err(|e| failed = Some(e)).ok()
+        });
+    let state = State::from_rows(rows);
+    if let Some(e) = failed {
+        return Err(e);
     }
-    let state = State::from_rows(rows).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    let state = state.map_err(|e| sm_err(ErrorVerb::Read, e))?;
     let last_applied = match tree.get(LAST_APPLIED_KEY).map_err(|e| sm_err(ErrorVerb::Read, e))? {
         Some(bytes) => decode(&bytes)?,
         None => None,

@@ -59,6 +59,21 @@ impl Sim {
             "index drifted at log index {}",
             self.index
         );
+        let mut users = BTreeMap::new();
+        for (_, run) in self.state.runs.iter() {
+            *users.entry((run.job_uid.clone(), run.generation)).or_default() += 1;
+        }
+        assert_eq!(self.state.specs.counts(), users, "spec users drifted");
+        let stored: Vec<String> = self.state.specs.table().iter().map(|(k, _)| k.clone()).collect();
+        let used: BTreeSet<String> = users
+            .keys()
+            .map(|(uid, generation)| format!("{uid}/{generation}"))
+            .collect();
+        assert_eq!(
+            stored.into_iter().collect::<BTreeSet<_>>(),
+            used,
+            "a spec row exists while runs use it"
+        );
     }
 
     fn advance(&mut self, secs: i64) {
@@ -752,7 +767,7 @@ fn a_draining_worker_gets_nothing_new_and_hands_back_what_it_runs_at_the_deadlin
     sim.worker("w1", 2);
     sim.worker("w2", 2);
     let trigger = |sim: &mut Sim, r: &str| match sim.trigger("nightly", r, false) {
-        Ok(Response::Triggered { run, .. }) => run.id,
+        Ok(Response::Triggered { run, .. }) => run.record.id,
         other => panic!("{other:?}"),
     };
     let (kept, handed) = (trigger(&mut sim, "a"), trigger(&mut sim, "b"));
@@ -942,7 +957,7 @@ fn logs_are_deduplicated_by_offset_capped_at_the_tail_and_refused_when_huge() {
         append(&mut sim, vec![chunk(offset, &big)]).expect("appended");
         offset += big.len() as u64;
     }
-    let log = sim.run(&run.id).log;
+    let log = sim.run(&run.id).record.log;
     assert!(log.kept_bytes <= LOG_CAP_BYTES, "{log:?}");
     assert_eq!(log.kept_bytes + log.dropped_bytes, offset);
     assert!(log.first_seq > 0);
@@ -1161,7 +1176,7 @@ fn commands(steps: &[Step]) -> Vec<Command> {
                 trace: None,
             },
             Step::Cancel(i) => match pick(i) {
-                Some(run) => Op::CancelRun { run: run.id },
+                Some(run) => Op::CancelRun { run: run.record.id },
                 None => continue,
             },
             Step::Register(w) => Op::RegisterWorker {
@@ -1191,7 +1206,7 @@ fn commands(steps: &[Step]) -> Vec<Command> {
             Step::Assign(i, w) => match pick(i) {
                 Some(run) => Op::Assign {
                     placements: vec![Placement {
-                        run: run.id,
+                        run: run.record.id,
                         worker: format!("w{w}"),
                     }],
                 },
@@ -1204,12 +1219,12 @@ fn commands(steps: &[Step]) -> Vec<Command> {
                 match step {
                     Step::Start(_) => Op::AttemptStarted {
                         worker,
-                        run: run.id,
+                        run: run.record.id,
                         epoch,
                     },
                     Step::Finish(_, code) => Op::AttemptFinished {
                         worker,
-                        run: run.id,
+                        run: run.record.id,
                         epoch,
                         report: AttemptReport {
                             exit_code: Some(*code),
@@ -1290,6 +1305,7 @@ proptest! {
         let (prefix, _) = replay(State::default(), 1, &log[..cut]);
         let restored = State::from_rows(rows(&prefix)).expect("decodes");
         prop_assert_eq!(&restored.index, &prefix.index, "a restored state indexes the same");
+        prop_assert_eq!(restored.specs.counts(), prefix.specs.counts(), "and counts the same spec users");
 
         let (first, first_answers) = replay(restored.clone(), cut as u64 + 1, &log[cut..]);
         let (second, second_answers) = replay(restored, cut as u64 + 1, &log[cut..]);

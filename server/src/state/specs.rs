@@ -1,0 +1,181 @@
+//! The specs runs execute, stored once per job generation.
+//!
+//! A run executes its job's spec as it was when the run was created: the
+//! spec of the job's generation then. Every run of a generation has the same
+//! one, and it is most of what a run is (about 740 of the 1,160 bytes of a
+//! run's row when it was stored inline), so runs are stored without it and
+//! the spec once, under `gen/<job uid>/<generation>`, for as long as a run
+//! of that generation is kept. Jobs keep theirs inline: there is one row per
+//! job, and its generation may have no run.
+//!
+//! Rows of runs written before the spec was stored apart hold it inline;
+//! loading them stores it apart (see [`Specs::adopt`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use foldhash::HashMap;
+
+use super::job::JobSpec;
+use super::run::Run;
+use super::table::Table;
+
+/// Prefix of a generation's spec row; the rest of the key is
+/// `<job uid>/<generation>`.
+pub const GEN_PREFIX: &str = "gen/";
+
+/// The key (after [`GEN_PREFIX`]) of the spec of job `uid`'s `generation`.
+fn key(uid: &str, generation: u64) -> String {
+    format!("{uid}/{generation}")
+}
+
+/// The job uid and generation a spec row's key names, if it is well formed.
+pub fn parse_key(key: &str) -> Option<(&str, u64)> {
+    let (uid, generation) = key.rsplit_once('/')?;
+    Some((uid, generation.parse().ok()?))
+}
+
+/// One generation's spec and how many runs use it.
+#[derive(Debug, Clone)]
+struct Entry {
+    spec: Arc<JobSpec>,
+    runs: u64,
+}
+
+/// The stored specs, with how many runs use each: a spec row exists exactly
+/// while a run of its generation does.
+#[derive(Debug, Clone, Default)]
+pub struct Specs {
+    /// The rows, as persisted (keys after [`GEN_PREFIX`]).
+    table: Table<JobSpec>,
+    /// The same specs by job uid and generation, with their users.
+    by_job: HashMap<String, BTreeMap<u64, Entry>>,
+}
+
+impl Specs {
+    /// The rows, for persistence and snapshots.
+    pub fn table(&self) -> &Table<JobSpec> {
+        &self.table
+    }
+
+    /// The rows, to take their changes.
+    pub fn table_mut(&mut self) -> &mut Table<JobSpec> {
+        &mut self.table
+    }
+
+    /// The stored spec of job `uid`'s `generation`.
+    pub fn get(&self, uid: &str, generation: u64) -> Option<&Arc<JobSpec>> {
+        Some(&self.by_job.get(uid)?.get(&generation)?.spec)
+    }
+
+    /// Loads a stored row (`key` after [`GEN_PREFIX`]), used by no run until
+    /// [`Specs::acquire`]d. `None` if the key names no generation.
+    pub fn load(&mut self, key: &str, spec: JobSpec) -> Option<()> {
+        let (uid, generation) = parse_key(key)?;
+        let spec = Arc::new(spec);
+        self.by_job.entry(uid.to_owned()).or_default().insert(
+            generation,
+            Entry {
+                spec: spec.clone(),
+                runs: 0,
+            },
+        );
+        self.table.load_shared(key.to_owned(), spec);
+        Some(())
+    }
+
+    /// The copy to keep of a spec a run's row held inline (rows written
+    /// before specs were stored apart): the stored one if it is the same,
+    /// otherwise the run's own; stored (a changed row) if its generation has
+    /// none yet.
+    pub fn adopt(&mut self, uid: &str, generation: u64, spec: JobSpec) -> Arc<JobSpec> {
+        match self.get(uid, generation) {
+            Some(stored) if **stored == spec => stored.clone(),
+            Some(_) => Arc::new(spec),
+            None => {
+                let spec = Arc::new(spec);
+                self.insert(uid, generation, spec.clone());
+                spec
+            }
+        }
+    }
+
+    /// Counts a new run as a user of its spec, storing the spec if it is
+    /// the generation's first.
+    pub fn acquire(&mut self, run: &Run) {
+        match self
+            .by_job
+            .get_mut(&run.job_uid)
+            .and_then(|generations| generations.get_mut(&run.generation))
+        {
+            Some(entry) => entry.runs += 1,
+            None => {
+                self.insert(&run.job_uid, run.generation, run.spec.clone());
+                self.acquire(run);
+            }
+        }
+    }
+
+    /// Counts a removed run out, removing its spec with the generation's
+    /// last run.
+    pub fn release(&mut self, run: &Run) {
+        let Some(generations) = self.by_job.get_mut(&run.job_uid) else {
+            return;
+        };
+        let Some(entry) = generations.get_mut(&run.generation) else {
+            return;
+        };
+        entry.runs = entry.runs.saturating_sub(1);
+        if entry.runs == 0 {
+            generations.remove(&run.generation);
+            if generations.is_empty() {
+                self.by_job.remove(&run.job_uid);
+            }
+            self.table.remove(&key(&run.job_uid, run.generation));
+        }
+    }
+
+    /// Removes the specs no run uses (after loading: rows of generations
+    /// whose runs are gone cannot be, but a damaged store might hold some).
+    pub fn drop_unused(&mut self) {
+        let mut unused = Vec::new();
+        for (uid, generations) in &mut self.by_job {
+            generations.retain(|generation, entry| {
+                let used = entry.runs > 0;
+                if !used {
+                    unused.push(key(uid, *generation));
+                }
+                used
+            });
+        }
+        self.by_job.retain(|_, generations| !generations.is_empty());
+        for key in unused {
+            self.table.remove(&key);
+        }
+    }
+
+    /// The users of every stored spec, by job uid and generation, to compare
+    /// a state with one rebuilt from its rows.
+    #[cfg(test)]
+    pub fn counts(&self) -> BTreeMap<(String, u64), u64> {
+        self.by_job
+            .iter()
+            .flat_map(|(uid, generations)| {
+                generations
+                    .iter()
+                    .map(move |(generation, entry)| ((uid.clone(), *generation), entry.runs))
+            })
+            .collect()
+    }
+
+    fn insert(&mut self, uid: &str, generation: u64, spec: Arc<JobSpec>) {
+        self.by_job.entry(uid.to_owned()).or_default().insert(
+            generation,
+            Entry {
+                spec: spec.clone(),
+                runs: 0,
+            },
+        );
+        self.table.insert_shared(key(uid, generation), spec);
+    }
+}
