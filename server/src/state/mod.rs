@@ -420,7 +420,7 @@ pub enum CodecError {
     UnknownKey(String),
     /// A run's row names a job generation whose spec is not stored.
     #[error(
-        "state row {key:?} is a run of generation {generation} of job uid {job_uid}, whose spec is stored nowhere (no row {}{job_uid}/{generation}, and the run's row holds none)",
+        "state row {key:?} is a run of generation {generation} of job uid {job_uid}, whose spec is stored nowhere (no row {}{job_uid}/{generation}, and the run's row holds none): the store is damaged; restore a backup, or remove this server's data directory and let it rejoin",
         specs::GEN_PREFIX
     )]
     MissingSpec {
@@ -720,6 +720,10 @@ impl State {
                 }
                 state.jobs.load(name.to_owned(), job);
             } else if let Some(id) = key.strip_prefix(RUN_PREFIX) {
+                // A row with the spec inline (written before specs were
+                // stored apart) is read twice, and only while its
+                // generation's spec is not known: a generation's spec never
+                // changes.
                 let record: RunRecord = decode_row(key, value)?;
                 let spec = match state.specs.get(&record.job_uid, record.generation) {
                     Some(spec) => spec.clone(),

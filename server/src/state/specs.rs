@@ -29,10 +29,12 @@ fn key(uid: &str, generation: u64) -> String {
     format!("{uid}/{generation}")
 }
 
-/// The job uid and generation a spec row's key names, if it is well formed.
-pub fn parse_key(key: &str) -> Option<(&str, u64)> {
+/// The job uid and generation a spec row's key names, if it is one
+/// [`key`] makes.
+fn parse_key(key: &str) -> Option<(&str, u64)> {
     let (uid, generation) = key.rsplit_once('/')?;
-    Some((uid, generation.parse().ok()?))
+    let generation = generation.parse().ok()?;
+    (self::key(uid, generation) == key).then_some((uid, generation))
 }
 
 /// One generation's spec and how many runs use it.
@@ -69,35 +71,30 @@ impl Specs {
     }
 
     /// Loads a stored row (`key` after [`GEN_PREFIX`]), used by no run until
-    /// [`Specs::acquire`]d. `None` if the key names no generation.
+    /// [`Specs::acquire`]d. `None` if the key names no generation. A
+    /// generation already known (adopted from a run's row read earlier)
+    /// stays as it is: a generation's spec never changes.
     pub fn load(&mut self, key: &str, spec: JobSpec) -> Option<()> {
         let (uid, generation) = parse_key(key)?;
-        let spec = Arc::new(spec);
-        self.by_job.entry(uid.to_owned()).or_default().insert(
-            generation,
-            Entry {
+        let generations = self.by_job.entry(uid.to_owned()).or_default();
+        if let std::collections::btree_map::Entry::Vacant(vacant) = generations.entry(generation) {
+            let spec = Arc::new(spec);
+            vacant.insert(Entry {
                 spec: spec.clone(),
                 runs: 0,
-            },
-        );
-        self.table.load_shared(key.to_owned(), spec);
+            });
+            self.table.load_shared(key.to_owned(), spec);
+        }
         Some(())
     }
 
-    /// The copy to keep of a spec a run's row held inline (rows written
-    /// before specs were stored apart): the stored one if it is the same,
-    /// otherwise the run's own; stored (a changed row) if its generation has
-    /// none yet.
+    /// Stores apart a spec read inline from a run's row (rows written before
+    /// specs were stored apart), for a generation with no stored spec yet:
+    /// a changed row, written with the next changes.
     pub fn adopt(&mut self, uid: &str, generation: u64, spec: JobSpec) -> Arc<JobSpec> {
-        match self.get(uid, generation) {
-            Some(stored) if **stored == spec => stored.clone(),
-            Some(_) => Arc::new(spec),
-            None => {
-                let spec = Arc::new(spec);
-                self.insert(uid, generation, spec.clone());
-                spec
-            }
-        }
+        let spec = Arc::new(spec);
+        self.insert(uid, generation, spec.clone());
+        spec
     }
 
     /// Counts a new run as a user of its spec, storing the spec if it is
@@ -125,6 +122,12 @@ impl Specs {
         let Some(entry) = generations.get_mut(&run.generation) else {
             return;
         };
+        debug_assert!(
+            entry.runs > 0,
+            "a run of {}/{} counted out twice",
+            run.job_uid,
+            run.generation
+        );
         entry.runs = entry.runs.saturating_sub(1);
         if entry.runs == 0 {
             generations.remove(&run.generation);
