@@ -90,8 +90,8 @@ pub struct Index {
     pub expiries: BTreeSet<(DateTime<Utc>, RunId)>,
     /// Runs by the index of their last change, for watchers.
     pub updated: BTreeSet<(LogIndex, RunId)>,
-    /// Manual runs by (job uid, request id), for idempotent triggers.
-    pub requests: HashMap<(String, String), RunId>,
+    /// Manual runs by job uid and request id, for idempotent triggers.
+    pub requests: HashMap<String, HashMap<String, RunId>>,
     /// Drain deadlines not yet handled, of alive workers.
     pub drains: BTreeSet<(DateTime<Utc>, WorkerId)>,
     /// Token ids by the hash of their secret.
@@ -140,15 +140,9 @@ impl Index {
         *self.runs_in_state.entry(run.state).or_default() += 1;
         let key = (run.created_index, run.id.clone());
         self.all_runs.insert(key.clone());
-        self.runs_of_job
-            .entry(run.job_uid.clone())
-            .or_default()
-            .insert(key.clone());
+        insert_into(&mut self.runs_of_job, &run.job_uid, key.clone());
         if run.is_active() {
-            self.active_of_job
-                .entry(run.job_uid.clone())
-                .or_default()
-                .insert(key.clone());
+            insert_into(&mut self.active_of_job, &run.job_uid, key.clone());
         }
         if run.state == RunState::Pending {
             self.pending.insert(key);
@@ -170,8 +164,11 @@ impl Index {
         }
         self.updated.insert((run.updated_index, run.id.clone()));
         if let Cause::Manual { request_id, .. } = &run.cause {
-            self.requests
-                .insert((run.job_uid.clone(), request_id.clone()), run.id.clone());
+            let ids = match self.requests.get_mut(&run.job_uid) {
+                Some(ids) => ids,
+                None => self.requests.entry(run.job_uid.clone()).or_default(),
+            };
+            ids.insert(request_id.clone(), run.id.clone());
         }
     }
 
@@ -201,8 +198,25 @@ impl Index {
             self.expiries.remove(&(at, run.id.clone()));
         }
         self.updated.remove(&(run.updated_index, run.id.clone()));
-        if let Cause::Manual { request_id, .. } = &run.cause {
-            self.requests.remove(&(run.job_uid.clone(), request_id.clone()));
+        if let Cause::Manual { request_id, .. } = &run.cause
+            && let Some(ids) = self.requests.get_mut(&run.job_uid)
+        {
+            ids.remove(request_id);
+            if ids.is_empty() {
+                self.requests.remove(&run.job_uid);
+            }
+        }
+    }
+}
+
+/// Adds `value` to the set under `key` (copying `key` only for a new set).
+fn insert_into<V: Ord>(map: &mut HashMap<String, BTreeSet<V>>, key: &str, value: V) {
+    match map.get_mut(key) {
+        Some(set) => {
+            set.insert(value);
+        }
+        None => {
+            map.insert(key.to_owned(), BTreeSet::from([value]));
         }
     }
 }

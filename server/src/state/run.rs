@@ -195,21 +195,29 @@ pub struct Attempt {
     /// Leader time of the assignment.
     pub assigned_at: DateTime<Utc>,
     /// When the worker reported it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     /// Set once the attempt no longer runs anywhere (reported finished, or
     /// its worker lost). Until then it occupies a slot of its worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
     /// How it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<AttemptOutcome>,
     /// Exit code, when the process exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// Whether the kernel's OOM killer ended it.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub oom_killed: bool,
     /// Resource use, when reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceUse>,
     /// Set when the server asked the worker to stop it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopReason>,
     /// The worker's account of a failure, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
@@ -239,6 +247,18 @@ pub struct LogMeta {
     pub epoch: LogIndex,
     /// See `epoch`.
     pub next_offset: u64,
+}
+
+impl LogMeta {
+    /// Whether nothing was ever logged.
+    pub fn is_empty(&self) -> bool {
+        *self == LogMeta::default()
+    }
+}
+
+/// Fields that are `false` are left out of a stored row.
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 /// One run of a job: what it executes, and its record.
@@ -271,7 +291,9 @@ impl DerefMut for Run {
     }
 }
 
-/// A run without its spec: what a run's storage row holds.
+/// A run without its spec: what a run's storage row holds. Fields at their
+/// default (none, empty, false, a log never written) are left out of the row, and read
+/// back as the default: most of a finished run's fields are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Deterministic id.
@@ -285,12 +307,15 @@ pub struct RunRecord {
     /// Why it exists.
     pub cause: Cause,
     /// The slot instant (scheduled runs and slot records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nominal_time: Option<DateTime<Utc>>,
     /// For a `Missed` record covering several slots: the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_nominal_time: Option<DateTime<Utc>>,
     /// How many slots the record covers (1 except for missed ranges).
     pub slot_count: u64,
     /// Parameters of a manual trigger, given to the task as environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, String>,
     /// Leader time of creation.
     pub created_at: DateTime<Utc>,
@@ -301,14 +326,19 @@ pub struct RunRecord {
     /// Where it is.
     pub state: RunState,
     /// Why it is there (for Skipped, Missed, Cancelled, Lost, failures, retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
     /// A pending retry waits until this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
     /// Attempts, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
     /// When it reached its terminal state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
     /// Its log.
+    #[serde(default, skip_serializing_if = "LogMeta::is_empty")]
     pub log: LogMeta,
     /// W3C trace context (`traceparent`) of the call that triggered it: its
     /// attempts are traced as part of that trace.

@@ -86,7 +86,14 @@ impl State {
     pub(super) fn put_run(&mut self, mut run: Run, index: LogIndex) {
         run.updated_index = index;
         match self.runs.get(&run.id) {
-            Some(old) => self.index.remove_run(old),
+            Some(old) => {
+                debug_assert!(
+                    (&old.job_uid, old.generation) == (&run.job_uid, run.generation),
+                    "run {} changed generation",
+                    run.id
+                );
+                self.index.remove_run(old);
+            }
             None => self.specs.acquire(&run),
         }
         self.index.insert_run(&run);
@@ -235,7 +242,7 @@ impl State {
         let Some(job) = self.jobs.get(job_name).cloned() else {
             return Err(Rejection::not_found(format_args!("job {job_name:?}")));
         };
-        if let Some(existing) = self.index.requests.get(&(job.uid.clone(), request_id.to_owned()))
+        if let Some(existing) = self.index.requests.get(&job.uid).and_then(|ids| ids.get(request_id))
             && let Some(run) = self.runs.get(existing)
         {
             return Ok(Response::Triggered {
