@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::NodeHandle;
 use crate::raft::{Node, NodeId, Raft};
+use crate::state::RunId;
 
 /// openraft's metrics of this node.
 type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
@@ -126,7 +127,7 @@ struct Events {
 #[derive(Default)]
 struct Counted {
     through: crate::state::LogIndex,
-    runs: HashMap<String, Seen>,
+    runs: HashMap<RunId, Seen>,
 }
 
 /// What the event metrics already counted of one run.
@@ -274,9 +275,9 @@ impl Events {
         let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
         let index = state.index();
         let through = counted.through;
-        for (_, id) in index.updated.range((through + 1, String::new())..) {
+        for (_, id) in index.updated.range((through + 1, RunId::from(""))..) {
             let Some(run) = state.run(id) else { continue };
-            let (mut seen, count) = match counted.runs.remove(id) {
+            let (mut seen, count) = match counted.runs.remove(&**id) {
                 Some(seen) => (seen, true),
                 // Settled before, and changed since: what it shows was counted.
                 None if run.created_index <= through => (Seen::default(), false),
@@ -814,7 +815,7 @@ mod tests {
             op,
         };
         match state.apply(*index, &command).expect("applies") {
-            Response::Triggered { run, .. } | Response::Run(run) => Some(run.record.id),
+            Response::Triggered { run, .. } | Response::Run(run) => Some(run.record.id.to_string()),
             _ => None,
         }
     }
@@ -841,7 +842,7 @@ mod tests {
         let uid = "u1".to_owned();
         apply(&mut state, &mut index, Op::CreateJob { uid, spec });
         let settled = apply(&mut state, &mut index, trigger("a")).expect("a run");
-        apply(&mut state, &mut index, Op::CancelRun { run: settled });
+        apply(&mut state, &mut index, Op::CancelRun { run: settled.into() });
         let active = apply(&mut state, &mut index, trigger("b")).expect("a run");
 
         events.baseline(&state);
@@ -857,7 +858,7 @@ mod tests {
             "only the active run is kept"
         );
 
-        apply(&mut state, &mut index, Op::CancelRun { run: active });
+        apply(&mut state, &mut index, Op::CancelRun { run: active.into() });
         events.observe(&state);
         assert_eq!(
             (created(), cancelled()),
@@ -869,7 +870,7 @@ mod tests {
         events.observe(&state);
         events.observe(&state);
         assert_eq!(created(), 1, "a new run, once");
-        apply(&mut state, &mut index, Op::CancelRun { run: new });
+        apply(&mut state, &mut index, Op::CancelRun { run: new.into() });
         events.observe(&state);
         events.observe(&state);
         assert_eq!((created(), cancelled()), (1, 2));
@@ -880,7 +881,7 @@ mod tests {
 
         // Created and finished between two scrapes: counted both ways.
         let quick = apply(&mut state, &mut index, trigger("d")).expect("a run");
-        apply(&mut state, &mut index, Op::CancelRun { run: quick });
+        apply(&mut state, &mut index, Op::CancelRun { run: quick.into() });
         events.observe(&state);
         assert_eq!((created(), cancelled()), (2, 3));
     }

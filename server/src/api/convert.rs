@@ -123,7 +123,7 @@ pub fn run(run: &Run) -> pb::Run {
         Cause::Manual { request_id, forced } => ("manual", request_id.clone(), *forced),
     };
     pb::Run {
-        id: run.id.clone(),
+        id: run.id.to_string(),
         job: run.job.clone(),
         job_uid: run.job_uid.clone(),
         generation: run.generation,

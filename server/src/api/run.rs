@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use super::{ApiError, convert, forward_if_follower, is_linearizable};
 use crate::node::NodeHandle;
 use crate::spec::{check_env_entry, check_job_name};
-use crate::state::run::{Run, RunState};
+use crate::state::run::{Run, RunId, RunState};
 use crate::state::{Op, Response as Answer, State};
 
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -89,7 +89,7 @@ impl Filter {
 }
 
 /// A page token: the (created index, id) of the last run returned.
-fn parse_token(token: &str) -> Result<Option<(u64, String)>, ApiError> {
+fn parse_token(token: &str) -> Result<Option<(u64, RunId)>, ApiError> {
     if token.is_empty() {
         return Ok(None);
     }
@@ -100,11 +100,11 @@ fn parse_token(token: &str) -> Result<Option<(u64, String)>, ApiError> {
         )
     };
     let (index, id) = token.split_once(':').ok_or_else(bad)?;
-    Ok(Some((index.parse().map_err(|_| bad())?, id.to_owned())))
+    Ok(Some((index.parse().map_err(|_| bad())?, id.into())))
 }
 
-fn list(state: &State, filter: &Filter, after: Option<(u64, String)>, page_size: usize) -> (Vec<pb::Run>, String) {
-    let keys: Box<dyn Iterator<Item = &(u64, String)>> = match &filter.job_uid {
+fn list(state: &State, filter: &Filter, after: Option<(u64, RunId)>, page_size: usize) -> (Vec<pb::Run>, String) {
+    let keys: Box<dyn Iterator<Item = &(u64, RunId)>> = match &filter.job_uid {
         Some(uid) => Box::new(state.index().runs_of_job.get(uid).into_iter().flatten().rev()),
         None => Box::new(state.index().all_runs.iter().rev()),
     };
@@ -121,7 +121,7 @@ fn list(state: &State, filter: &Filter, after: Option<(u64, String)>, page_size:
         if runs.len() == page_size {
             return (
                 runs,
-                last.map(|(i, id): (u64, String)| format!("{i}:{id}"))
+                last.map(|(i, id): (u64, RunId)| format!("{i}:{id}"))
                     .unwrap_or_default(),
             );
         }
@@ -230,7 +230,7 @@ impl RunService for RunApi {
                         Vec::new()
                     } else {
                         updated
-                            .range((seen + 1, String::new())..)
+                            .range((seen + 1, RunId::from(""))..)
                             .filter_map(|(_, id)| state.run(id))
                             .collect()
                     };
@@ -268,7 +268,7 @@ impl RunService for RunApi {
         check_id("id", &request.get_ref().id)?;
         forward_if_follower!(self.node, request, RunServiceClient::cancel_run);
         let run = request.into_inner().id;
-        let answer = self.node.propose(Op::CancelRun { run }).await?;
+        let answer = self.node.propose(Op::CancelRun { run: run.into() }).await?;
         Ok(Response::new(pb::CancelRunResponse {
             run: Some(expect_run(answer)?),
         }))

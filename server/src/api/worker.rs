@@ -121,7 +121,7 @@ fn registration(register: pb::Register) -> Result<(String, WorkerInfo, Vec<HeldA
         .held
         .into_iter()
         .map(|h| HeldAttempt {
-            run: h.run_id,
+            run: h.run_id.into(),
             epoch: h.epoch,
         })
         .collect();
@@ -165,7 +165,7 @@ fn assignment(run: &Run, attempt: &Attempt, secrets: Option<&crate::secrets::Key
         env.clear();
     }
     env.extend(run.params.clone());
-    env.insert("ROTA_RUN_ID".into(), run.id.clone());
+    env.insert("ROTA_RUN_ID".into(), run.id.to_string());
     env.insert("ROTA_EPOCH".into(), attempt.epoch.to_string());
     env.insert(
         "ROTA_SCHEDULED_AT".into(),
@@ -187,7 +187,7 @@ fn assignment(run: &Run, attempt: &Attempt, secrets: Option<&crate::secrets::Key
     }
     let traceparent = rota_proto::trace::traceparent(&span).unwrap_or_default();
     pb::Assignment {
-        run_id: run.id.clone(),
+        run_id: run.id.to_string(),
         epoch: attempt.epoch,
         job: run.job.clone(),
         attempt: attempt.number,
@@ -257,7 +257,7 @@ impl WorkerService for WorkerApi {
             stop: stop
                 .iter()
                 .map(|h| pb::HeldAttempt {
-                    run_id: h.run.clone(),
+                    run_id: h.run.to_string(),
                     epoch: h.epoch,
                 })
                 .collect(),
@@ -418,7 +418,7 @@ impl Session {
                 match attempt.stop {
                     Some(reason) if !self.stopped.contains(&key) => {
                         messages.push(pb::server_message::Message::Stop(pb::Stop {
-                            run_id: run.id.clone(),
+                            run_id: run.id.to_string(),
                             epoch: attempt.epoch,
                             reason: match reason {
                                 StopReason::Timeout => "timeout",
@@ -493,7 +493,7 @@ impl Session {
                 seq,
                 op: Op::AttemptStarted {
                     worker: self.worker.clone(),
-                    run: started.run_id,
+                    run: started.run_id.into(),
                     epoch: started.epoch,
                 },
                 log: None,
@@ -502,7 +502,7 @@ impl Session {
                 seq,
                 op: Op::AttemptFinished {
                     worker: self.worker.clone(),
-                    run: finished.run_id,
+                    run: finished.run_id.into(),
                     epoch: finished.epoch,
                     report: AttemptReport {
                         exit_code: finished.exit_code,
@@ -566,10 +566,10 @@ impl Session {
                 }
                 Report {
                     seq,
-                    log: Some((batch.run_id.clone(), batch.epoch)),
+                    log: Some((batch.run_id.as_str().into(), batch.epoch)),
                     op: Op::AppendLogs {
                         worker: self.worker.clone(),
-                        run: batch.run_id,
+                        run: batch.run_id.into(),
                         epoch: batch.epoch,
                         chunks,
                     },

@@ -735,7 +735,7 @@ impl State {
                         }
                     },
                 };
-                state.load_run(id.to_owned(), Run { spec, record });
+                state.load_run(id, Run { spec, record });
             } else if let Some(id) = key.strip_prefix(WORKER_PREFIX) {
                 state.workers.load(id.to_owned(), decode_row(key, value)?);
             } else if let Some(id) = key.strip_prefix(TOKEN_PREFIX) {
@@ -754,17 +754,22 @@ impl State {
                     job_uid: record.job_uid.clone(),
                     generation: record.generation,
                 })?;
-            state.load_run(id, Run { spec, record });
+            state.load_run(&id, Run { spec, record });
         }
         state.specs.drop_unused();
         state.reindex();
         Ok(state)
     }
 
-    /// Adds a run read from storage.
-    fn load_run(&mut self, id: RunId, run: Run) {
+    /// Adds a run read from storage under its row's key `id`: one copy of
+    /// the id for both (they are the same but in a damaged row, whose key
+    /// wins).
+    fn load_run(&mut self, id: &str, mut run: Run) {
+        if *run.id != *id {
+            run.record.id = id.into();
+        }
         self.specs.acquire(&run);
-        self.runs.load(id, run);
+        self.runs.load(run.id.clone(), run);
     }
 
     /// Rebuilds the derived indexes from the tables.
@@ -780,7 +785,7 @@ impl State {
             index.insert_worker(worker);
         }
         for (id, token) in self.tokens.iter() {
-            index.token_by_hash.insert(token.hash.clone(), id.clone());
+            index.token_by_hash.insert(token.hash.clone(), id.to_string());
         }
         self.index = index;
     }

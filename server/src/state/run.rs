@@ -18,7 +18,10 @@ use super::job::{Driver, JobSpec};
 
 /// A run's id. Scheduled runs: `<job uid>-<slot unix ms>`; manual runs:
 /// `<job uid>-m<log index>`. Both are deterministic.
-pub type RunId = String;
+///
+/// Shared: a run's id is its table key, its own `id`, and the key of its
+/// entries in the derived index, one copy for all of them.
+pub type RunId = Arc<str>;
 
 /// A worker's id, chosen by the worker.
 pub type WorkerId = String;

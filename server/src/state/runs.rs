@@ -28,12 +28,12 @@ fn compact(uid: &str) -> String {
 /// Id of the record of slot `slot` of job `uid`: the same on every node and
 /// for every leader, so a slot can never yield two records.
 pub fn scheduled_run_id(uid: &str, slot: DateTime<Utc>) -> RunId {
-    format!("{}-{}", compact(uid), slot.timestamp_millis())
+    format!("{}-{}", compact(uid), slot.timestamp_millis()).into()
 }
 
 /// Id of a manual run created by the command at `index`.
 pub fn manual_run_id(uid: &str, index: LogIndex) -> RunId {
-    format!("{}-m{index}", compact(uid))
+    format!("{}-m{index}", compact(uid)).into()
 }
 
 /// Delay before retry number `retry` (1 for the first retry): the backoff
@@ -440,7 +440,7 @@ impl State {
             return Ok(run);
         }
         for (_, other) in self.index.active_of_job.get(&run.job_uid).into_iter().flatten() {
-            if other == id {
+            if **other == *id {
                 continue;
             }
             let Some(other) = self.runs.get(other) else { continue };

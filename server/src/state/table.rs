@@ -14,11 +14,12 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 /// Rows ordered by key, with the set of keys changed since the last
-/// [`Table::take_changed`].
+/// [`Table::take_changed`]. Keys are shared strings: a run's id is its key,
+/// its own `id` and the derived index's entries, one copy for all.
 #[derive(Debug, Clone)]
 pub struct Table<T> {
-    rows: BTreeMap<String, Arc<T>>,
-    changed: BTreeSet<String>,
+    rows: BTreeMap<Arc<str>, Arc<T>>,
+    changed: BTreeSet<Arc<str>>,
 }
 
 impl<T> Default for Table<T> {
@@ -47,12 +48,12 @@ impl<T> Table<T> {
     }
 
     /// All rows in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &T)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &T)> {
         self.rows.iter().map(|(key, row)| (key, row.as_ref()))
     }
 
     /// Rows with keys strictly after `after` (all rows for `None`), in order.
-    pub fn iter_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = (&'a String, &'a T)> {
+    pub fn iter_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = (&'a Arc<str>, &'a T)> {
         let lower = match after {
             Some(key) => Bound::Excluded(key),
             None => Bound::Unbounded,
@@ -63,23 +64,22 @@ impl<T> Table<T> {
     }
 
     /// Inserts or replaces a row and marks it changed.
-    pub fn insert(&mut self, key: String, row: T) {
+    pub fn insert(&mut self, key: impl Into<Arc<str>>, row: T) {
         self.insert_shared(key, Arc::new(row));
     }
 
     /// [`Table::insert`] of a row shared with others.
-    pub fn insert_shared(&mut self, key: String, row: Arc<T>) {
+    pub fn insert_shared(&mut self, key: impl Into<Arc<str>>, row: Arc<T>) {
+        let key = key.into();
         self.changed.insert(key.clone());
         self.rows.insert(key, row);
     }
 
     /// Removes a row and marks it changed.
     pub fn remove(&mut self, key: &str) -> Option<Arc<T>> {
-        let removed = self.rows.remove(key);
-        if removed.is_some() {
-            self.changed.insert(key.to_owned());
-        }
-        removed
+        let (key, removed) = self.rows.remove_entry(key)?;
+        self.changed.insert(key);
+        Some(removed)
     }
 
     /// How many keys changed since the last [`Table::take_changed`].
@@ -89,25 +89,25 @@ impl<T> Table<T> {
 
     /// Keys changed since the last call, with their current rows (`None`
     /// for removed keys). Clears the record.
-    pub fn take_changed(&mut self) -> Vec<(String, Option<&T>)> {
+    pub fn take_changed(&mut self) -> Vec<(Arc<str>, Option<&T>)> {
         let changed = std::mem::take(&mut self.changed);
         changed
             .into_iter()
             .map(|key| {
-                let row = self.rows.get(&key).map(Arc::as_ref);
+                let row = self.rows.get(&*key).map(Arc::as_ref);
                 (key, row)
             })
             .collect()
     }
 
     /// Inserts a row loaded from storage, without marking it changed.
-    pub fn load(&mut self, key: String, row: T) {
+    pub fn load(&mut self, key: impl Into<Arc<str>>, row: T) {
         self.load_shared(key, Arc::new(row));
     }
 
     /// [`Table::load`] of a row shared with others.
-    pub fn load_shared(&mut self, key: String, row: Arc<T>) {
-        self.rows.insert(key, row);
+    pub fn load_shared(&mut self, key: impl Into<Arc<str>>, row: Arc<T>) {
+        self.rows.insert(key.into(), row);
     }
 
     /// A copy of the rows that shares them with this table (it copies the
@@ -134,7 +134,7 @@ mod tests {
         table.remove("b");
         table.remove("missing");
         let changed: Vec<_> = table.take_changed().into_iter().map(|(k, v)| (k, v.copied())).collect();
-        assert_eq!(changed, vec![("a".to_owned(), Some(3)), ("b".to_owned(), None)]);
+        assert_eq!(changed, vec![("a".into(), Some(3)), ("b".into(), None)]);
         assert!(table.take_changed().is_empty());
     }
 
@@ -144,7 +144,7 @@ mod tests {
         for key in ["a", "b", "c"] {
             table.load(key.to_owned(), ());
         }
-        let keys: Vec<_> = table.iter_after(Some("a")).map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<_> = table.iter_after(Some("a")).map(|(k, _)| &**k).collect();
         assert_eq!(keys, ["b", "c"]);
         assert_eq!(table.iter_after(None).count(), 3);
         assert!(table.take_changed().is_empty(), "loading marks nothing changed");
@@ -162,7 +162,7 @@ mod tests {
         );
         table.insert("a".to_owned(), String::from("uno"));
         table.remove("b");
-        let rows: Vec<_> = copy.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let rows: Vec<_> = copy.iter().map(|(k, v)| (&**k, v.as_str())).collect();
         assert_eq!(rows, [("a", "one"), ("b", "two")]);
         assert_eq!(copy.changed_count(), 0, "a copy has no changes to store");
         assert_eq!(table.get("a").map(String::as_str), Some("uno"));

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use super::index::add;
 use super::job::CatchUp;
 use super::job::format_duration;
-use super::run::{AttemptOutcome, Cause, Reason, ReasonCode, Run, RunState, StopReason};
+use super::run::{AttemptOutcome, Cause, Reason, ReasonCode, Run, RunId, RunState, StopReason};
 use super::runs::{decide, new_run, scheduled_run_id};
 use super::schedule::next_fire_after;
 use super::{Job, LogIndex, State};
@@ -118,7 +118,7 @@ impl State {
             self.fire(&name, now, index, &mut summary, &mut spent);
         }
 
-        let due_runs: Vec<String> = self
+        let due_runs: Vec<RunId> = self
             .index
             .deadlines
             .iter()
@@ -130,7 +130,7 @@ impl State {
             self.run_deadline(&id, now, index, &mut summary);
         }
 
-        let expired: Vec<String> = self
+        let expired: Vec<RunId> = self
             .index
             .expiries
             .iter()
@@ -155,11 +155,13 @@ impl State {
             summary.handed_back += self.drain_deadline(&id, now, index);
         }
 
-        let due = |first: Option<&(DateTime<Utc>, String)>| first.is_some_and(|(at, _)| *at <= now);
-        summary.more_due = due(self.index.next_fire.first())
-            || due(self.index.deadlines.first())
-            || due(self.index.expiries.first())
-            || due(self.index.drains.first());
+        fn due<K>(first: Option<&(DateTime<Utc>, K)>, now: DateTime<Utc>) -> bool {
+            first.is_some_and(|(at, _)| *at <= now)
+        }
+        summary.more_due = due(self.index.next_fire.first(), now)
+            || due(self.index.deadlines.first(), now)
+            || due(self.index.expiries.first(), now)
+            || due(self.index.drains.first(), now);
         summary
     }
 

@@ -64,7 +64,7 @@ impl Sim {
             *users.entry((run.job_uid.clone(), run.generation)).or_default() += 1;
         }
         assert_eq!(self.state.specs.counts(), users, "spec users drifted");
-        let stored: Vec<String> = self.state.specs.table().iter().map(|(k, _)| k.clone()).collect();
+        let stored: Vec<String> = self.state.specs.table().iter().map(|(k, _)| k.to_string()).collect();
         let used: BTreeSet<String> = users
             .keys()
             .map(|(uid, generation)| format!("{uid}/{generation}"))
@@ -116,7 +116,7 @@ impl Sim {
     fn assign(&mut self, run: &str, worker: &str) -> LogIndex {
         match self.ok(Op::Assign {
             placements: vec![Placement {
-                run: run.to_owned(),
+                run: run.into(),
                 worker: worker.to_owned(),
             }],
         }) {
@@ -132,7 +132,7 @@ impl Sim {
     fn refused(&mut self, run: &str, worker: &str) -> String {
         match self.ok(Op::Assign {
             placements: vec![Placement {
-                run: run.to_owned(),
+                run: run.into(),
                 worker: worker.to_owned(),
             }],
         }) {
@@ -144,7 +144,7 @@ impl Sim {
     fn finish(&mut self, worker: &str, run: &str, epoch: LogIndex, exit_code: i32) -> ApplyResult {
         self.apply(Op::AttemptFinished {
             worker: worker.to_owned(),
-            run: run.to_owned(),
+            run: run.into(),
             epoch,
             report: AttemptReport {
                 exit_code: Some(exit_code),
