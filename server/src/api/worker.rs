@@ -564,12 +564,13 @@ impl Session {
                         data: chunk.data,
                     });
                 }
+                let run: RunId = batch.run_id.into();
                 Report {
                     seq,
-                    log: Some((batch.run_id.as_str().into(), batch.epoch)),
+                    log: Some((run.clone(), batch.epoch)),
                     op: Op::AppendLogs {
                         worker: self.worker.clone(),
-                        run: batch.run_id.into(),
+                        run,
                         epoch: batch.epoch,
                         chunks,
                     },

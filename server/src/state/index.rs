@@ -200,6 +200,7 @@ impl Index {
         self.updated.remove(&(run.updated_index, run.id.clone()));
         if let Cause::Manual { request_id, .. } = &run.cause
             && let Some(ids) = self.requests.get_mut(&run.job_uid)
+            && ids.get(request_id) == Some(&run.id)
         {
             ids.remove(request_id);
             if ids.is_empty() {

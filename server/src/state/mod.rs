@@ -418,6 +418,16 @@ pub enum CodecError {
     /// A stored key belongs to no table.
     #[error("unknown state row key {0:?}")]
     UnknownKey(String),
+    /// A run's row holds another run than its key names.
+    #[error(
+        "state row {key:?} holds run {id:?}: the store is damaged; restore a backup, or remove this server's data directory and let it rejoin"
+    )]
+    MismatchedId {
+        /// The row key.
+        key: String,
+        /// The id in the row.
+        id: String,
+    },
     /// A run's row names a job generation whose spec is not stored.
     #[error(
         "state row {key:?} is a run of generation {generation} of job uid {job_uid}, whose spec is stored nowhere (no row {}{job_uid}/{generation}, and the run's row holds none): the store is damaged; restore a backup, or remove this server's data directory and let it rejoin",
@@ -735,7 +745,7 @@ impl State {
                         }
                     },
                 };
-                state.load_run(id, Run { spec, record });
+                state.load_run(id, Run { spec, record })?;
             } else if let Some(id) = key.strip_prefix(WORKER_PREFIX) {
                 state.workers.load(id.to_owned(), decode_row(key, value)?);
             } else if let Some(id) = key.strip_prefix(TOKEN_PREFIX) {
@@ -754,22 +764,25 @@ impl State {
                     job_uid: record.job_uid.clone(),
                     generation: record.generation,
                 })?;
-            state.load_run(&id, Run { spec, record });
+            state.load_run(&id, Run { spec, record })?;
         }
         state.specs.drop_unused();
         state.reindex();
         Ok(state)
     }
 
-    /// Adds a run read from storage under its row's key `id`: one copy of
-    /// the id for both (they are the same but in a damaged row, whose key
-    /// wins).
-    fn load_run(&mut self, id: &str, mut run: Run) {
+    /// Adds a run read from storage under its row's key `id`, which must be
+    /// the run's own (the table shares it).
+    fn load_run(&mut self, id: &str, run: Run) -> Result<(), CodecError> {
         if *run.id != *id {
-            run.record.id = id.into();
+            return Err(CodecError::MismatchedId {
+                key: format!("{RUN_PREFIX}{id}"),
+                id: run.id.to_string(),
+            });
         }
         self.specs.acquire(&run);
         self.runs.load(run.id.clone(), run);
+        Ok(())
     }
 
     /// Rebuilds the derived indexes from the tables.
@@ -778,7 +791,11 @@ impl State {
         for (_, job) in self.jobs.iter() {
             index.insert_job(job);
         }
-        for (_, run) in self.runs.iter() {
+        // In creation order: the big sets (all runs, by update, by expiry)
+        // then grow at their end, much cheaper than in id order.
+        let mut runs: Vec<&Run> = self.runs.iter().map(|(_, run)| run).collect();
+        runs.sort_unstable_by_key(|run| run.created_index);
+        for run in runs {
             index.insert_run(run);
         }
         for (_, worker) in self.workers.iter() {

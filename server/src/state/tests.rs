@@ -457,6 +457,22 @@ fn a_run_whose_spec_is_stored_nowhere_is_an_error_that_names_it() {
 }
 
 #[test]
+fn a_run_row_under_another_runs_key_is_an_error() {
+    let rows: Vec<_> = encoded(&two_generations_with_runs())
+        .into_iter()
+        .map(|(key, value)| match key.as_str() {
+            "run/u1-m2" => ("run/u1-m9".to_owned(), value),
+            _ => (key, value),
+        })
+        .collect();
+    let error = State::from_rows(rows).expect_err("damaged");
+    assert!(
+        matches!(&error, CodecError::MismatchedId { key, id } if key == "run/u1-m9" && id == "u1-m2"),
+        "{error}"
+    );
+}
+
+#[test]
 fn unknown_and_corrupt_rows_are_errors_not_panics() {
     assert!(matches!(
         State::from_rows([("zzz/1", b"{}".as_slice())]),
