@@ -76,7 +76,8 @@ pub struct Index {
     pub all_runs: BTreeSet<(LogIndex, RunId)>,
     /// Every run of each job uid, in creation order.
     pub runs_of_job: HashMap<String, BTreeSet<(LogIndex, RunId)>>,
-    /// Active runs (see [`Run::is_active`]) of each job uid, in creation order.
+    /// Active runs (see [`RunRecord::is_active`](super::run::RunRecord::is_active)) of each job
+    /// uid, in creation order.
     pub active_of_job: HashMap<String, BTreeSet<(LogIndex, RunId)>>,
     /// Pending runs, in creation order.
     pub pending: BTreeSet<(LogIndex, RunId)>,

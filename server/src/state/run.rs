@@ -268,8 +268,8 @@ fn is_false(value: &bool) -> bool {
 ///
 /// The record derefs from the run (`run.state` is `run.record.state`). A
 /// run's storage row holds only the record: the spec is the same for every
-/// run of a job generation, so it is stored once per generation (see
-/// [`super::specs`]) and attached when the rows are loaded.
+/// run of a job generation, so it is stored once per generation (rows
+/// `gen/<job uid>/<generation>`) and attached when the rows are loaded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     /// What the run executes: the job's spec when the run was created (its
