@@ -227,13 +227,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             last_log_id = ?snapshot.meta.last_log_id,
             "streaming snapshot"
         );
-        let chunks: Vec<pb::SnapshotChunk> = std::iter::once(pb::snapshot_chunk::Chunk::Header(header))
-            .chain(
-                data.chunks(SNAPSHOT_CHUNK_BYTES)
-                    .map(|c| pb::snapshot_chunk::Chunk::Data(c.to_vec())),
-            )
-            .map(|chunk| pb::SnapshotChunk { chunk: Some(chunk) })
-            .collect();
+        // Each chunk is copied out of the data as the call sends it, not
+        // all at once: a copy of the whole snapshot would double the memory
+        // it takes to send one.
+        let count = data.len().div_ceil(SNAPSHOT_CHUNK_BYTES);
+        let chunks = std::iter::once(pb::snapshot_chunk::Chunk::Header(header))
+            .chain((0..count).map(move |i| {
+                let start = i * SNAPSHOT_CHUNK_BYTES;
+                let end = data.len().min(start + SNAPSHOT_CHUNK_BYTES);
+                pb::snapshot_chunk::Chunk::Data(data[start..end].to_vec())
+            }))
+            .map(|chunk| pb::SnapshotChunk { chunk: Some(chunk) });
         let mut client = self.client().map_err(to_streaming)?;
         let ttl = option.hard_ttl();
         let call = async {
