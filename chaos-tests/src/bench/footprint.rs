@@ -200,15 +200,21 @@ pub async fn with_history(jobs: usize, runs_per_job: usize) -> anyhow::Result<se
             .collect()
     };
     let after_restore = rss_of(&cluster)?;
-    for id in cluster.ids() {
-        cluster.kill(id)?;
+    // Twice: the first start after a restore also finishes what the restore
+    // left to sled (splitting the nodes it wrote, replaying its log since
+    // sled's last snapshot); the second is a restart of a settled store.
+    let mut restart_to_serving = Vec::new();
+    for _ in 0..2 {
+        for id in cluster.ids() {
+            cluster.kill(id)?;
+        }
+        let restarting = std::time::Instant::now();
+        for id in cluster.ids() {
+            cluster.restart(id)?;
+        }
+        until_serving(&cluster, "history-0").await?;
+        restart_to_serving.push(restarting.elapsed());
     }
-    let restarting = std::time::Instant::now();
-    for id in cluster.ids() {
-        cluster.restart(id)?;
-    }
-    until_serving(&cluster, "history-0").await?;
-    let restart_to_serving = restarting.elapsed();
     let after_restart = rss_of(&cluster)?;
     let mib = |bytes: &u64| *bytes as f64 / (1024.0 * 1024.0);
     println!(
@@ -216,7 +222,10 @@ pub async fn with_history(jobs: usize, runs_per_job: usize) -> anyhow::Result<se
         jobs * runs_per_job
     );
     println!("  restore to serving  {restore_to_serving:?}");
-    println!("  restart to serving  {restart_to_serving:?} (all three servers SIGKILLed and started)");
+    println!(
+        "  restart to serving  {:?} then {:?} (all three servers SIGKILLed and started, twice)",
+        restart_to_serving[0], restart_to_serving[1]
+    );
     println!(
         "  server RSS after restore {:?} MiB, after restart {:?} MiB",
         after_restore.iter().map(|b| mib(b).round()).collect::<Vec<_>>(),
@@ -227,7 +236,7 @@ pub async fn with_history(jobs: usize, runs_per_job: usize) -> anyhow::Result<se
         "runs": jobs * runs_per_job,
         "backup_bytes": file.len(),
         "restore_to_serving_seconds": restore_to_serving.as_secs_f64(),
-        "restart_to_serving_seconds": restart_to_serving.as_secs_f64(),
+        "restart_to_serving_seconds": restart_to_serving.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
         "server_rss_bytes_after_restore": after_restore,
         "server_rss_bytes_after_restart": after_restart,
     }))
