@@ -196,13 +196,22 @@ pub struct Attempt {
     /// The worker it was placed on.
     pub worker: WorkerId,
     /// Leader time of the assignment.
+    #[serde(deserialize_with = "super::instant::deserialize")]
     pub assigned_at: DateTime<Utc>,
     /// When the worker reported it started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::instant::option::deserialize"
+    )]
     pub started_at: Option<DateTime<Utc>>,
     /// Set once the attempt no longer runs anywhere (reported finished, or
     /// its worker lost). Until then it occupies a slot of its worker.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::instant::option::deserialize"
+    )]
     pub ended_at: Option<DateTime<Utc>>,
     /// How it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,10 +319,18 @@ pub struct RunRecord {
     /// Why it exists.
     pub cause: Cause,
     /// The slot instant (scheduled runs and slot records).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::instant::option::deserialize"
+    )]
     pub nominal_time: Option<DateTime<Utc>>,
     /// For a `Missed` record covering several slots: the last one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::instant::option::deserialize"
+    )]
     pub last_nominal_time: Option<DateTime<Utc>>,
     /// How many slots the record covers (1 except for missed ranges).
     pub slot_count: u64,
@@ -321,6 +338,7 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, String>,
     /// Leader time of creation.
+    #[serde(deserialize_with = "super::instant::deserialize")]
     pub created_at: DateTime<Utc>,
     /// Raft index of the creating command.
     pub created_index: LogIndex,
@@ -332,13 +350,21 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
     /// A pending retry waits until this time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::instant::option::deserialize"
+    )]
     pub not_before: Option<DateTime<Utc>>,
     /// Attempts, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
     /// When it reached its terminal state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::instant::option::deserialize"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
     /// Its log.
     #[serde(default, skip_serializing_if = "LogMeta::is_empty")]

@@ -91,25 +91,27 @@ impl Specs {
     /// Stores apart a spec read inline from a run's row (rows written before
     /// specs were stored apart), for a generation with no stored spec yet:
     /// a changed row, written with the next changes.
+    /// The run being loaded is counted as its user, as by [`Specs::attach`].
     pub fn adopt(&mut self, uid: &str, generation: u64, spec: JobSpec) -> Arc<JobSpec> {
         let spec = Arc::new(spec);
-        self.insert(uid, generation, spec.clone());
+        self.insert(uid, generation, spec.clone(), 1);
         spec
+    }
+
+    /// Counts a run being loaded as a user of job `uid`'s `generation`, and
+    /// gives that generation's spec; `None`, and nothing counted, if it is
+    /// not stored (yet).
+    pub fn attach(&mut self, uid: &str, generation: u64) -> Option<Arc<JobSpec>> {
+        let entry = self.by_job.get_mut(uid)?.get_mut(&generation)?;
+        entry.runs += 1;
+        Some(entry.spec.clone())
     }
 
     /// Counts a new run as a user of its spec, storing the spec if it is
     /// the generation's first.
     pub fn acquire(&mut self, run: &Run) {
-        match self
-            .by_job
-            .get_mut(&run.job_uid)
-            .and_then(|generations| generations.get_mut(&run.generation))
-        {
-            Some(entry) => entry.runs += 1,
-            None => {
-                self.insert(&run.job_uid, run.generation, run.spec.clone());
-                self.acquire(run);
-            }
+        if self.attach(&run.job_uid, run.generation).is_none() {
+            self.insert(&run.job_uid, run.generation, run.spec.clone(), 1);
         }
     }
 
@@ -171,12 +173,12 @@ impl Specs {
             .collect()
     }
 
-    fn insert(&mut self, uid: &str, generation: u64, spec: Arc<JobSpec>) {
+    fn insert(&mut self, uid: &str, generation: u64, spec: Arc<JobSpec>, runs: u64) {
         self.by_job.entry(uid.to_owned()).or_default().insert(
             generation,
             Entry {
                 spec: spec.clone(),
-                runs: 0,
+                runs,
             },
         );
         self.table.insert_shared(key(uid, generation), spec);
