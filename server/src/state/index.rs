@@ -139,38 +139,85 @@ impl Index {
     /// Adds a run's entries.
     pub fn insert_run(&mut self, run: &Run) {
         *self.runs_in_state.entry(run.state).or_default() += 1;
-        let key = (run.created_index, run.id.clone());
-        self.all_runs.insert(key.clone());
-        insert_into(&mut self.runs_of_job, &run.job_uid, key.clone());
-        if run.is_active() {
-            insert_into(&mut self.active_of_job, &run.job_uid, key.clone());
-        }
-        if run.state == RunState::Pending {
-            self.pending.insert(key);
-            if let Some(at) = run.not_before {
-                self.retry_wakeups.insert((at, run.id.clone()));
+        let id = &run.id;
+        let key = || (run.created_index, id.clone());
+        for_each_entry(run, |entry| match entry {
+            Entry::All => {
+                self.all_runs.insert(key());
             }
+            Entry::OfJob => insert_into(&mut self.runs_of_job, &run.job_uid, key()),
+            Entry::ActiveOfJob => insert_into(&mut self.active_of_job, &run.job_uid, key()),
+            Entry::Pending => {
+                self.pending.insert(key());
+            }
+            Entry::RetryWakeup(at) => {
+                self.retry_wakeups.insert((at, id.clone()));
+            }
+            Entry::OnWorker(worker) => insert_on_worker(&mut self.on_worker, worker, id),
+            Entry::Deadline(at) => {
+                self.deadlines.insert((at, id.clone()));
+            }
+            Entry::Expiry(at) => {
+                self.expiries.insert((at, id.clone()));
+            }
+            Entry::Updated => {
+                self.updated.insert((run.updated_index, id.clone()));
+            }
+            Entry::Request(request_id) => insert_request(&mut self.requests, &run.job_uid, request_id, id),
+        });
+    }
+
+    /// The index of all these, built at once: what inserting them one by
+    /// one makes, with the large sets of runs built from sorted lists rather
+    /// than entry by entry (a start rebuilds the index of every run).
+    pub fn rebuilt<'a>(
+        jobs: impl Iterator<Item = &'a Job>,
+        runs: impl Iterator<Item = &'a Run>,
+        workers: impl Iterator<Item = &'a Worker>,
+    ) -> Index {
+        let mut index = Index::default();
+        // A set of runs for about each job: sized once, not rehashed as it
+        // grows.
+        index.runs_of_job.reserve(jobs.size_hint().0);
+        for job in jobs {
+            index.insert_job(job);
         }
-        if let Some(attempt) = run.live_attempt() {
-            self.on_worker
-                .entry(attempt.worker.clone())
-                .or_default()
-                .insert(run.id.clone());
+        let mut all_runs = Vec::new();
+        let mut pending = Vec::new();
+        let mut retry_wakeups = Vec::new();
+        let mut deadlines = Vec::new();
+        let mut expiries = Vec::new();
+        let mut updated = Vec::new();
+        for run in runs {
+            *index.runs_in_state.entry(run.state).or_default() += 1;
+            let id = &run.id;
+            let key = || (run.created_index, id.clone());
+            for_each_entry(run, |entry| match entry {
+                Entry::All => all_runs.push(key()),
+                Entry::OfJob => insert_into(&mut index.runs_of_job, &run.job_uid, key()),
+                Entry::ActiveOfJob => insert_into(&mut index.active_of_job, &run.job_uid, key()),
+                Entry::Pending => pending.push(key()),
+                Entry::RetryWakeup(at) => retry_wakeups.push((at, id.clone())),
+                Entry::OnWorker(worker) => insert_on_worker(&mut index.on_worker, worker, id),
+                Entry::Deadline(at) => deadlines.push((at, id.clone())),
+                Entry::Expiry(at) => expiries.push((at, id.clone())),
+                Entry::Updated => updated.push((run.updated_index, id.clone())),
+                Entry::Request(request_id) => insert_request(&mut index.requests, &run.job_uid, request_id, id),
+            });
         }
-        for at in run_deadlines(run) {
-            self.deadlines.insert((at, run.id.clone()));
+        // `from_iter` sorts (in linear time when sorted already, as runs
+        // in creation order give `all_runs` and mostly `updated`), then
+        // fills each node of the tree once.
+        index.all_runs = BTreeSet::from_iter(all_runs);
+        index.pending = BTreeSet::from_iter(pending);
+        index.retry_wakeups = BTreeSet::from_iter(retry_wakeups);
+        index.deadlines = BTreeSet::from_iter(deadlines);
+        index.expiries = BTreeSet::from_iter(expiries);
+        index.updated = BTreeSet::from_iter(updated);
+        for worker in workers {
+            index.insert_worker(worker);
         }
-        if let Some(at) = run_expiry(run) {
-            self.expiries.insert((at, run.id.clone()));
-        }
-        self.updated.insert((run.updated_index, run.id.clone()));
-        if let Cause::Manual { request_id, .. } = &run.cause {
-            let ids = match self.requests.get_mut(&run.job_uid) {
-                Some(ids) => ids,
-                None => self.requests.entry(run.job_uid.clone()).or_default(),
-            };
-            ids.insert(request_id.clone(), run.id.clone());
-        }
+        index
     }
 
     /// Removes a run's entries (`run` as it was when inserted).
@@ -209,6 +256,71 @@ impl Index {
             }
         }
     }
+}
+
+/// One place a run appears in the index (see [`for_each_entry`]).
+enum Entry<'a> {
+    /// `all_runs`.
+    All,
+    /// `runs_of_job`.
+    OfJob,
+    /// `active_of_job`.
+    ActiveOfJob,
+    /// `pending`.
+    Pending,
+    /// `retry_wakeups`, at this time.
+    RetryWakeup(DateTime<Utc>),
+    /// `on_worker`, of this worker.
+    OnWorker(&'a WorkerId),
+    /// `deadlines`, at this time.
+    Deadline(DateTime<Utc>),
+    /// `expiries`, at this time.
+    Expiry(DateTime<Utc>),
+    /// `updated`.
+    Updated,
+    /// `requests`, under this request id.
+    Request(&'a str),
+}
+
+/// Every place `run` appears in the index: the one account of it that both
+/// [`Index::insert_run`] and [`Index::rebuilt`] follow.
+fn for_each_entry<'a>(run: &'a Run, mut add: impl FnMut(Entry<'a>)) {
+    add(Entry::All);
+    add(Entry::OfJob);
+    if run.is_active() {
+        add(Entry::ActiveOfJob);
+    }
+    if run.state == RunState::Pending {
+        add(Entry::Pending);
+        if let Some(at) = run.not_before {
+            add(Entry::RetryWakeup(at));
+        }
+    }
+    if let Some(attempt) = run.live_attempt() {
+        add(Entry::OnWorker(&attempt.worker));
+    }
+    for at in run_deadlines(run) {
+        add(Entry::Deadline(at));
+    }
+    if let Some(at) = run_expiry(run) {
+        add(Entry::Expiry(at));
+    }
+    add(Entry::Updated);
+    if let Cause::Manual { request_id, .. } = &run.cause {
+        add(Entry::Request(request_id));
+    }
+}
+
+fn insert_on_worker(on_worker: &mut HashMap<WorkerId, BTreeSet<RunId>>, worker: &WorkerId, id: &RunId) {
+    on_worker.entry(worker.clone()).or_default().insert(id.clone());
+}
+
+fn insert_request(requests: &mut HashMap<String, HashMap<String, RunId>>, job_uid: &str, request_id: &str, id: &RunId) {
+    let ids = match requests.get_mut(job_uid) {
+        Some(ids) => ids,
+        None => requests.entry(job_uid.to_owned()).or_default(),
+    };
+    ids.insert(request_id.to_owned(), id.clone());
 }
 
 /// Adds `value` to the set under `key` (copying `key` only for a new set).

@@ -414,7 +414,7 @@ pub enum CodecError {
         key: String,
         /// The cause.
         #[source]
-        source: sonic_rs::Error,
+        source: serde_json::Error,
     },
     /// A stored key belongs to no table.
     #[error("unknown state row key {0:?}")]
@@ -788,23 +788,14 @@ impl State {
 
     /// Rebuilds the derived indexes from the tables.
     fn reindex(&mut self) {
-        let mut index = Index::default();
-        // A set of runs for about each job: sized once, not rehashed as it
-        // grows.
-        index.runs_of_job.reserve(self.jobs.len());
-        for (_, job) in self.jobs.iter() {
-            index.insert_job(job);
-        }
-        // In creation order: the big sets (all runs, by update, by expiry)
-        // then grow at their end, much cheaper than in id order.
+        // In creation order: the large sets are then sorted already.
         let mut runs: Vec<&Run> = self.runs.iter().map(|(_, run)| run).collect();
         runs.sort_unstable_by_key(|run| run.created_index);
-        for run in runs {
-            index.insert_run(run);
-        }
-        for (_, worker) in self.workers.iter() {
-            index.insert_worker(worker);
-        }
+        let mut index = Index::rebuilt(
+            self.jobs.iter().map(|(_, job)| job),
+            runs.into_iter(),
+            self.workers.iter().map(|(_, worker)| worker),
+        );
         for (id, token) in self.tokens.iter() {
             index.token_by_hash.insert(token.hash.clone(), id.to_string());
         }
@@ -821,10 +812,8 @@ fn encode_row<T: Serialize>(prefix: &str, key: &str, row: &T) -> Result<(String,
     Ok((key, value))
 }
 
-/// Rows are written by `serde_json` and read by `sonic-rs`: the same JSON,
-/// decoded about twice as fast, which every start pays for every row.
 fn decode_row<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, CodecError> {
-    sonic_rs::from_slice(value).map_err(|source| CodecError::Decode {
+    serde_json::from_slice(value).map_err(|source| CodecError::Decode {
         key: key.to_owned(),
         source,
     })

@@ -77,7 +77,7 @@ impl RunState {
 
 /// Why a run was created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", try_from = "CauseFields")]
 pub enum Cause {
     /// A slot of the job's schedule.
     Scheduled,
@@ -88,6 +88,43 @@ pub enum Cause {
         /// Whether the concurrency policy was overridden.
         forced: bool,
     },
+}
+
+/// A stored [`Cause`] as read: its fields as they come, rather than the
+/// content of the whole object held until its `kind` is found, which is
+/// how serde reads an internally tagged enum (a start reads every run's).
+#[derive(Deserialize)]
+struct CauseFields {
+    kind: CauseKind,
+    request_id: Option<String>,
+    forced: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CauseKind {
+    Scheduled,
+    Manual,
+}
+
+impl TryFrom<CauseFields> for Cause {
+    type Error = &'static str;
+
+    fn try_from(fields: CauseFields) -> Result<Self, Self::Error> {
+        match fields {
+            CauseFields {
+                kind: CauseKind::Scheduled,
+                ..
+            } => Ok(Cause::Scheduled),
+            CauseFields {
+                kind: CauseKind::Manual,
+                request_id: Some(request_id),
+                forced: Some(forced),
+            } => Ok(Cause::Manual { request_id, forced }),
+            CauseFields { request_id: None, .. } => Err("a manual cause needs its `request_id`"),
+            CauseFields { forced: None, .. } => Err("a manual cause needs `forced`"),
+        }
+    }
 }
 
 /// Machine-readable class of a reason.
@@ -268,6 +305,26 @@ impl LogMeta {
     }
 }
 
+/// Reads a run id straight into its shared form: one allocation, where
+/// reading a `String` and sharing it makes two.
+fn shared_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<RunId, D::Error> {
+    struct IdVisitor;
+
+    impl serde::de::Visitor<'_> for IdVisitor {
+        type Value = RunId;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a run id")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<RunId, E> {
+            Ok(RunId::from(id))
+        }
+    }
+
+    deserializer.deserialize_str(IdVisitor)
+}
+
 /// Fields that are `false` are left out of a stored row.
 fn is_false(value: &bool) -> bool {
     !value
@@ -309,6 +366,7 @@ impl DerefMut for Run {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Deterministic id.
+    #[serde(deserialize_with = "shared_id")]
     pub id: RunId,
     /// The job's name.
     pub job: String,
@@ -450,4 +508,53 @@ pub struct Drain {
     pub by_operator: bool,
     /// Whether the deadline was handled (its attempts asked to stop).
     pub handled: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_read_back_as_written_and_a_manual_one_needs_its_fields() {
+        for cause in [
+            Cause::Scheduled,
+            Cause::Manual {
+                request_id: "nightly-1".into(),
+                forced: true,
+            },
+        ] {
+            let text = serde_json::to_string(&cause).unwrap();
+            assert_eq!(serde_json::from_str::<Cause>(&text).unwrap(), cause, "{text}");
+        }
+        let read = |text: &str| serde_json::from_str::<Cause>(text).map_err(|e| e.to_string());
+        assert_eq!(
+            read(r#"{"forced":false,"request_id":"r","kind":"manual","later":1}"#),
+            Ok(Cause::Manual {
+                request_id: "r".into(),
+                forced: false
+            }),
+            "fields in any order, unknown ones ignored"
+        );
+        assert_eq!(read(r#"{"kind":"scheduled"}"#), Ok(Cause::Scheduled));
+        let missing = read(r#"{"kind":"manual","forced":false}"#).unwrap_err();
+        assert!(missing.contains("a manual cause needs its `request_id`"), "{missing}");
+        let missing = read(r#"{"kind":"manual","request_id":"r"}"#).unwrap_err();
+        assert!(missing.contains("a manual cause needs `forced`"), "{missing}");
+        let unknown = read(r#"{"kind":"sometimes"}"#).unwrap_err();
+        assert!(unknown.contains("unknown variant `sometimes`"), "{unknown}");
+        assert!(read(r#"{"request_id":"r"}"#).unwrap_err().contains("missing field `kind`"));
+    }
+
+    #[test]
+    fn a_run_id_reads_escaped_or_not() {
+        #[derive(Deserialize)]
+        struct Row {
+            #[serde(deserialize_with = "shared_id")]
+            id: RunId,
+        }
+        let read = |text: &str| serde_json::from_str::<Row>(text).map(|row| row.id);
+        assert_eq!(&*read(r#"{"id":"job-m7"}"#).unwrap(), "job-m7");
+        assert_eq!(&*read(r#"{"id":"job-\u006d7"}"#).unwrap(), "job-m7");
+        assert!(read(r#"{"id":7}"#).unwrap_err().to_string().contains("expected a run id"));
+    }
 }
