@@ -120,7 +120,7 @@ fn attempt(attempt: &Attempt) -> pb::Attempt {
 pub fn run(run: &Run) -> pb::Run {
     let (cause, request_id, forced) = match &run.cause {
         Cause::Scheduled => ("scheduled", String::new(), false),
-        Cause::Manual { request_id, forced } => ("manual", request_id.clone(), *forced),
+        Cause::Manual { request_id, forced } => ("manual", request_id.to_string(), *forced),
     };
     pb::Run {
         id: run.id.to_string(),

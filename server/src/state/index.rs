@@ -8,6 +8,7 @@
 //! `Tick` touch only what is due, and the dispatcher only what is pending.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 // foldhash, not the standard SipHash: rebuilding the index of a large
 // history hashes millions of keys (see docs/architecture.md, "State
@@ -92,7 +93,7 @@ pub struct Index {
     /// Runs by the index of their last change, for watchers.
     pub updated: BTreeSet<(LogIndex, RunId)>,
     /// Manual runs by job uid and request id, for idempotent triggers.
-    pub requests: HashMap<String, HashMap<String, RunId>>,
+    pub requests: HashMap<String, HashMap<Arc<str>, RunId>>,
     /// Drain deadlines not yet handled, of alive workers.
     pub drains: BTreeSet<(DateTime<Utc>, WorkerId)>,
     /// Token ids by the hash of their secret.
@@ -279,7 +280,7 @@ enum Entry<'a> {
     /// `updated`.
     Updated,
     /// `requests`, under this request id.
-    Request(&'a str),
+    Request(&'a Arc<str>),
 }
 
 /// Every place `run` appears in the index: the one account of it that both
@@ -315,12 +316,17 @@ fn insert_on_worker(on_worker: &mut HashMap<WorkerId, BTreeSet<RunId>>, worker: 
     on_worker.entry(worker.clone()).or_default().insert(id.clone());
 }
 
-fn insert_request(requests: &mut HashMap<String, HashMap<String, RunId>>, job_uid: &str, request_id: &str, id: &RunId) {
+fn insert_request(
+    requests: &mut HashMap<String, HashMap<Arc<str>, RunId>>,
+    job_uid: &str,
+    request_id: &Arc<str>,
+    id: &RunId,
+) {
     let ids = match requests.get_mut(job_uid) {
         Some(ids) => ids,
         None => requests.entry(job_uid.to_owned()).or_default(),
     };
-    ids.insert(request_id.to_owned(), id.clone());
+    ids.insert(request_id.clone(), id.clone());
 }
 
 /// Adds `value` to the set under `key` (copying `key` only for a new set).

@@ -83,8 +83,9 @@ pub enum Cause {
     Scheduled,
     /// A manual trigger.
     Manual {
-        /// The client's request id (idempotency key).
-        request_id: String,
+        /// The client's request id (idempotency key), shared with the
+        /// index of requests.
+        request_id: Arc<str>,
         /// Whether the concurrency policy was overridden.
         forced: bool,
     },
@@ -96,7 +97,8 @@ pub enum Cause {
 #[derive(Deserialize)]
 struct CauseFields {
     kind: CauseKind,
-    request_id: Option<String>,
+    #[serde(default, deserialize_with = "some_shared_str")]
+    request_id: Option<Arc<str>>,
     forced: Option<bool>,
 }
 
@@ -305,24 +307,29 @@ impl LogMeta {
     }
 }
 
-/// Reads a run id straight into its shared form: one allocation, where
-/// reading a `String` and sharing it makes two.
-fn shared_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<RunId, D::Error> {
-    struct IdVisitor;
+/// Reads a string straight into its shared form (a run id, a request id):
+/// one allocation, where reading a `String` and sharing it makes two.
+fn shared_str<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+    struct SharedVisitor;
 
-    impl serde::de::Visitor<'_> for IdVisitor {
-        type Value = RunId;
+    impl serde::de::Visitor<'_> for SharedVisitor {
+        type Value = Arc<str>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a run id")
+            f.write_str("a string")
         }
 
-        fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<RunId, E> {
-            Ok(RunId::from(id))
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Arc<str>, E> {
+            Ok(Arc::from(text))
         }
     }
 
-    deserializer.deserialize_str(IdVisitor)
+    deserializer.deserialize_str(SharedVisitor)
+}
+
+/// [`shared_str`], for a field that may be absent.
+fn some_shared_str<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Arc<str>>, D::Error> {
+    shared_str(deserializer).map(Some)
 }
 
 /// Fields that are `false` are left out of a stored row.
@@ -366,7 +373,7 @@ impl DerefMut for Run {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Deterministic id.
-    #[serde(deserialize_with = "shared_id")]
+    #[serde(deserialize_with = "shared_str")]
     pub id: RunId,
     /// The job's name.
     pub job: String,
@@ -542,19 +549,28 @@ mod tests {
         assert!(missing.contains("a manual cause needs `forced`"), "{missing}");
         let unknown = read(r#"{"kind":"sometimes"}"#).unwrap_err();
         assert!(unknown.contains("unknown variant `sometimes`"), "{unknown}");
-        assert!(read(r#"{"request_id":"r"}"#).unwrap_err().contains("missing field `kind`"));
+        assert!(
+            read(r#"{"request_id":"r"}"#)
+                .unwrap_err()
+                .contains("missing field `kind`")
+        );
     }
 
     #[test]
     fn a_run_id_reads_escaped_or_not() {
         #[derive(Deserialize)]
         struct Row {
-            #[serde(deserialize_with = "shared_id")]
+            #[serde(deserialize_with = "shared_str")]
             id: RunId,
         }
         let read = |text: &str| serde_json::from_str::<Row>(text).map(|row| row.id);
         assert_eq!(&*read(r#"{"id":"job-m7"}"#).unwrap(), "job-m7");
         assert_eq!(&*read(r#"{"id":"job-\u006d7"}"#).unwrap(), "job-m7");
-        assert!(read(r#"{"id":7}"#).unwrap_err().to_string().contains("expected a run id"));
+        assert!(
+            read(r#"{"id":7}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("expected a string")
+        );
     }
 }

@@ -284,7 +284,7 @@ impl State {
             }
         }
         let cause = Cause::Manual {
-            request_id: request_id.to_owned(),
+            request_id: request_id.into(),
             forced: force,
         };
         let run = new_run(&job, id, cause, None, params.clone(), now, index);
