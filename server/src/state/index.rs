@@ -229,33 +229,42 @@ impl Index {
                 self.runs_in_state.remove(&run.state);
             }
         }
-        let key = (run.created_index, run.id.clone());
-        self.all_runs.remove(&key);
-        remove_from(&mut self.runs_of_job, &run.job_uid, &key);
-        remove_from(&mut self.active_of_job, &run.job_uid, &key);
-        self.pending.remove(&key);
-        if let Some(at) = run.not_before {
-            self.retry_wakeups.remove(&(at, run.id.clone()));
-        }
-        if let Some(attempt) = run.live_attempt() {
-            remove_from(&mut self.on_worker, &attempt.worker, &run.id);
-        }
-        for at in run_deadlines(run) {
-            self.deadlines.remove(&(at, run.id.clone()));
-        }
-        if let Some(at) = run_expiry(run) {
-            self.expiries.remove(&(at, run.id.clone()));
-        }
-        self.updated.remove(&(run.updated_index, run.id.clone()));
-        if let Cause::Manual { request_id, .. } = &run.cause
-            && let Some(ids) = self.requests.get_mut(&run.job_uid)
-            && ids.get(request_id) == Some(&run.id)
-        {
-            ids.remove(request_id);
-            if ids.is_empty() {
-                self.requests.remove(&run.job_uid);
+        let id = &run.id;
+        let key = (run.created_index, id.clone());
+        for_each_entry(run, |entry| match entry {
+            Entry::All => {
+                self.all_runs.remove(&key);
             }
-        }
+            Entry::OfJob => remove_from(&mut self.runs_of_job, &run.job_uid, &key),
+            Entry::ActiveOfJob => remove_from(&mut self.active_of_job, &run.job_uid, &key),
+            Entry::Pending => {
+                self.pending.remove(&key);
+            }
+            Entry::RetryWakeup(at) => {
+                self.retry_wakeups.remove(&(at, id.clone()));
+            }
+            Entry::OnWorker(worker) => remove_from(&mut self.on_worker, worker, id),
+            Entry::Deadline(at) => {
+                self.deadlines.remove(&(at, id.clone()));
+            }
+            Entry::Expiry(at) => {
+                self.expiries.remove(&(at, id.clone()));
+            }
+            Entry::Updated => {
+                self.updated.remove(&(run.updated_index, id.clone()));
+            }
+            // Only while it names this run: a request id maps to one run.
+            Entry::Request(request_id) => {
+                if let Some(ids) = self.requests.get_mut(&run.job_uid)
+                    && ids.get(request_id) == Some(id)
+                {
+                    ids.remove(request_id);
+                    if ids.is_empty() {
+                        self.requests.remove(&run.job_uid);
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -283,8 +292,9 @@ enum Entry<'a> {
     Request(&'a Arc<str>),
 }
 
-/// Every place `run` appears in the index: the one account of it that both
-/// [`Index::insert_run`] and [`Index::rebuilt`] follow.
+/// Every place `run` appears in the index (besides its count in
+/// `runs_in_state`): the one account of it that [`Index::insert_run`],
+/// [`Index::rebuilt`] and [`Index::remove_run`] follow.
 fn for_each_entry<'a>(run: &'a Run, mut add: impl FnMut(Entry<'a>)) {
     add(Entry::All);
     add(Entry::OfJob);

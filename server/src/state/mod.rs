@@ -788,9 +788,10 @@ impl State {
 
     /// Rebuilds the derived indexes from the tables.
     fn reindex(&mut self) {
-        // In creation order: the large sets are then sorted already.
+        // In creation order (runs one command created, by id): the large
+        // sets are then sorted already.
         let mut runs: Vec<&Run> = self.runs.iter().map(|(_, run)| run).collect();
-        runs.sort_unstable_by_key(|run| run.created_index);
+        runs.sort_unstable_by(|a, b| (a.created_index, &a.id).cmp(&(b.created_index, &b.id)));
         let mut index = Index::rebuilt(
             self.jobs.iter().map(|(_, job)| job),
             runs.into_iter(),

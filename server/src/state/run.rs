@@ -327,9 +327,18 @@ fn shared_str<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Arc<s
     deserializer.deserialize_str(SharedVisitor)
 }
 
-/// [`shared_str`], for a field that may be absent.
+/// [`shared_str`], for a field that may be absent or `null`.
 fn some_shared_str<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Arc<str>>, D::Error> {
-    shared_str(deserializer).map(Some)
+    Option::<SharedStr>::deserialize(deserializer).map(|text| text.map(|SharedStr(text)| text))
+}
+
+/// A string read with [`shared_str`].
+struct SharedStr(Arc<str>);
+
+impl<'de> Deserialize<'de> for SharedStr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        shared_str(deserializer).map(SharedStr)
+    }
 }
 
 /// Fields that are `false` are left out of a stored row.
@@ -543,6 +552,9 @@ mod tests {
             "fields in any order, unknown ones ignored"
         );
         assert_eq!(read(r#"{"kind":"scheduled"}"#), Ok(Cause::Scheduled));
+        assert_eq!(read(r#"{"kind":"scheduled","request_id":null}"#), Ok(Cause::Scheduled));
+        let null = read(r#"{"kind":"manual","request_id":null,"forced":false}"#).unwrap_err();
+        assert!(null.contains("a manual cause needs its `request_id`"), "{null}");
         let missing = read(r#"{"kind":"manual","forced":false}"#).unwrap_err();
         assert!(missing.contains("a manual cause needs its `request_id`"), "{missing}");
         let missing = read(r#"{"kind":"manual","request_id":"r"}"#).unwrap_err();

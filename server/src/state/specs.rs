@@ -71,7 +71,7 @@ impl Specs {
     }
 
     /// Loads a stored row (`key` after [`GEN_PREFIX`]), used by no run until
-    /// [`Specs::acquire`]d. `None` if the key names no generation. A
+    /// one is counted ([`Specs::attach`]). `None` if the key names no generation. A
     /// generation already known (adopted from a run's row read earlier)
     /// stays as it is: a generation's spec never changes.
     pub fn load(&mut self, key: &str, spec: JobSpec) -> Option<()> {
@@ -91,6 +91,7 @@ impl Specs {
     /// Stores apart a spec read inline from a run's row (rows written before
     /// specs were stored apart), for a generation with no stored spec yet:
     /// a changed row, written with the next changes.
+    ///
     /// The run being loaded is counted as its user, as by [`Specs::attach`].
     pub fn adopt(&mut self, uid: &str, generation: u64, spec: JobSpec) -> Arc<JobSpec> {
         let spec = Arc::new(spec);
@@ -98,9 +99,9 @@ impl Specs {
         spec
     }
 
-    /// Counts a run being loaded as a user of job `uid`'s `generation`, and
-    /// gives that generation's spec; `None`, and nothing counted, if it is
-    /// not stored (yet).
+    /// Counts a run (being loaded, or new) as a user of job `uid`'s
+    /// `generation`, and gives that generation's spec; `None`, and nothing
+    /// counted, if it is not stored (yet).
     pub fn attach(&mut self, uid: &str, generation: u64) -> Option<Arc<JobSpec>> {
         let entry = self.by_job.get_mut(uid)?.get_mut(&generation)?;
         entry.runs += 1;
