@@ -150,8 +150,10 @@ async fn until_serving(cluster: &Cluster, job: &str) -> anyhow::Result<()> {
 
 /// Server RSS with `jobs` jobs and `jobs * runs_per_job` runs of history,
 /// and the time from starting (restoring the backup) and from restarting
-/// all three servers (SIGKILL) until the cluster serves a linearizable read.
-pub async fn with_history(jobs: usize, runs_per_job: usize) -> anyhow::Result<serde_json::Value> {
+/// every server (SIGKILL) until the cluster serves a linearizable read; a
+/// cluster of `servers` (3, or 1 to time one server's load without others
+/// sharing the machine's cores).
+pub async fn with_history(jobs: usize, runs_per_job: usize, servers: u64) -> anyhow::Result<serde_json::Value> {
     let building = std::time::Instant::now();
     let file = history_backup(jobs, runs_per_job)?;
     let built_in = building.elapsed();
@@ -159,11 +161,11 @@ pub async fn with_history(jobs: usize, runs_per_job: usize) -> anyhow::Result<se
     // it and sled's pages at once: about 3.5 times the file per server at
     // the peak (measured: 1.64 GB for a 468 MiB backup). Refuse rather than
     // let the kernel kill processes.
-    let need = file.len() as u64 * 4 * 3;
+    let need = file.len() as u64 * 4 * servers;
     let available = available_memory()?;
     anyhow::ensure!(
         need < available,
-        "restoring a {:.0} MiB backup on three servers needs about {:.1} GiB; this machine has {:.1} GiB available. Pass fewer --jobs or --runs.",
+        "restoring a {:.0} MiB backup on {servers} server(s) needs about {:.1} GiB; this machine has {:.1} GiB available. Pass fewer --jobs or --runs.",
         file.len() as f64 / (1 << 20) as f64,
         need as f64 / (1u64 << 30) as f64,
         available as f64 / (1u64 << 30) as f64
@@ -182,7 +184,7 @@ pub async fn with_history(jobs: usize, runs_per_job: usize) -> anyhow::Result<se
         ..ServerSettings::default()
     };
     let started = std::time::Instant::now();
-    let mut cluster = Cluster::start(3, settings).await?;
+    let mut cluster = Cluster::start(servers, settings).await?;
     until_serving(&cluster, "history-0").await?;
     let restore_to_serving = started.elapsed();
     let rss_of = |cluster: &Cluster| -> anyhow::Result<Vec<u64>> {
@@ -218,12 +220,12 @@ pub async fn with_history(jobs: usize, runs_per_job: usize) -> anyhow::Result<se
     let after_restart = rss_of(&cluster)?;
     let mib = |bytes: &u64| *bytes as f64 / (1024.0 * 1024.0);
     println!(
-        "footprint with {jobs} jobs and {} runs of history:",
+        "footprint with {jobs} jobs and {} runs of history, {servers} server(s):",
         jobs * runs_per_job
     );
     println!("  restore to serving  {restore_to_serving:?}");
     println!(
-        "  restart to serving  {:?} then {:?} (all three servers SIGKILLed and started, twice)",
+        "  restart to serving  {:?} then {:?} (every server SIGKILLed and started, twice)",
         restart_to_serving[0], restart_to_serving[1]
     );
     println!(
@@ -234,6 +236,7 @@ pub async fn with_history(jobs: usize, runs_per_job: usize) -> anyhow::Result<se
     Ok(json!({
         "jobs": jobs,
         "runs": jobs * runs_per_job,
+        "servers": servers,
         "backup_bytes": file.len(),
         "restore_to_serving_seconds": restore_to_serving.as_secs_f64(),
         "restart_to_serving_seconds": restart_to_serving.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),

@@ -58,6 +58,10 @@ struct Args {
     /// runs of history in all, default 1000000).
     #[arg(long)]
     runs: Option<usize>,
+    /// Servers holding the history (footprint: default 3; 1 times one
+    /// server's load without the others sharing the machine's cores).
+    #[arg(long)]
+    servers: Option<u64>,
     /// Containers at once (containers: default 8).
     #[arg(long)]
     parallel: Option<usize>,
@@ -103,7 +107,12 @@ fn main() -> anyhow::Result<()> {
                 let (jobs, runs) = if args.smoke { (50, 500) } else { (100_000, 1_000_000) };
                 let jobs = args.jobs.unwrap_or(jobs).max(1);
                 let runs_per_job = args.runs.unwrap_or(runs) / jobs;
-                report["history"] = bench::footprint::with_history(jobs, runs_per_job).await?;
+                let servers = args.servers.unwrap_or(3);
+                anyhow::ensure!(
+                    matches!(servers, 1 | 3),
+                    "--servers must be 1 or 3 (footprint: servers holding the history), not {servers}"
+                );
+                report["history"] = bench::footprint::with_history(jobs, runs_per_job, servers).await?;
                 report
             }
             Scenario::Herd => bench::herd::run(args.jobs.unwrap_or(if args.smoke { 20 } else { 1000 })).await?,
