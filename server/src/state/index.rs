@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 
 use super::job::Job;
 use super::run::{Cause, Run, RunId, RunState, Worker, WorkerId, WorkerState};
+use super::tokens::Token;
 use super::{LogIndex, schedule};
 
 /// `at + d`, or `None` past the end of time.
@@ -137,6 +138,11 @@ impl Index {
         }
     }
 
+    /// Adds a token's entry.
+    pub fn insert_token(&mut self, token: &Token) {
+        self.token_by_hash.insert(token.hash.clone(), token.id.clone());
+    }
+
     /// Adds a run's entries.
     pub fn insert_run(&mut self, run: &Run) {
         *self.runs_in_state.entry(run.state).or_default() += 1;
@@ -175,6 +181,7 @@ impl Index {
         jobs: impl Iterator<Item = &'a Job>,
         runs: impl Iterator<Item = &'a Run>,
         workers: impl Iterator<Item = &'a Worker>,
+        tokens: impl Iterator<Item = &'a Token>,
     ) -> Index {
         let mut index = Index::default();
         // A set of runs for about each job: sized once, not rehashed as it
@@ -217,6 +224,9 @@ impl Index {
         index.updated = BTreeSet::from_iter(updated);
         for worker in workers {
             index.insert_worker(worker);
+        }
+        for token in tokens {
+            index.insert_token(token);
         }
         index
     }

@@ -792,15 +792,12 @@ impl State {
         // sets are then sorted already.
         let mut runs: Vec<&Run> = self.runs.iter().map(|(_, run)| run).collect();
         runs.sort_unstable_by(|a, b| (a.created_index, &a.id).cmp(&(b.created_index, &b.id)));
-        let mut index = Index::rebuilt(
+        self.index = Index::rebuilt(
             self.jobs.iter().map(|(_, job)| job),
             runs.into_iter(),
             self.workers.iter().map(|(_, worker)| worker),
+            self.tokens.iter().map(|(_, token)| token),
         );
-        for (id, token) in self.tokens.iter() {
-            index.token_by_hash.insert(token.hash.clone(), id.to_string());
-        }
-        self.index = index;
     }
 }
 

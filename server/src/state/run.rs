@@ -97,8 +97,8 @@ pub enum Cause {
 #[derive(Deserialize)]
 struct CauseFields {
     kind: CauseKind,
-    #[serde(default, deserialize_with = "some_shared_str")]
-    request_id: Option<Arc<str>>,
+    #[serde(default)]
+    request_id: Option<SharedStr>,
     forced: Option<bool>,
 }
 
@@ -120,7 +120,7 @@ impl TryFrom<CauseFields> for Cause {
             } => Ok(Cause::Scheduled),
             CauseFields {
                 kind: CauseKind::Manual,
-                request_id: Some(request_id),
+                request_id: Some(SharedStr(request_id)),
                 forced: Some(forced),
             } => Ok(Cause::Manual { request_id, forced }),
             CauseFields { request_id: None, .. } => Err("a manual cause needs its `request_id`"),
@@ -327,12 +327,8 @@ fn shared_str<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Arc<s
     deserializer.deserialize_str(SharedVisitor)
 }
 
-/// [`shared_str`], for a field that may be absent or `null`.
-fn some_shared_str<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Arc<str>>, D::Error> {
-    Option::<SharedStr>::deserialize(deserializer).map(|text| text.map(|SharedStr(text)| text))
-}
-
-/// A string read with [`shared_str`].
+/// A string read with [`shared_str`] (where a field may be absent or
+/// `null`: `Option<SharedStr>`).
 struct SharedStr(Arc<str>);
 
 impl<'de> Deserialize<'de> for SharedStr {

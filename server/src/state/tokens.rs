@@ -122,7 +122,7 @@ impl State {
             revision: index,
             ..token.clone()
         };
-        self.index.token_by_hash.insert(token.hash.clone(), token.id.clone());
+        self.index.insert_token(&token);
         self.tokens.insert(token.id.clone(), token.clone());
         Ok(Response::Token(token))
     }

@@ -472,6 +472,18 @@ fn replace_all(
     })
 }
 
+/// Runs `f`, which may block for seconds (decoding or writing a large
+/// state), without holding up the other tasks queued on this worker
+/// thread: on a multi-threaded runtime they move to another thread
+/// meanwhile ([`tokio::task::block_in_place`]); elsewhere (a
+/// current-thread runtime, as in tests) it simply runs.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// sled batches written once they hold about [`REPLACE_BATCH_BYTES`].
 struct BoundedBatches<'a> {
     tree: &'a sled::Tree,
@@ -600,7 +612,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let started = std::time::Instant::now();
         let data = Arc::new(snapshot.read().await.map_err(|e| snapshot_err(ErrorVerb::Read, e))?);
         // Check everything before anything is written: a bad snapshot changes nothing.
-        let decoded = decode_snapshot(&data)?;
+        let decoded = blocking(|| decode_snapshot(&data))?;
         let snapshots = self.snapshots.clone();
         let stored_meta = meta.clone();
         let stored_data = data.clone();
@@ -615,7 +627,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Failed until replaced: sled is torn in between and must not be
         // written from the old state (a restart rebuilds it).
         *unstored = Unstored::Failed;
-        let replaced = replace_all(&self.tree, meta, decoded, Some("snapshot-install-replacing"))?;
+        let replaced = blocking(|| replace_all(&self.tree, meta, decoded, Some("snapshot-install-replacing")))?;
         *write_applied(&self.applied)? = replaced;
         *unstored = Unstored::Nothing;
         drop(unstored);

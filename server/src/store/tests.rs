@@ -42,14 +42,21 @@ fn openraft_storage_suite() {
 /// threads as they wind down, so a lock conflict is waited out (bounded);
 /// any other error fails the test at once, with its message.
 async fn when_unlocked<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> T {
+    until_unlocked(open)
+        .await
+        .unwrap_or_else(|e| panic!("reopening: {e:?}"))
+}
+
+/// What `open` gives once it no longer fails on a lock (or once 10 s have
+/// passed).
+async fn until_unlocked<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> Result<T, E> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match open() {
-            Ok(opened) => return opened,
             Err(e) if format!("{e:?}").to_lowercase().contains("lock") && std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
-            Err(e) => panic!("reopening: {e:?}"),
+            opened => return opened,
         }
     }
 }
@@ -57,15 +64,9 @@ async fn when_unlocked<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -
 /// What opening the store in `dir` fails with (waiting out a lock of the
 /// previous instance, as [`when_unlocked`] does); panics if it opens.
 async fn open_refused(dir: &std::path::Path) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match open(dir, &StoreOptions::default()) {
-            Ok(_) => panic!("the store opened"),
-            Err(e) if format!("{e:?}").to_lowercase().contains("lock") && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(e) => return format!("{:#}", anyhow::Error::from(e)),
-        }
+    match until_unlocked(|| open(dir, &StoreOptions::default())).await {
+        Ok(_) => panic!("the store opened"),
+        Err(e) => format!("{:#}", anyhow::Error::from(e)),
     }
 }
 
