@@ -103,15 +103,15 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     Duration::from_secs(10)
                 };
-                let mut report = bench::footprint::run(settle).await?;
-                let (jobs, runs) = if args.smoke { (50, 500) } else { (100_000, 1_000_000) };
-                let jobs = args.jobs.unwrap_or(jobs).max(1);
-                let runs_per_job = args.runs.unwrap_or(runs) / jobs;
                 let servers = args.servers.unwrap_or(3);
                 anyhow::ensure!(
                     matches!(servers, 1 | 3),
                     "--servers must be 1 or 3 (footprint: servers holding the history), not {servers}"
                 );
+                let mut report = bench::footprint::run(settle).await?;
+                let (jobs, runs) = if args.smoke { (50, 500) } else { (100_000, 1_000_000) };
+                let jobs = args.jobs.unwrap_or(jobs).max(1);
+                let runs_per_job = args.runs.unwrap_or(runs) / jobs;
                 report["history"] = bench::footprint::with_history(jobs, runs_per_job, servers).await?;
                 report
             }

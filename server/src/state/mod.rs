@@ -419,13 +419,16 @@ pub enum CodecError {
     /// A stored key belongs to no table.
     #[error("unknown state row key {0:?}")]
     UnknownKey(String),
-    /// A run's row holds another run than its key names.
+    /// A run's, worker's or token's row holds another one than its key
+    /// names.
     #[error(
-        "state row {key:?} holds run {id:?}: the store is damaged; restore a backup, or remove this server's data directory and let it rejoin"
+        "state row {key:?} holds {kind} {id:?}: the store is damaged; restore a backup, or remove this server's data directory and let it rejoin"
     )]
     MismatchedId {
         /// The row key.
         key: String,
+        /// What the row holds: `run`, `worker` or `token`.
+        kind: &'static str,
         /// The id in the row.
         id: String,
     },
@@ -748,9 +751,13 @@ impl State {
                 };
                 state.load_run(id, Run { spec, record })?;
             } else if let Some(id) = key.strip_prefix(WORKER_PREFIX) {
-                state.workers.load(id.to_owned(), decode_row(key, value)?);
+                let worker: Worker = decode_row(key, value)?;
+                check_id(key, "worker", id, &worker.id)?;
+                state.workers.load(id.to_owned(), worker);
             } else if let Some(id) = key.strip_prefix(TOKEN_PREFIX) {
-                state.tokens.load(id.to_owned(), decode_row(key, value)?);
+                let token: Token = decode_row(key, value)?;
+                check_id(key, "token", id, &token.id)?;
+                state.tokens.load(id.to_owned(), token);
             } else if !key.starts_with(logs::LOG_PREFIX) {
                 return Err(CodecError::UnknownKey(key.to_owned()));
             }
@@ -776,12 +783,7 @@ impl State {
     /// the run's own (the table shares it). The run is already counted as
     /// its spec's user ([`Specs::attach`]).
     fn load_run(&mut self, id: &str, run: Run) -> Result<(), CodecError> {
-        if *run.id != *id {
-            return Err(CodecError::MismatchedId {
-                key: format!("{RUN_PREFIX}{id}"),
-                id: run.id.to_string(),
-            });
-        }
+        check_id(&format!("{RUN_PREFIX}{id}"), "run", id, &run.id)?;
         self.runs.load(run.id.clone(), run);
         Ok(())
     }
@@ -799,6 +801,19 @@ impl State {
             self.tokens.iter().map(|(_, token)| token),
         );
     }
+}
+
+/// That the row under `key`, for `id`, holds the `kind` whose id it names
+/// (the indexes name rows by the id they hold).
+fn check_id(key: &str, kind: &'static str, id: &str, held: &str) -> Result<(), CodecError> {
+    if held == id {
+        return Ok(());
+    }
+    Err(CodecError::MismatchedId {
+        key: key.to_owned(),
+        kind,
+        id: held.to_owned(),
+    })
 }
 
 fn encode_row<T: Serialize>(prefix: &str, key: &str, row: &T) -> Result<(String, Vec<u8>), CodecError> {

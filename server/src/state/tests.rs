@@ -467,9 +467,38 @@ fn a_run_row_under_another_runs_key_is_an_error() {
         .collect();
     let error = State::from_rows(rows).expect_err("damaged");
     assert!(
-        matches!(&error, CodecError::MismatchedId { key, id } if key == "run/u1-m9" && id == "u1-m2"),
+        matches!(&error, CodecError::MismatchedId { key, kind: "run", id } if key == "run/u1-m9" && id == "u1-m2"),
         "{error}"
     );
+}
+
+#[test]
+fn a_token_row_under_another_id_is_an_error() {
+    let mut state = State::default();
+    let token = Token {
+        id: "t1".into(),
+        name: "ci".into(),
+        role: TokenRole::Operator,
+        hash: "ab".repeat(32),
+        created_at: at(0),
+        expires_at: None,
+        revoked_at: None,
+        revision: 0,
+    };
+    state.create_token(&token, at(0), 1).expect("created");
+    let rows = encoded(&state);
+    let moved = |from: &str, to: &str| -> Vec<(String, Vec<u8>)> {
+        rows.iter()
+            .map(|(key, value)| (if key == from { to.to_owned() } else { key.clone() }, value.clone()))
+            .collect()
+    };
+    assert!(State::from_rows(moved("", "")).is_ok(), "as written, it loads");
+    let error = State::from_rows(moved("token/t1", "token/t2")).expect_err("damaged");
+    assert!(
+        matches!(&error, CodecError::MismatchedId { key, kind: "token", id } if key == "token/t2" && id == "t1"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("holds token \"t1\""), "{error}");
 }
 
 #[test]
