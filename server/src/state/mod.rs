@@ -752,11 +752,11 @@ impl State {
                 state.load_run(id, Run { spec, record })?;
             } else if let Some(id) = key.strip_prefix(WORKER_PREFIX) {
                 let worker: Worker = decode_row(key, value)?;
-                check_id(key, "worker", id, &worker.id)?;
+                check_id(WORKER_PREFIX, id, "worker", &worker.id)?;
                 state.workers.load(id.to_owned(), worker);
             } else if let Some(id) = key.strip_prefix(TOKEN_PREFIX) {
                 let token: Token = decode_row(key, value)?;
-                check_id(key, "token", id, &token.id)?;
+                check_id(TOKEN_PREFIX, id, "token", &token.id)?;
                 state.tokens.load(id.to_owned(), token);
             } else if !key.starts_with(logs::LOG_PREFIX) {
                 return Err(CodecError::UnknownKey(key.to_owned()));
@@ -783,7 +783,7 @@ impl State {
     /// the run's own (the table shares it). The run is already counted as
     /// its spec's user ([`Specs::attach`]).
     fn load_run(&mut self, id: &str, run: Run) -> Result<(), CodecError> {
-        check_id(&format!("{RUN_PREFIX}{id}"), "run", id, &run.id)?;
+        check_id(RUN_PREFIX, id, "run", &run.id)?;
         self.runs.load(run.id.clone(), run);
         Ok(())
     }
@@ -803,14 +803,14 @@ impl State {
     }
 }
 
-/// That the row under `key`, for `id`, holds the `kind` whose id it names
-/// (the indexes name rows by the id they hold).
-fn check_id(key: &str, kind: &'static str, id: &str, held: &str) -> Result<(), CodecError> {
+/// That the row under `prefix` + `id` holds the `kind` it names: one whose
+/// id, `held`, is `id` (the indexes name rows by the id they hold).
+fn check_id(prefix: &str, id: &str, kind: &'static str, held: &str) -> Result<(), CodecError> {
     if held == id {
         return Ok(());
     }
     Err(CodecError::MismatchedId {
-        key: key.to_owned(),
+        key: format!("{prefix}{id}"),
         kind,
         id: held.to_owned(),
     })

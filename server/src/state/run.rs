@@ -97,7 +97,6 @@ pub enum Cause {
 #[derive(Deserialize)]
 struct CauseFields {
     kind: CauseKind,
-    #[serde(default)]
     request_id: Option<SharedStr>,
     forced: Option<bool>,
 }

@@ -95,7 +95,7 @@ impl Specs {
     /// The run being loaded is counted as its user, as by [`Specs::attach`].
     pub fn adopt(&mut self, uid: &str, generation: u64, spec: JobSpec) -> Arc<JobSpec> {
         let spec = Arc::new(spec);
-        self.insert(uid, generation, spec.clone(), 1);
+        self.insert(uid, generation, spec.clone());
         spec
     }
 
@@ -112,7 +112,7 @@ impl Specs {
     /// the generation's first.
     pub fn acquire(&mut self, run: &Run) {
         if self.attach(&run.job_uid, run.generation).is_none() {
-            self.insert(&run.job_uid, run.generation, run.spec.clone(), 1);
+            self.insert(&run.job_uid, run.generation, run.spec.clone());
         }
     }
 
@@ -174,12 +174,13 @@ impl Specs {
             .collect()
     }
 
-    fn insert(&mut self, uid: &str, generation: u64, spec: Arc<JobSpec>, runs: u64) {
+    /// Stores a generation's spec with the one run that brings it.
+    fn insert(&mut self, uid: &str, generation: u64, spec: Arc<JobSpec>) {
         self.by_job.entry(uid.to_owned()).or_default().insert(
             generation,
             Entry {
                 spec: spec.clone(),
-                runs,
+                runs: 1,
             },
         );
         self.table.insert_shared(key(uid, generation), spec);
